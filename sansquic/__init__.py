@@ -1,0 +1,75 @@
+"""sansquic: QUIC multi-stream transport as a pure protocol core.
+
+Everything public is re-exported here; the private modules behind it may
+change at any time. Start with :class:`Connection` and :class:`Config`; test
+your own code on the simulated network in :mod:`sansquic.testing`.
+"""
+
+from ._certs import CertificatePair, make_dev_certificate
+from ._config import Config
+from ._connection import Connection, ConnectionState, Role
+from ._engine import Address
+from ._errors import (
+    ConfigError,
+    ConnectionClosed,
+    LocalProtocolError,
+    RemoteProtocolError,
+    SansQuicError,
+    StreamResetError,
+    StreamStoppedError,
+)
+from ._events import (
+    ConnectionTerminated,
+    DatagramReceived,
+    Event,
+    HandshakeCompleted,
+    StreamEnded,
+    StreamOpened,
+    StreamReadable,
+    StreamReset,
+    StreamStopped,
+)
+from ._state import RecvState, SendState
+from ._stats import ConnectionStats
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Address",
+    "CertificatePair",
+    "Config",
+    "ConfigError",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionState",
+    "ConnectionStats",
+    "ConnectionTerminated",
+    "DatagramReceived",
+    "Event",
+    "HandshakeCompleted",
+    "LocalProtocolError",
+    "RecvState",
+    "RemoteProtocolError",
+    "Role",
+    "SansQuicError",
+    "SendState",
+    "StreamEnded",
+    "StreamOpened",
+    "StreamReadable",
+    "StreamReset",
+    "StreamResetError",
+    "StreamStopped",
+    "StreamStoppedError",
+    "__version__",
+    "make_dev_certificate",
+]
+
+# Public names report the public module, so reprs and docs never show private paths.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("sansquic._"):
+        try:
+            _obj.__module__ = "sansquic"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

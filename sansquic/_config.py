@@ -1,0 +1,151 @@
+"""``Config``: every setting of a connection, frozen and validated on construction."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import attrs
+
+from ._certs import make_dev_certificate
+from ._errors import ConfigError
+
+__all__ = ["Config"]
+
+_MAX_VARINT = 2**62 - 1
+# Measured with aioquic 1.7.2: packets above about 16 KB fail, so larger UDP
+# payloads are refused here rather than failing on the wire.
+_MAX_UDP_PAYLOAD = 16_000
+# A peer may skip ahead within its credit, and the core remembers skipped ids,
+# so the credit bounds memory; a million is far past any measured need.
+_MAX_STREAMS = 1_000_000
+
+
+def _load_pem(value: Any, field_name: str) -> bytes | None:
+    """Accept PEM bytes, PEM text, or a path to a PEM file."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        return value.encode("ascii")
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            with open(value, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {field_name} from {value!r}: {exc}") from exc
+    raise ConfigError(f"{field_name} must be PEM bytes, PEM text or a path, not {value!r}")
+
+
+def _alpn(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        protocols = tuple(value)
+    except TypeError:
+        raise ConfigError(f"alpn must be a sequence of strings, not {value!r}") from None
+    if not protocols or not all(
+        isinstance(p, str) and 0 < len(p.encode()) < 256 for p in protocols
+    ):
+        raise ConfigError(f"alpn needs 1+ protocol names of 1-255 bytes, not {value!r}")
+    return protocols
+
+
+def _int_in(low: int, high: int) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"{attribute.name} must be an int in [{low}, {high}], not {value!r}")
+
+    return check
+
+
+def _positive_float(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{attribute.name} must be a positive number, not {value!r}")
+
+
+def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{attribute.name} must be True or False, not {value!r}")
+
+
+def _one_of(*choices: str) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ConfigError(f"{attribute.name} must be one of {choices}, not {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Settings shared by client and server connections.
+
+    A server needs ``certificate`` and ``private_key``, or ``dev_mode=True``,
+    which makes an in-memory self-signed pair. A client verifies the server's
+    certificate against the system's trust store, or against ``ca_certs`` when
+    given; ``dev_mode=True`` on a client turns verification off, for local
+    development only.
+
+    Change a setting with :meth:`replace`; invalid values raise
+    :class:`~sansquic.ConfigError` at construction.
+    """
+
+    #: ALPN protocol names offered (client) or accepted (server), in preference order.
+    alpn: tuple[str, ...] = attrs.field(default=("sansquic",), converter=_alpn)
+    #: The server's certificate chain: PEM bytes, PEM text, or a path.
+    certificate: bytes | None = attrs.field(
+        default=None, converter=lambda v: _load_pem(v, "certificate")
+    )
+    #: The server's private key: PEM bytes, PEM text, or a path.
+    private_key: bytes | None = attrs.field(
+        default=None, converter=lambda v: _load_pem(v, "private_key"), repr=False
+    )
+    #: Trust anchors for verifying the peer (PEM); ``None`` uses the system's.
+    ca_certs: bytes | None = attrs.field(
+        default=None, converter=lambda v: _load_pem(v, "ca_certs")
+    )
+    #: Verify the server's certificate (clients). Only ``dev_mode`` turns it off.
+    verify_peer: bool = attrs.field(default=True, validator=_bool)
+    #: Development mode: servers get a self-signed pair, clients skip verification.
+    dev_mode: bool = attrs.field(default=False, validator=_bool)
+    #: Seconds without traffic after which the connection closes.
+    idle_timeout: float = attrs.field(default=30.0, validator=_positive_float)
+    #: Connection-level receive window in bytes (MAX_DATA).
+    max_data: int = attrs.field(default=16 * 1024 * 1024, validator=_int_in(1024, _MAX_VARINT))
+    #: Per-stream receive window in bytes (MAX_STREAM_DATA).
+    max_stream_data: int = attrs.field(
+        default=1024 * 1024, validator=_int_in(1024, _MAX_VARINT)
+    )
+    #: Bidirectional streams the peer may have open at once.
+    max_streams_bidi: int = attrs.field(default=1000, validator=_int_in(0, _MAX_STREAMS))
+    #: Unidirectional streams the peer may have open at once.
+    max_streams_uni: int = attrs.field(default=1000, validator=_int_in(0, _MAX_STREAMS))
+    #: Accept and send unreliable datagrams (RFC 9221).
+    datagrams: bool = attrs.field(default=True, validator=_bool)
+    #: Largest datagram payload this side accepts, in bytes.
+    max_datagram_size: int = attrs.field(default=1200, validator=_int_in(1, 16_000))
+    #: Largest UDP payload this side sends (QUIC packet size), in bytes.
+    max_udp_payload_size: int = attrs.field(
+        default=1200, validator=_int_in(1200, _MAX_UDP_PAYLOAD)
+    )
+    #: Congestion controller.
+    congestion_control: Literal["reno", "cubic"] = attrs.field(
+        default="reno", validator=_one_of("reno", "cubic")
+    )
+    #: The QUIC engine underneath.
+    engine: Literal["aioquic"] = attrs.field(default="aioquic", validator=_one_of("aioquic"))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ConfigError("certificate and private_key go together: give both or neither")
+        if self.dev_mode and self.certificate is None:
+            pair = make_dev_certificate()
+            object.__setattr__(self, "certificate", pair.certificate)
+            object.__setattr__(self, "private_key", pair.private_key)
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with ``changes`` applied and validated."""
+        try:
+            return attrs.evolve(self, **changes)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None

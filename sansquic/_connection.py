@@ -1,0 +1,567 @@
+"""``Connection``: one QUIC connection as a pure state machine.
+
+Feed it datagrams and timer expiries, take datagrams and events out, and give
+it commands. It never reads a clock or touches a socket: every method whose
+result depends on time takes ``now``, seconds on a monotonic clock the caller
+owns.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Any
+
+from ._aioquic import AioquicEngine, initial_destination_cid
+from ._config import Config
+from ._engine import (
+    Address,
+    ClosedBy,
+    DatagramIn,
+    HandshakeDone,
+    StopSendingByPeer,
+    StreamData,
+    StreamResetByPeer,
+    Terminated,
+)
+from ._errors import (
+    ConnectionClosed,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StreamStoppedError,
+)
+from ._events import (
+    ConnectionTerminated,
+    DatagramReceived,
+    Event,
+    HandshakeCompleted,
+    StreamEnded,
+    StreamOpened,
+    StreamReadable,
+    StreamReset,
+    StreamStopped,
+)
+from ._state import (
+    RECV_TRANSITIONS,
+    SEND_TRANSITIONS,
+    RecvInput,
+    RecvState,
+    SendInput,
+    SendState,
+)
+from ._stats import ConnectionStats
+from ._streams import StreamRecord, StreamTable, is_bidirectional
+
+__all__ = ["Connection", "ConnectionState", "Role"]
+
+_MAX_CODE = 2**62 - 1
+_CID_LENGTH = 8  # aioquic's connection id length, which the server role parses
+
+
+class Role(enum.Enum):
+    """Which end of the connection this side is."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class ConnectionState(enum.Enum):
+    """Where a connection is in its life."""
+
+    #: A client before ``connect()``; a server before the client's first Initial.
+    IDLE = "idle"
+    #: The TLS handshake is under way.
+    HANDSHAKING = "handshaking"
+    #: The handshake completed.
+    CONNECTED = "connected"
+    #: ``close()`` was called or the peer closed; waiting out the closing period.
+    CLOSING = "closing"
+    #: Over: ``ConnectionTerminated`` has been queued.
+    CLOSED = "closed"
+
+
+def _check_code(code: Any, what: str) -> int:
+    if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= _MAX_CODE:
+        raise LocalProtocolError(f"{what} must be an int in [0, 2**62 - 1], not {code!r}")
+    return code
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+
+
+class _Counters:
+    __slots__ = (
+        "datagrams_received",
+        "datagrams_sent",
+        "stream_bytes_received",
+        "stream_bytes_sent",
+        "streams_opened_local",
+        "streams_opened_remote",
+        "udp_bytes_received",
+        "udp_bytes_sent",
+        "udp_datagrams_dropped",
+        "udp_datagrams_received",
+        "udp_datagrams_sent",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+class Connection:
+    """One QUIC connection, client or server, driven by the caller.
+
+    The loop every driver runs::
+
+        conn.receive_datagram(data, addr, now)      # for each datagram that arrives
+        conn.handle_timer(now)                      # when now >= conn.timer()
+        for data, addr in conn.datagrams_to_send(now):
+            sock.sendto(data, addr)                 # after every input or command
+        while (event := conn.next_event()) is not None:
+            ...                                     # react, maybe with commands
+
+    A client is made with ``Connection(config, role=Role.CLIENT,
+    server_name=...)`` and started with :meth:`connect`. A server connection
+    is made with ``role=Role.SERVER`` and comes alive on the first client
+    Initial passed to :meth:`receive_datagram`.
+
+    Misuse raises :class:`~sansquic.LocalProtocolError` (or ``TypeError`` for
+    a wrong type) before anything changes; commands on a closed connection
+    raise :class:`~sansquic.ConnectionClosed`.
+    """
+
+    def __init__(
+        self, config: Config, *, role: Role = Role.CLIENT, server_name: str | None = None
+    ) -> None:
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a sansquic.Config, not {type(config).__name__}")
+        if not isinstance(role, Role):
+            raise TypeError(f"role must be a sansquic.Role, not {role!r}")
+        if role is Role.SERVER and server_name is not None:
+            raise LocalProtocolError("server_name is for clients; a server has no use for it")
+        self._config = config
+        self._role = role
+        self._state = ConnectionState.IDLE
+        self._engine: AioquicEngine | None = None
+        if role is Role.CLIENT:
+            self._engine = AioquicEngine(config, is_client=True, server_name=server_name)
+        elif config.certificate is None:
+            raise LocalProtocolError("a server needs certificate and private_key, or dev_mode=True")
+        self._streams = StreamTable(is_client=role is Role.CLIENT)
+        self._events: deque[Event] = deque()
+        self._closed_error: ConnectionClosed | None = None
+        self._alpn: str | None = None
+        self._counters = _Counters()
+
+    # -- properties -------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The configuration this connection was made with."""
+        return self._config
+
+    @property
+    def role(self) -> Role:
+        """Client or server."""
+        return self._role
+
+    @property
+    def state(self) -> ConnectionState:
+        """Where the connection is in its life."""
+        return self._state
+
+    @property
+    def alpn(self) -> str | None:
+        """The negotiated ALPN protocol, once the handshake completed."""
+        return self._alpn
+
+    @property
+    def max_datagram_size(self) -> int | None:
+        """The largest datagram :meth:`send_datagram` accepts now.
+
+        ``None`` until the handshake completes, or when either side has
+        datagrams turned off.
+        """
+        if self._engine is None or self._state is not ConnectionState.CONNECTED:
+            return None
+        if not self._config.datagrams:
+            return None
+        return self._engine.max_datagram_payload()
+
+    # -- inputs -----------------------------------------------------------------
+
+    def connect(self, address: Address, now: float) -> None:
+        """Start the handshake with the server at ``address`` (clients, once).
+
+        Next: call :meth:`datagrams_to_send` and send what it returns, then
+        wait for datagrams or :meth:`timer`.
+        """
+        if self._role is not Role.CLIENT:
+            raise LocalProtocolError("connect() is for clients; a server waits for an Initial")
+        if self._state is not ConnectionState.IDLE:
+            raise LocalProtocolError(f"connect() was already called (state {self._state.value})")
+        assert self._engine is not None  # a client always has its engine
+        self._engine.connect(address, now)
+        self._state = ConnectionState.HANDSHAKING
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        """Feed one UDP payload that arrived from ``address``.
+
+        Malformed or unauthenticated datagrams are dropped, as QUIC requires;
+        a peer that breaks the protocol gets the connection closed with a
+        transport error, reported by ``ConnectionTerminated``. Next: call
+        :meth:`datagrams_to_send`, then drain :meth:`next_event`.
+        """
+        data = _as_bytes(data)
+        counters = self._counters
+        counters.udp_datagrams_received += 1
+        counters.udp_bytes_received += len(data)
+        engine = self._engine
+        if engine is None:
+            if self._state is not ConnectionState.IDLE:
+                return  # a server closed before its first Initial
+            odcid = initial_destination_cid(data, _CID_LENGTH)
+            if odcid is None:
+                counters.udp_datagrams_dropped += 1
+                return
+            engine = self._engine = AioquicEngine(
+                self._config, is_client=False, original_destination_cid=odcid
+            )
+            self._state = ConnectionState.HANDSHAKING
+        elif self._state is ConnectionState.IDLE:
+            raise LocalProtocolError("call connect() before feeding datagrams to a client")
+        engine.receive_datagram(data, address, now)
+        self._pump()
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever is due at ``now`` (retransmission, idle timeout, ...).
+
+        Call it once ``now >= timer()``; calling early is harmless. Next:
+        :meth:`datagrams_to_send`, then :meth:`next_event`.
+        """
+        if self._engine is None:
+            return
+        timer = self._engine.timer()
+        if timer is not None and now >= timer:
+            self._engine.handle_timer(now)
+            self._pump()
+
+    # -- outputs ----------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Return the datagrams to send now, as ``(payload, address)`` pairs.
+
+        Call after every input and command. Next: sleep until :meth:`timer`
+        or the next datagram, whichever comes first.
+        """
+        if self._engine is None:
+            return []
+        out = self._engine.datagrams_to_send(now)
+        counters = self._counters
+        counters.udp_datagrams_sent += len(out)
+        counters.udp_bytes_sent += sum(len(data) for data, _ in out)
+        self._pump()
+        return out
+
+    def timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called, or ``None`` for never."""
+        if self._engine is None or self._state is ConnectionState.CLOSED:
+            return None
+        return self._engine.timer()
+
+    def next_event(self) -> Event | None:
+        """Return the next event, or ``None`` when there is none for now."""
+        try:
+            return self._events.popleft()
+        except IndexError:
+            return None
+
+    # -- commands ---------------------------------------------------------------
+
+    def open_stream(self, bidirectional: bool = True) -> int:
+        """Open a stream and return its id; nothing is sent until :meth:`send`.
+
+        The peer learns of the stream with its first data (or FIN). If the
+        peer's stream credit is used up, the stream waits in the engine until
+        the peer grants more. Next: :meth:`send`.
+        """
+        engine = self._require_engine()
+        record = self._streams.open_local(bool(bidirectional))
+        # Register the stream with the engine now, so it queues for credit in order.
+        engine.send_stream(record.stream_id, b"", False)
+        self._counters.streams_opened_local += 1
+        return record.stream_id
+
+    def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        """Queue ``data`` on the stream; ``end=True`` finishes the stream after it.
+
+        Raises :class:`~sansquic.LocalProtocolError` on a stream that is
+        unknown, receive-only, finished or reset, and
+        :class:`~sansquic.StreamStoppedError` when the peer sent STOP_SENDING.
+        Next: :meth:`datagrams_to_send`.
+        """
+        data = _as_bytes(data)
+        engine = self._require_engine()
+        record = self._live_stream(stream_id, "send on")
+        if record.send is SendState.NONE:
+            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
+        if record.send is SendState.STOPPED:
+            raise StreamStoppedError(stream_id, record.stop_code)
+        new = SEND_TRANSITIONS.get((record.send, SendInput.FINISH if end else SendInput.SEND))
+        if new is None:
+            raise LocalProtocolError(f"cannot send on stream {stream_id}: it is {record.send.value}")
+        engine.send_stream(stream_id, data, end)
+        self._counters.stream_bytes_sent += len(data)
+        record.send = new
+        self._streams.drop_if_done(record)
+
+    def read(self, stream_id: int, max_bytes: int = -1) -> bytes:
+        """Take up to ``max_bytes`` (all when negative) of the stream's received data.
+
+        Returns ``b""`` when nothing is buffered, including after the stream
+        ended, was reset or stopped, or closed. Read after each
+        ``StreamReadable`` until this returns ``b""``; ``StreamEnded`` tells
+        when no more will come.
+        """
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
+            raise TypeError(f"max_bytes must be an int, not {type(max_bytes).__name__}")
+        record = self._streams.lookup(stream_id)
+        if record is None:
+            return b""
+        if record.recv is RecvState.NONE:
+            raise LocalProtocolError(f"stream {stream_id} is send-only: this side opened it")
+        if max_bytes == 0 or not record.buffer.size:
+            return b""
+        data = record.buffer.take(max_bytes)
+        if not record.buffer.size:
+            record.readable_signalled = False
+            if record.recv is RecvState.FIN_RECEIVED:
+                record.recv = RECV_TRANSITIONS[(record.recv, RecvInput.DRAINED)]
+                self._streams.drop_if_done(record)
+        return data
+
+    def reset(self, stream_id: int, error_code: int = 0) -> None:
+        """Abandon the sending side of a stream with ``error_code`` (RESET_STREAM).
+
+        Unsent data is discarded. Resetting a stream the peer already stopped
+        is allowed and does nothing. Next: :meth:`datagrams_to_send`.
+        """
+        _check_code(error_code, "error_code")
+        engine = self._require_engine()
+        record = self._live_stream(stream_id, "reset")
+        if record.send is SendState.NONE:
+            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
+        new = SEND_TRANSITIONS.get((record.send, SendInput.RESET))
+        if new is None:
+            raise LocalProtocolError(f"cannot reset stream {stream_id}: it is {record.send.value}")
+        if new is SendState.RESET:
+            engine.reset_stream(stream_id, error_code)
+        record.send = new
+        self._streams.drop_if_done(record)
+
+    def stop(self, stream_id: int, error_code: int = 0) -> None:
+        """Ask the peer to stop sending on a stream (STOP_SENDING); unread data is discarded.
+
+        Stopping a stream whose receiving side already ended does nothing.
+        Next: :meth:`datagrams_to_send`.
+        """
+        _check_code(error_code, "error_code")
+        engine = self._require_engine()
+        record = self._live_stream(stream_id, "stop")
+        if record.recv is RecvState.NONE:
+            raise LocalProtocolError(f"stream {stream_id} is send-only: this side opened it")
+        new = RECV_TRANSITIONS.get((record.recv, RecvInput.STOP))
+        if new is None:
+            raise LocalProtocolError(f"cannot stop stream {stream_id}: it is {record.recv.value}")
+        if record.recv is RecvState.OPEN:
+            engine.stop_stream(stream_id, error_code)
+        if new is RecvState.STOPPED:
+            record.buffer.clear()
+        record.recv = new
+        self._streams.drop_if_done(record)
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue an unreliable datagram (RFC 9221); it may be lost, never retransmitted.
+
+        Raises :class:`~sansquic.LocalProtocolError` when datagrams are off on
+        either side, before the handshake completes, or when ``data`` is larger
+        than :attr:`max_datagram_size`. Next: :meth:`datagrams_to_send`.
+        """
+        data = _as_bytes(data)
+        engine = self._require_engine()
+        if not self._config.datagrams:
+            raise LocalProtocolError("datagrams are turned off in this side's Config")
+        if self._state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("datagrams can be sent once the handshake has completed")
+        limit = engine.max_datagram_payload()
+        if limit is None:
+            raise LocalProtocolError("the peer does not accept datagrams")
+        if len(data) > limit:
+            raise LocalProtocolError(
+                f"a datagram of {len(data)} bytes exceeds the limit of {limit} bytes"
+            )
+        engine.send_datagram(data)
+        self._counters.datagrams_sent += 1
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close the connection with an application ``error_code`` and ``reason``.
+
+        Idempotent. Next: keep calling :meth:`datagrams_to_send` and
+        :meth:`handle_timer` until ``ConnectionTerminated`` arrives.
+        """
+        _check_code(error_code, "error_code")
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+        if self._state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            return
+        if self._engine is None:
+            self._terminate(Terminated(error_code, reason, ClosedBy.LOCAL, True))
+            return
+        self._engine.close(error_code, reason)
+        self._begin_close(Terminated(error_code, reason, ClosedBy.LOCAL, True))
+
+    def stats(self) -> ConnectionStats:
+        """Return a snapshot of the connection's counters and path estimates."""
+        c = self._counters
+        if self._engine is None:
+            rtt_smoothed = rtt_min = None
+            cwnd = in_flight = 0
+        else:
+            rtt_smoothed, rtt_min, cwnd, in_flight = self._engine.path_stats()
+        return ConnectionStats(
+            udp_bytes_sent=c.udp_bytes_sent,
+            udp_bytes_received=c.udp_bytes_received,
+            udp_datagrams_sent=c.udp_datagrams_sent,
+            udp_datagrams_received=c.udp_datagrams_received,
+            udp_datagrams_dropped=c.udp_datagrams_dropped,
+            stream_bytes_sent=c.stream_bytes_sent,
+            stream_bytes_received=c.stream_bytes_received,
+            streams_open=len(self._streams.records),
+            streams_opened_local=c.streams_opened_local,
+            streams_opened_remote=c.streams_opened_remote,
+            datagrams_sent=c.datagrams_sent,
+            datagrams_received=c.datagrams_received,
+            rtt_smoothed=rtt_smoothed,
+            rtt_min=rtt_min,
+            congestion_window=cwnd,
+            bytes_in_flight=in_flight,
+        )
+
+    # -- internals --------------------------------------------------------------
+
+    def _require_engine(self) -> AioquicEngine:
+        if self._closed_error is not None:
+            raise self._closed_error
+        if self._engine is None:
+            raise LocalProtocolError("a server connection exists once a client Initial arrived")
+        if self._state is ConnectionState.IDLE:
+            raise LocalProtocolError("call connect() first")
+        return self._engine
+
+    def _live_stream(self, stream_id: int, action: str) -> StreamRecord:
+        record = self._streams.lookup(stream_id)
+        if record is None:
+            raise LocalProtocolError(f"cannot {action} stream {stream_id}: it is closed")
+        return record
+
+    def _pump(self) -> None:
+        """Turn the engine's events into stream state and public events."""
+        assert self._engine is not None
+        emit = self._events.append
+        streams = self._streams
+        counters = self._counters
+        for ev in self._engine.events():
+            if isinstance(ev, StreamData):
+                record = self._peer_stream(ev.stream_id)
+                if record is None:
+                    continue
+                if record.recv is RecvState.STOPPED:
+                    continue
+                if ev.data:
+                    record.buffer.append(ev.data)
+                    counters.stream_bytes_received += len(ev.data)
+                    if not record.readable_signalled:
+                        record.readable_signalled = True
+                        emit(StreamReadable(stream_id=ev.stream_id))
+                if ev.fin:
+                    record.recv = RECV_TRANSITIONS[(record.recv, RecvInput.FIN)]
+                    emit(StreamEnded(stream_id=ev.stream_id))
+                    if not record.buffer.size:
+                        record.recv = RECV_TRANSITIONS[(record.recv, RecvInput.DRAINED)]
+                        streams.drop_if_done(record)
+            elif isinstance(ev, DatagramIn):
+                counters.datagrams_received += 1
+                emit(DatagramReceived(data=ev.data))
+            elif isinstance(ev, StreamResetByPeer):
+                record = self._peer_stream(ev.stream_id)
+                if record is None:
+                    continue
+                new = RECV_TRANSITIONS.get((record.recv, RecvInput.PEER_RESET))
+                if new is RecvState.RESET:
+                    record.buffer.clear()
+                    emit(StreamReset(stream_id=ev.stream_id, error_code=ev.error_code))
+                if new is not None:
+                    record.recv = new
+                    streams.drop_if_done(record)
+            elif isinstance(ev, StopSendingByPeer):
+                record = self._peer_stream(ev.stream_id)
+                if record is None:
+                    continue
+                new = SEND_TRANSITIONS.get((record.send, SendInput.PEER_STOP))
+                if new is SendState.STOPPED and record.send is not SendState.STOPPED:
+                    record.stop_code = ev.error_code
+                    emit(StreamStopped(stream_id=ev.stream_id, error_code=ev.error_code))
+                if new is not None:
+                    record.send = new
+                    streams.drop_if_done(record)
+            elif isinstance(ev, HandshakeDone):
+                self._alpn = ev.alpn
+                if self._state is ConnectionState.HANDSHAKING:
+                    self._state = ConnectionState.CONNECTED
+                emit(HandshakeCompleted(alpn=ev.alpn))
+            elif isinstance(ev, Terminated):
+                self._terminate(ev)
+        if self._state is not ConnectionState.CLOSED and self._closed_error is None:
+            closing = self._engine.pending_close()
+            if closing is not None:
+                self._begin_close(closing)
+
+    def _peer_stream(self, stream_id: int) -> StreamRecord | None:
+        """The record for a stream the engine reported, announcing it if the peer just opened it."""
+        record, opened = self._streams.peer_record(stream_id)
+        if opened:
+            self._counters.streams_opened_remote += 1
+            self._events.append(
+                StreamOpened(stream_id=stream_id, bidirectional=is_bidirectional(stream_id))
+            )
+        return record
+
+    def _begin_close(self, ev: Terminated) -> None:
+        """Refuse further commands with the error that describes this close."""
+        error_type = RemoteProtocolError if ev.closed_by is ClosedBy.VIOLATION else ConnectionClosed
+        self._closed_error = error_type(
+            ev.error_code,
+            ev.reason,
+            by_peer=ev.closed_by is ClosedBy.PEER,
+            application=ev.application,
+        )
+        self._state = ConnectionState.CLOSING
+
+    def _terminate(self, ev: Terminated) -> None:
+        self._begin_close(ev)
+        by_peer = ev.closed_by is ClosedBy.PEER
+        self._state = ConnectionState.CLOSED
+        self._events.append(
+            ConnectionTerminated(
+                error_code=ev.error_code,
+                reason=ev.reason,
+                by_peer=by_peer,
+                application=ev.application,
+            )
+        )

@@ -1,0 +1,65 @@
+"""The contract between the core and a QUIC engine.
+
+An engine module (``_aioquic.py`` today) turns the engine's own events and
+exceptions into these plain records, so nothing engine-specific leaves the
+seam and a second engine can plug in behind the same names.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+Address = tuple[str, int]
+
+_record = attrs.frozen(slots=True)
+
+
+@_record
+class HandshakeDone:
+    alpn: str | None
+
+
+@_record
+class StreamData:
+    stream_id: int
+    data: bytes
+    fin: bool
+
+
+@_record
+class StreamResetByPeer:
+    stream_id: int
+    error_code: int
+
+
+@_record
+class StopSendingByPeer:
+    stream_id: int
+    error_code: int
+
+
+@_record
+class DatagramIn:
+    data: bytes
+
+
+class ClosedBy(enum.Enum):
+    """Who ended a connection, which decides how the core reports it."""
+
+    LOCAL = "local"  # the application called close()
+    PEER = "peer"  # the peer sent CONNECTION_CLOSE
+    VIOLATION = "violation"  # this side closed because of what the peer sent
+    IDLE = "idle"  # nothing was heard for the idle timeout
+
+
+@_record
+class Terminated:
+    error_code: int
+    reason: str
+    closed_by: ClosedBy
+    application: bool
+
+
+EngineEvent = HandshakeDone | StreamData | StreamResetByPeer | StopSendingByPeer | DatagramIn | Terminated

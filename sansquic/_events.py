@@ -1,0 +1,114 @@
+"""Events a :class:`~sansquic.Connection` hands out from ``next_event()``.
+
+Every event is a frozen, slotted, keyword-only class: compare them, hash them,
+match on them; never mutate them.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = [
+    "ConnectionTerminated",
+    "DatagramReceived",
+    "Event",
+    "HandshakeCompleted",
+    "StreamEnded",
+    "StreamOpened",
+    "StreamReadable",
+    "StreamReset",
+    "StreamStopped",
+]
+
+_event = attrs.frozen(kw_only=True, slots=True)
+
+
+@_event
+class Event:
+    """Base class of all events."""
+
+
+@_event
+class HandshakeCompleted(Event):
+    """The TLS handshake finished; ``alpn`` is the negotiated protocol.
+
+    Streams and datagrams may now flow both ways.
+    """
+
+    alpn: str | None
+
+
+@_event
+class StreamOpened(Event):
+    """The peer opened a stream; ``read()`` it, and ``send()`` on it if bidirectional."""
+
+    stream_id: int
+    bidirectional: bool
+
+
+@_event
+class StreamReadable(Event):
+    """Data waits on the stream: call ``read(stream_id)`` until it returns ``b""``.
+
+    Edge-triggered: it fires when data arrives on a stream whose buffer was
+    empty, so read the stream dry before waiting for the next one.
+    """
+
+    stream_id: int
+
+
+@_event
+class StreamEnded(Event):
+    """The peer finished the stream (FIN).
+
+    Data still buffered stays readable; once ``read()`` has drained it the
+    stream's receive side is closed.
+    """
+
+    stream_id: int
+
+
+@_event
+class StreamReset(Event):
+    """The peer abandoned its side of the stream (RESET_STREAM).
+
+    Unread data on the stream is discarded; ``read()`` returns ``b""`` from now on.
+    """
+
+    stream_id: int
+    error_code: int
+
+
+@_event
+class StreamStopped(Event):
+    """The peer asked this side to stop sending (STOP_SENDING).
+
+    The stream's send side has been reset with the peer's code; a later
+    ``send()`` raises :class:`~sansquic.StreamStoppedError`.
+    """
+
+    stream_id: int
+    error_code: int
+
+
+@_event
+class DatagramReceived(Event):
+    """An unreliable datagram (RFC 9221) arrived."""
+
+    data: bytes
+
+
+@_event
+class ConnectionTerminated(Event):
+    """The connection is over; this is the last event it produces.
+
+    ``by_peer`` tells which side closed. ``application`` is True when
+    ``error_code`` is an application code given to ``close()``, False when it
+    is a QUIC transport error code (RFC 9000 section 20.1), as for an idle
+    timeout (code 0, reason ``"idle timeout"``) or a protocol violation.
+    """
+
+    error_code: int
+    reason: str
+    by_peer: bool
+    application: bool

@@ -1,0 +1,36 @@
+"""``ConnectionStats``: a snapshot of one connection's counters."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["ConnectionStats"]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ConnectionStats:
+    """Counters and path estimates at the moment ``stats()`` was called."""
+
+    #: UDP payload bytes and datagrams handed out by / fed into the connection.
+    udp_bytes_sent: int
+    udp_bytes_received: int
+    udp_datagrams_sent: int
+    udp_datagrams_received: int
+    #: Datagrams a server dropped before any connection existed (not a client Initial).
+    udp_datagrams_dropped: int
+    #: Application bytes accepted by ``send()`` and delivered to the receive buffers.
+    stream_bytes_sent: int
+    stream_bytes_received: int
+    #: Streams the core holds state for, and how many each side opened in total.
+    streams_open: int
+    streams_opened_local: int
+    streams_opened_remote: int
+    #: Unreliable datagrams (RFC 9221) sent and received.
+    datagrams_sent: int
+    datagrams_received: int
+    #: Smoothed and minimum round-trip time in seconds, ``None`` before the first sample.
+    rtt_smoothed: float | None
+    rtt_min: float | None
+    #: Congestion window and bytes in flight, in bytes.
+    congestion_window: int
+    bytes_in_flight: int

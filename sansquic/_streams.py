@@ -1,0 +1,155 @@
+"""Stream bookkeeping: id allocation, per-stream records and receive buffers."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ._errors import LocalProtocolError
+from ._state import RECV_TERMINAL, SEND_TERMINAL, RecvState, SendState
+
+__all__ = ["ReceiveBuffer", "StreamRecord", "StreamTable", "is_bidirectional", "is_client_initiated"]
+
+
+def is_client_initiated(stream_id: int) -> bool:
+    """Stream ids with bit 0 clear are opened by the client (RFC 9000 section 2.1)."""
+    return not stream_id & 1
+
+
+def is_bidirectional(stream_id: int) -> bool:
+    """Stream ids with bit 1 clear are bidirectional."""
+    return not stream_id & 2
+
+
+class ReceiveBuffer:
+    """Received bytes waiting for ``read()``: chunks, so reads never copy twice."""
+
+    __slots__ = ("_chunks", "size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self.size = 0
+
+    def append(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.size += len(data)
+
+    def take(self, max_bytes: int) -> bytes:
+        """Remove and return up to ``max_bytes`` (all when negative)."""
+        chunks = self._chunks
+        if max_bytes < 0 or max_bytes >= self.size:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self.size = 0
+            return data
+        out = []
+        need = max_bytes
+        while need:
+            head = chunks[0]
+            if len(head) <= need:
+                out.append(chunks.popleft())
+                need -= len(head)
+            else:
+                out.append(head[:need])
+                chunks[0] = head[need:]
+                need = 0
+        self.size -= max_bytes
+        return b"".join(out)
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.size = 0
+
+
+class StreamRecord:
+    """What the core keeps for one live stream."""
+
+    __slots__ = ("buffer", "readable_signalled", "recv", "send", "stop_code", "stream_id")
+
+    def __init__(self, stream_id: int, send: SendState, recv: RecvState) -> None:
+        self.stream_id = stream_id
+        self.send = send
+        self.recv = recv
+        self.buffer = ReceiveBuffer()
+        # Edge trigger for StreamReadable: set when announced, cleared when drained.
+        self.readable_signalled = False
+        # The peer's STOP_SENDING code, for the StreamStoppedError a later send raises.
+        self.stop_code = 0
+
+    @property
+    def done(self) -> bool:
+        return self.send in SEND_TERMINAL and self.recv in RECV_TERMINAL
+
+
+class StreamTable:
+    """Live stream records, plus enough history to tell closed ids from unknown ones.
+
+    Ids are never reused, so a stream is *closed* when its id was allocated
+    (locally) or seen (from the peer) and its record is gone. Peer ids may
+    arrive out of order; the ids skipped below the highest seen are kept in
+    a set, bounded by the stream credit this side grants.
+    """
+
+    __slots__ = ("_is_client", "_next_local", "_next_peer", "_peer_skipped", "records")
+
+    def __init__(self, *, is_client: bool) -> None:
+        self._is_client = is_client
+        self.records: dict[int, StreamRecord] = {}
+        base = 0 if is_client else 1
+        self._next_local = {True: base, False: base | 2}  # keyed by bidirectional
+        self._next_peer = {True: base ^ 1, False: (base ^ 1) | 2}
+        self._peer_skipped: set[int] = set()
+
+    def is_local(self, stream_id: int) -> bool:
+        return is_client_initiated(stream_id) == self._is_client
+
+    def open_local(self, bidirectional: bool) -> StreamRecord:
+        stream_id = self._next_local[bidirectional]
+        self._next_local[bidirectional] = stream_id + 4
+        record = StreamRecord(
+            stream_id, SendState.OPEN, RecvState.OPEN if bidirectional else RecvState.NONE
+        )
+        self.records[stream_id] = record
+        return record
+
+    def lookup(self, stream_id: int) -> StreamRecord | None:
+        """Return the live record, ``None`` for a closed stream; raise for an unknown id."""
+        record = self.records.get(stream_id)
+        if record is not None:
+            return record
+        if not isinstance(stream_id, int) or isinstance(stream_id, bool) or stream_id < 0:
+            raise LocalProtocolError(f"{stream_id!r} is not a stream id")
+        bidi = is_bidirectional(stream_id)
+        if self.is_local(stream_id):
+            if stream_id < self._next_local[bidi]:
+                return None
+            raise LocalProtocolError(f"stream {stream_id} was never opened by this side")
+        if stream_id < self._next_peer[bidi] and stream_id not in self._peer_skipped:
+            return None
+        raise LocalProtocolError(f"stream {stream_id} was never opened by the peer")
+
+    def peer_record(self, stream_id: int) -> tuple[StreamRecord | None, bool]:
+        """The record for an id the engine reported; (record, newly opened by the peer).
+
+        ``None`` means the stream is closed and the report is stale.
+        """
+        record = self.records.get(stream_id)
+        if record is not None or self.is_local(stream_id):
+            return record, False
+        bidi = is_bidirectional(stream_id)
+        next_id = self._next_peer[bidi]
+        if stream_id >= next_id:
+            self._peer_skipped.update(range(next_id, stream_id, 4))
+            self._next_peer[bidi] = stream_id + 4
+        elif stream_id in self._peer_skipped:
+            self._peer_skipped.discard(stream_id)
+        else:
+            return None, False
+        record = StreamRecord(
+            stream_id, SendState.OPEN if bidi else SendState.NONE, RecvState.OPEN
+        )
+        self.records[stream_id] = record
+        return record, True
+
+    def drop_if_done(self, record: StreamRecord) -> None:
+        if record.done:
+            del self.records[record.stream_id]
