@@ -219,10 +219,12 @@ class Connection:
         :meth:`datagrams_to_send`, then drain :meth:`next_event`.
         """
         data = _as_bytes(data)
+        engine = self._engine
+        if engine is not None and self._state is ConnectionState.IDLE:
+            raise LocalProtocolError("call connect() before feeding datagrams to a client")
         counters = self._counters
         counters.udp_datagrams_received += 1
         counters.udp_bytes_received += len(data)
-        engine = self._engine
         if engine is None:
             if self._state is not ConnectionState.IDLE:
                 return  # a server closed before its first Initial
@@ -234,8 +236,6 @@ class Connection:
                 self._config, is_client=False, original_destination_cid=odcid
             )
             self._state = ConnectionState.HANDSHAKING
-        elif self._state is ConnectionState.IDLE:
-            raise LocalProtocolError("call connect() before feeding datagrams to a client")
         engine.receive_datagram(data, address, now)
         self._pump()
 

@@ -1,0 +1,65 @@
+"""Every private aioquic attribute the seam relies on exists, so an upgrade fails here first."""
+
+from importlib.metadata import version
+
+import pytest
+from aioquic.quic.connection import Limit, QuicConnection
+from aioquic.quic.recovery import QuicPacketRecovery
+
+import sansquic
+from sansquic import _aioquic
+from sansquic.testing import connected_pair
+
+
+@pytest.fixture(scope="module")
+def engines() -> dict[str, object]:
+    pair = connected_pair()
+    quic = pair.client._engine._quic  # type: ignore[union-attr]
+    assert isinstance(quic, QuicConnection)
+    return {
+        "QuicConnection": quic,
+        "QuicPacketRecovery": quic._loss,
+        "Limit": quic._local_max_streams_bidi,
+    }
+
+
+@pytest.mark.parametrize(("owner", "attribute"), _aioquic.PRIVATE_ATTRIBUTES)
+def test_private_attribute_exists(engines: dict[str, object], owner: str, attribute: str) -> None:
+    assert hasattr(engines[owner], attribute), f"aioquic {owner} lost {attribute}"
+
+
+def test_attribute_owners_are_the_engine_types(engines: dict[str, object]) -> None:
+    assert isinstance(engines["QuicPacketRecovery"], QuicPacketRecovery)
+    assert isinstance(engines["Limit"], Limit)
+
+
+def test_engine_version_is_in_the_tested_range() -> None:
+    major, minor, *_ = (int(p) for p in version("aioquic").split(".")[:3])
+    assert (major, minor) == (1, 7), "widen pyproject's aioquic range only after this suite passes"
+
+
+def test_stream_credit_reaches_the_wire() -> None:
+    """The peer sees our configured stream credit, not aioquic's 128."""
+    config = sansquic.Config(dev_mode=True, max_streams_bidi=5000, max_streams_uni=77)
+    pair = connected_pair(server_config=config)
+    quic = pair.client._engine._quic  # type: ignore[union-attr]
+    assert quic._remote_max_streams_bidi == 5000
+    assert quic._remote_max_streams_uni == 77
+
+
+def test_no_engine_object_reaches_a_caller() -> None:
+    pair = connected_pair()
+    sid = pair.client.open_stream()
+    pair.client.send(sid, b"x", end=True)
+    pair.network.run_for(0.5)
+    seen = []
+    for conn in (pair.client, pair.server):
+        while (event := conn.next_event()) is not None:
+            seen.append(event)
+        seen.append(conn.stats())
+    for obj in seen:
+        assert type(obj).__module__ == "sansquic", obj
+        for value in getattr(obj, "__dict__", {}).values() or [
+            getattr(obj, slot) for slot in getattr(type(obj), "__slots__", ())
+        ]:
+            assert not type(value).__module__.startswith("aioquic"), (obj, value)
