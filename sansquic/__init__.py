@@ -67,9 +67,6 @@ __all__ = [
 # Public names report the public module, so reprs and docs never show private paths.
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("sansquic._"):
-        try:
-            _obj.__module__ = "sansquic"
-        except (AttributeError, TypeError):
-            pass
+    if getattr(_obj, "__module__", "").startswith("sansquic._") and isinstance(_obj, type):
+        _obj.__module__ = "sansquic"
 del _name, _obj

@@ -11,7 +11,10 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
-from aioquic.buffer import Buffer, BufferReadError
+from aioquic.buffer import (  # type: ignore[attr-defined]  # re-exported from C
+    Buffer,
+    BufferReadError,
+)
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState

@@ -36,6 +36,18 @@ def _load_pem(value: Any, field_name: str) -> bytes | None:
     raise ConfigError(f"{field_name} must be PEM bytes, PEM text or a path, not {value!r}")
 
 
+def _certificate(value: Any) -> bytes | None:
+    return _load_pem(value, "certificate")
+
+
+def _private_key(value: Any) -> bytes | None:
+    return _load_pem(value, "private_key")
+
+
+def _ca_certs(value: Any) -> bytes | None:
+    return _load_pem(value, "ca_certs")
+
+
 def _alpn(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
@@ -93,17 +105,11 @@ class Config:
     #: ALPN protocol names offered (client) or accepted (server), in preference order.
     alpn: tuple[str, ...] = attrs.field(default=("sansquic",), converter=_alpn)
     #: The server's certificate chain: PEM bytes, PEM text, or a path.
-    certificate: bytes | None = attrs.field(
-        default=None, converter=lambda v: _load_pem(v, "certificate")
-    )
+    certificate: bytes | None = attrs.field(default=None, converter=_certificate)
     #: The server's private key: PEM bytes, PEM text, or a path.
-    private_key: bytes | None = attrs.field(
-        default=None, converter=lambda v: _load_pem(v, "private_key"), repr=False
-    )
+    private_key: bytes | None = attrs.field(default=None, converter=_private_key, repr=False)
     #: Trust anchors for verifying the peer (PEM); ``None`` uses the system's.
-    ca_certs: bytes | None = attrs.field(
-        default=None, converter=lambda v: _load_pem(v, "ca_certs")
-    )
+    ca_certs: bytes | None = attrs.field(default=None, converter=_ca_certs)
     #: Verify the server's certificate (clients). Only ``dev_mode`` turns it off.
     verify_peer: bool = attrs.field(default=True, validator=_bool)
     #: Development mode: servers get a self-signed pair, clients skip verification.
@@ -113,9 +119,7 @@ class Config:
     #: Connection-level receive window in bytes (MAX_DATA).
     max_data: int = attrs.field(default=16 * 1024 * 1024, validator=_int_in(1024, _MAX_VARINT))
     #: Per-stream receive window in bytes (MAX_STREAM_DATA).
-    max_stream_data: int = attrs.field(
-        default=1024 * 1024, validator=_int_in(1024, _MAX_VARINT)
-    )
+    max_stream_data: int = attrs.field(default=1024 * 1024, validator=_int_in(1024, _MAX_VARINT))
     #: Bidirectional streams the peer may have open at once.
     max_streams_bidi: int = attrs.field(default=1000, validator=_int_in(0, _MAX_STREAMS))
     #: Unidirectional streams the peer may have open at once.
@@ -125,9 +129,7 @@ class Config:
     #: Largest datagram payload this side accepts, in bytes.
     max_datagram_size: int = attrs.field(default=1200, validator=_int_in(1, 16_000))
     #: Largest UDP payload this side sends (QUIC packet size), in bytes.
-    max_udp_payload_size: int = attrs.field(
-        default=1200, validator=_int_in(1200, _MAX_UDP_PAYLOAD)
-    )
+    max_udp_payload_size: int = attrs.field(default=1200, validator=_int_in(1200, _MAX_UDP_PAYLOAD))
     #: Congestion controller.
     congestion_control: Literal["reno", "cubic"] = attrs.field(
         default="reno", validator=_one_of("reno", "cubic")

@@ -95,6 +95,8 @@ def _as_bytes(data: Any) -> bytes:
 
 
 class _Counters:
+    """Plain counters behind ``stats()``; slotted because the hot path bumps them."""
+
     __slots__ = (
         "datagrams_received",
         "datagrams_sent",
@@ -110,8 +112,11 @@ class _Counters:
     )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.datagrams_received = self.datagrams_sent = 0
+        self.stream_bytes_received = self.stream_bytes_sent = 0
+        self.streams_opened_local = self.streams_opened_remote = 0
+        self.udp_bytes_received = self.udp_bytes_sent = 0
+        self.udp_datagrams_dropped = self.udp_datagrams_received = self.udp_datagrams_sent = 0
 
 
 class Connection:
@@ -315,7 +320,9 @@ class Connection:
             raise StreamStoppedError(stream_id, record.stop_code)
         new = SEND_TRANSITIONS.get((record.send, SendInput.FINISH if end else SendInput.SEND))
         if new is None:
-            raise LocalProtocolError(f"cannot send on stream {stream_id}: it is {record.send.value}")
+            raise LocalProtocolError(
+                f"cannot send on stream {stream_id}: it is {record.send.value}"
+            )
         engine.send_stream(stream_id, data, end)
         self._counters.stream_bytes_sent += len(data)
         record.send = new
@@ -502,23 +509,23 @@ class Connection:
                 record = self._peer_stream(ev.stream_id)
                 if record is None:
                     continue
-                new = RECV_TRANSITIONS.get((record.recv, RecvInput.PEER_RESET))
-                if new is RecvState.RESET:
+                recv = RECV_TRANSITIONS.get((record.recv, RecvInput.PEER_RESET))
+                if recv is RecvState.RESET:
                     record.buffer.clear()
                     emit(StreamReset(stream_id=ev.stream_id, error_code=ev.error_code))
-                if new is not None:
-                    record.recv = new
+                if recv is not None:
+                    record.recv = recv
                     streams.drop_if_done(record)
             elif isinstance(ev, StopSendingByPeer):
                 record = self._peer_stream(ev.stream_id)
                 if record is None:
                     continue
-                new = SEND_TRANSITIONS.get((record.send, SendInput.PEER_STOP))
-                if new is SendState.STOPPED and record.send is not SendState.STOPPED:
+                send = SEND_TRANSITIONS.get((record.send, SendInput.PEER_STOP))
+                if send is SendState.STOPPED and record.send is not SendState.STOPPED:
                     record.stop_code = ev.error_code
                     emit(StreamStopped(stream_id=ev.stream_id, error_code=ev.error_code))
-                if new is not None:
-                    record.send = new
+                if send is not None:
+                    record.send = send
                     streams.drop_if_done(record)
             elif isinstance(ev, HandshakeDone):
                 self._alpn = ev.alpn

@@ -13,34 +13,32 @@ import attrs
 
 Address = tuple[str, int]
 
-_record = attrs.frozen(slots=True)
 
-
-@_record
+@attrs.frozen(slots=True)
 class HandshakeDone:
     alpn: str | None
 
 
-@_record
+@attrs.frozen(slots=True)
 class StreamData:
     stream_id: int
     data: bytes
     fin: bool
 
 
-@_record
+@attrs.frozen(slots=True)
 class StreamResetByPeer:
     stream_id: int
     error_code: int
 
 
-@_record
+@attrs.frozen(slots=True)
 class StopSendingByPeer:
     stream_id: int
     error_code: int
 
 
-@_record
+@attrs.frozen(slots=True)
 class DatagramIn:
     data: bytes
 
@@ -54,7 +52,7 @@ class ClosedBy(enum.Enum):
     IDLE = "idle"  # nothing was heard for the idle timeout
 
 
-@_record
+@attrs.frozen(slots=True)
 class Terminated:
     error_code: int
     reason: str
@@ -62,4 +60,6 @@ class Terminated:
     application: bool
 
 
-EngineEvent = HandshakeDone | StreamData | StreamResetByPeer | StopSendingByPeer | DatagramIn | Terminated
+EngineEvent = (
+    HandshakeDone | StreamData | StreamResetByPeer | StopSendingByPeer | DatagramIn | Terminated
+)

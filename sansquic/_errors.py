@@ -37,9 +37,7 @@ class ConnectionClosed(SansQuicError):
     application error code, False for a QUIC transport error code.
     """
 
-    def __init__(
-        self, error_code: int, reason: str, *, by_peer: bool, application: bool
-    ) -> None:
+    def __init__(self, error_code: int, reason: str, *, by_peer: bool, application: bool) -> None:
         side = "peer" if by_peer else "local side"
         kind = "application" if application else "transport"
         super().__init__(
@@ -74,8 +72,6 @@ class StreamStoppedError(SansQuicError):
     """The peer asked this side to stop sending on the stream (STOP_SENDING)."""
 
     def __init__(self, stream_id: int, error_code: int) -> None:
-        super().__init__(
-            f"stream {stream_id} was stopped by the peer (error code {error_code})"
-        )
+        super().__init__(f"stream {stream_id} was stopped by the peer (error code {error_code})")
         self.stream_id = stream_id
         self.error_code = error_code

@@ -20,15 +20,13 @@ __all__ = [
     "StreamStopped",
 ]
 
-_event = attrs.frozen(kw_only=True, slots=True)
 
-
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class Event:
     """Base class of all events."""
 
 
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class HandshakeCompleted(Event):
     """The TLS handshake finished; ``alpn`` is the negotiated protocol.
 
@@ -38,7 +36,7 @@ class HandshakeCompleted(Event):
     alpn: str | None
 
 
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class StreamOpened(Event):
     """The peer opened a stream; ``read()`` it, and ``send()`` on it if bidirectional."""
 
@@ -46,7 +44,7 @@ class StreamOpened(Event):
     bidirectional: bool
 
 
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class StreamReadable(Event):
     """Data waits on the stream: call ``read(stream_id)`` until it returns ``b""``.
 
@@ -57,7 +55,7 @@ class StreamReadable(Event):
     stream_id: int
 
 
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class StreamEnded(Event):
     """The peer finished the stream (FIN).
 
@@ -68,7 +66,7 @@ class StreamEnded(Event):
     stream_id: int
 
 
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class StreamReset(Event):
     """The peer abandoned its side of the stream (RESET_STREAM).
 
@@ -79,7 +77,7 @@ class StreamReset(Event):
     error_code: int
 
 
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class StreamStopped(Event):
     """The peer asked this side to stop sending (STOP_SENDING).
 
@@ -91,14 +89,14 @@ class StreamStopped(Event):
     error_code: int
 
 
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class DatagramReceived(Event):
     """An unreliable datagram (RFC 9221) arrived."""
 
     data: bytes
 
 
-@_event
+@attrs.frozen(kw_only=True, slots=True)
 class ConnectionTerminated(Event):
     """The connection is over; this is the last event it produces.
 

@@ -7,7 +7,13 @@ from collections import deque
 from ._errors import LocalProtocolError
 from ._state import RECV_TERMINAL, SEND_TERMINAL, RecvState, SendState
 
-__all__ = ["ReceiveBuffer", "StreamRecord", "StreamTable", "is_bidirectional", "is_client_initiated"]
+__all__ = [
+    "ReceiveBuffer",
+    "StreamRecord",
+    "StreamTable",
+    "is_bidirectional",
+    "is_client_initiated",
+]
 
 
 def is_client_initiated(stream_id: int) -> bool:
@@ -144,9 +150,7 @@ class StreamTable:
             self._peer_skipped.discard(stream_id)
         else:
             return None, False
-        record = StreamRecord(
-            stream_id, SendState.OPEN if bidi else SendState.NONE, RecvState.OPEN
-        )
+        record = StreamRecord(stream_id, SendState.OPEN if bidi else SendState.NONE, RecvState.OPEN)
         self.records[stream_id] = record
         return record, True
 

@@ -25,7 +25,9 @@ def snapshot(conn: Connection) -> Any:
     return (conn.state, conn.stats(), records, len(conn._events))
 
 
-def assert_refused(conn: Connection, call: Callable[[], object], error: type = LocalProtocolError) -> None:
+def assert_refused(
+    conn: Connection, call: Callable[[], object], error: type = LocalProtocolError
+) -> None:
     before = snapshot(conn)
     with pytest.raises(error):
         call()

@@ -9,8 +9,18 @@ import sansquic
 
 CORE = Path(sansquic.__file__).parent
 BANNED = {
-    "socket", "select", "selectors", "asyncio", "trio", "anyio", "curio", "threading",
-    "time", "multiprocessing", "concurrent", "subprocess",
+    "socket",
+    "select",
+    "selectors",
+    "asyncio",
+    "trio",
+    "anyio",
+    "curio",
+    "threading",
+    "time",
+    "multiprocessing",
+    "concurrent",
+    "subprocess",
 }
 ENGINES = {"aioquic", "qh3"}
 SEAM = CORE / "_aioquic.py"

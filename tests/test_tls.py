@@ -6,7 +6,9 @@ from sansquic import Config, ConnectionState, ConnectionTerminated, RemoteProtoc
 from sansquic.testing import StreamSink, connected_pair
 
 
-def handshake_outcome(client_config: Config, server_config: Config) -> tuple[StreamSink, StreamSink]:
+def handshake_outcome(
+    client_config: Config, server_config: Config
+) -> tuple[StreamSink, StreamSink]:
     pair = connected_pair(client_config=client_config, server_config=server_config, handshake=False)
     client, server = StreamSink(pair.client), StreamSink(pair.server)
     pair.network.step_hooks += [client.pump, server.pump]

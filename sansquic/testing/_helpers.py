@@ -105,8 +105,9 @@ def connected_pair(
     network.add(SERVER_ADDRESS, server)
     client.connect(SERVER_ADDRESS, network.now)
     if handshake and not network.run_until(
-        lambda: client.state is ConnectionState.CONNECTED
-        and server.state is ConnectionState.CONNECTED,
+        lambda: (
+            client.state is ConnectionState.CONNECTED and server.state is ConnectionState.CONNECTED
+        ),
         timeout,
     ):
         raise TimeoutError(

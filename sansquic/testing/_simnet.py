@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -27,7 +27,7 @@ def _probability(instance: object, attribute: attrs.Attribute[float], value: flo
         raise ValueError(f"{attribute.name} must be a probability in [0, 1], not {value!r}")
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value >= 0:
         raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
 
@@ -156,7 +156,8 @@ class SimNetwork:
     # -- running ------------------------------------------------------------------
 
     def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Advance until ``predicate()`` is true (True) or ``timeout`` virtual seconds pass (False)."""
+        """Advance until ``predicate()`` is true (returns True) or ``timeout`` virtual
+        seconds pass (returns False)."""
         deadline = self._now + timeout
         rounds_at_instant = 0
         self._flush()
@@ -236,7 +237,7 @@ class SimNetwork:
         departure = now
         if c.bandwidth is not None:
             backlog = max(0.0, link.busy_until - now) * c.bandwidth
-            if backlog + len(data) > c.queue_bytes:
+            if backlog + len(data) > c.queue_bytes + 1e-6:  # tolerate float rounding
                 self.trace.append(TraceRecord(now, source, destination, len(data), "queue-full"))
                 return
             departure = max(now, link.busy_until) + len(data) / c.bandwidth

@@ -1,0 +1,115 @@
+"""Arbitrary bytes fed to receive_datagram: no undocumented exception, bounded memory."""
+
+import random
+import tracemalloc
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sansquic import Config, Connection, ConnectionState, Role
+from sansquic.testing import LinkConditions, Pair, connected_pair
+
+PEER = ("10.0.0.66", 666)
+SERVER_CONFIG = Config(dev_mode=True)
+
+# Long-header Initial of version 1 with a plausible layout, so fuzzing reaches
+# past header parsing into the engine.
+initial_like = st.builds(
+    lambda dcid, scid, rest: (
+        bytes([0xC0, 0, 0, 0, 1, len(dcid)]) + dcid + bytes([len(scid)]) + scid + rest
+    ),
+    st.binary(min_size=8, max_size=20),
+    st.binary(min_size=0, max_size=20),
+    st.binary(min_size=1150, max_size=1300),
+)
+junk = st.one_of(st.binary(max_size=1500), initial_like)
+
+
+@given(datagrams=st.lists(junk, min_size=1, max_size=20))
+def test_junk_to_a_fresh_server_never_raises(datagrams: list[bytes]) -> None:
+    server = Connection(SERVER_CONFIG, role=Role.SERVER)
+    now = 0.0
+    for data in datagrams:
+        server.receive_datagram(data, PEER, now)
+        server.datagrams_to_send(now)
+        server.handle_timer(now)
+        now += 0.01
+    while server.next_event() is not None:
+        pass
+    assert server.state in (
+        ConnectionState.IDLE,
+        ConnectionState.HANDSHAKING,
+        ConnectionState.CLOSED,
+        ConnectionState.CLOSING,
+    )
+
+
+def _captured_pair() -> tuple[Pair, list[bytes]]:
+    """A connected pair plus real datagrams from a transfer, to mutate."""
+    pair = connected_pair(LinkConditions(delay=0.001))
+    sid = pair.client.open_stream()
+    pair.client.send(sid, bytes(range(256)) * 40, end=True)
+    pair.client.send_datagram(b"d" * 100)
+    pair.network.run_for(0.5)
+    captured = [d for d, _ in pair.client.datagrams_to_send(pair.network.now)]
+    sid2 = pair.client.open_stream()
+    pair.client.send(sid2, b"more" * 500)
+    captured += [d for d, _ in pair.client.datagrams_to_send(pair.network.now)]
+    assert captured
+    return pair, captured
+
+
+@given(
+    mutations=st.lists(
+        st.tuples(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(1, 255)), max_size=8
+    ),
+    extra=st.lists(junk, max_size=5),
+    truncate=st.integers(0, 1500),
+)
+def test_mutated_and_junk_datagrams_to_connected_peers(
+    mutations: list[tuple[int, int, int]], extra: list[bytes], truncate: int
+) -> None:
+    pair, captured = _captured_pair()
+    now = pair.network.now
+    fed = []
+    for which, position, xor in mutations:
+        data = bytearray(captured[which % len(captured)])
+        data[position % len(data)] ^= xor
+        fed.append(bytes(data))
+    fed += extra
+    fed.append(captured[0][:truncate])
+    for data in fed:
+        pair.server.receive_datagram(data, pair.client_address, now)
+        pair.client.receive_datagram(data, pair.server_address, now)  # from the "server"
+        for conn in (pair.client, pair.server):
+            conn.datagrams_to_send(now)
+            while conn.next_event() is not None:
+                pass
+    pair.network.run_for(1.0)  # whatever happened, the pair keeps running without error
+
+
+def test_junk_flood_memory_is_bounded() -> None:
+    rng = random.Random(0)
+    server = Connection(SERVER_CONFIG, role=Role.SERVER)
+
+    def flood(count: int, start: float) -> None:
+        for i in range(count):
+            now = start + i * 0.001
+            dcid = rng.randbytes(8)
+            data = bytes([0xC0, 0, 0, 0, 1, 8]) + dcid + b"\x00" + rng.randbytes(1200)
+            server.receive_datagram(
+                rng.choice([data, rng.randbytes(rng.randrange(1500))]), PEER, now
+            )
+            server.datagrams_to_send(now)
+            server.handle_timer(now)
+            while server.next_event() is not None:
+                pass
+
+    flood(500, 0.0)  # warm up caches and the engine
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    flood(5000, 1.0)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 256 * 1024, f"memory grew by {grown} bytes over 5,000 junk datagrams"
+    assert server.stats().udp_datagrams_received == 5500
