@@ -15,7 +15,6 @@ from ._errors import (
     LocalProtocolError,
     RemoteProtocolError,
     SansQuicError,
-    StreamResetError,
     StreamStoppedError,
 )
 from ._events import (
@@ -57,7 +56,6 @@ __all__ = [
     "StreamOpened",
     "StreamReadable",
     "StreamReset",
-    "StreamResetError",
     "StreamStopped",
     "StreamStoppedError",
     "__version__",

@@ -7,6 +7,7 @@ fails loudly instead of misbehaving.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -55,6 +56,12 @@ PRIVATE_ATTRIBUTES = (
     ("Limit", "value"),
     ("Limit", "sent"),
 )
+
+# aioquic logs failed handshakes at WARNING on the "quic" logger; with no handler
+# configured Python's last-resort handler would print them to stderr. A
+# NullHandler keeps a library quiet while records still propagate to any
+# handler the application installs.
+logging.getLogger("quic").addHandler(logging.NullHandler())
 
 _SMALLEST_INITIAL = 1200
 # DATAGRAM frame overhead: type byte plus a length varint of up to 2 bytes
@@ -181,9 +188,9 @@ class AioquicEngine:
             elif isinstance(ev, qe.DatagramFrameReceived):
                 yield DatagramIn(ev.data)
             elif isinstance(ev, qe.StreamReset):
-                yield StreamResetByPeer(ev.stream_id, ev.error_code)
+                yield StreamResetByPeer(ev.stream_id, int(ev.error_code))
             elif isinstance(ev, qe.StopSendingReceived):
-                yield StopSendingByPeer(ev.stream_id, ev.error_code)
+                yield StopSendingByPeer(ev.stream_id, int(ev.error_code))
             elif isinstance(ev, qe.HandshakeCompleted):
                 yield HandshakeDone(ev.alpn_protocol)
             elif isinstance(ev, qe.ConnectionTerminated):
@@ -199,10 +206,10 @@ class AioquicEngine:
     def _terminated(self, ev: Any) -> Terminated:
         closed_by = self._closed_by or ClosedBy.VIOLATION
         if closed_by is ClosedBy.IDLE:
-            return Terminated(QuicErrorCode.NO_ERROR, "idle timeout", closed_by, False)
+            return Terminated(int(QuicErrorCode.NO_ERROR), "idle timeout", closed_by, False)
         # close() is always an application close; otherwise the frame type tells.
         application = closed_by is ClosedBy.LOCAL or ev.frame_type is None
-        return Terminated(ev.error_code, ev.reason_phrase, closed_by, application)
+        return Terminated(int(ev.error_code), str(ev.reason_phrase), closed_by, application)
 
     # -- commands -------------------------------------------------------------
 

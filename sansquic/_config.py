@@ -6,6 +6,8 @@ import os
 from typing import Any, Literal
 
 import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
@@ -94,9 +96,10 @@ class Config:
 
     A server needs ``certificate`` and ``private_key``, or ``dev_mode=True``,
     which makes an in-memory self-signed pair. A client verifies the server's
-    certificate against the system's trust store, or against ``ca_certs`` when
-    given; ``dev_mode=True`` on a client turns verification off, for local
-    development only.
+    certificate against the ``certifi`` bundle the engine loads, or against
+    ``ca_certs`` when given, and checks it against the ``server_name`` it
+    connects with. ``dev_mode=True`` or ``verify_peer=False`` on a client
+    turns verification off, for local development only.
 
     Change a setting with :meth:`replace`; invalid values raise
     :class:`~sansquic.ConfigError` at construction.
@@ -110,7 +113,7 @@ class Config:
     private_key: bytes | None = attrs.field(default=None, converter=_private_key, repr=False)
     #: Trust anchors for verifying the peer (PEM); ``None`` uses the system's.
     ca_certs: bytes | None = attrs.field(default=None, converter=_ca_certs)
-    #: Verify the server's certificate (clients). Only ``dev_mode`` turns it off.
+    #: Verify the server's certificate (clients); ``dev_mode`` also turns it off.
     verify_peer: bool = attrs.field(default=True, validator=_bool)
     #: Development mode: servers get a self-signed pair, clients skip verification.
     dev_mode: bool = attrs.field(default=False, validator=_bool)
@@ -137,6 +140,9 @@ class Config:
     #: The QUIC engine underneath.
     engine: Literal["aioquic"] = attrs.field(default="aioquic", validator=_one_of("aioquic"))
 
+    #: True when ``dev_mode`` made the certificate pair (not settable).
+    dev_certificate: bool = attrs.field(default=False, init=False, repr=False, eq=False)
+
     def __attrs_post_init__(self) -> None:
         if (self.certificate is None) != (self.private_key is None):
             raise ConfigError("certificate and private_key go together: give both or neither")
@@ -144,10 +150,34 @@ class Config:
             pair = make_dev_certificate()
             object.__setattr__(self, "certificate", pair.certificate)
             object.__setattr__(self, "private_key", pair.private_key)
+            object.__setattr__(self, "dev_certificate", True)
+        _check_pem(self.certificate, self.private_key, self.ca_certs)
 
     def replace(self, **changes: Any) -> Config:
-        """Return a copy with ``changes`` applied and validated."""
+        """Return a copy with ``changes`` applied and validated.
+
+        Turning ``dev_mode`` off also drops a certificate pair that dev mode made.
+        """
+        if self.dev_certificate and changes.get("dev_mode") is False:
+            changes.setdefault("certificate", None)
+            changes.setdefault("private_key", None)
         try:
-            return attrs.evolve(self, **changes)
+            new = attrs.evolve(self, **changes)
         except TypeError as exc:
             raise ConfigError(str(exc)) from None
+        if self.dev_certificate and new.certificate == self.certificate:
+            object.__setattr__(new, "dev_certificate", True)
+        return new
+
+
+def _check_pem(certificate: bytes | None, key: bytes | None, ca_certs: bytes | None) -> None:
+    """Parse certificates and key now, so a bad file fails here, not at the first packet."""
+    try:
+        if certificate is not None:
+            x509.load_pem_x509_certificates(certificate)
+        if key is not None:
+            serialization.load_pem_private_key(key, password=None)
+        if ca_certs is not None:
+            x509.load_pem_x509_certificates(ca_certs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot load a certificate or key: {exc}") from None

@@ -155,6 +155,11 @@ class Connection:
         self._state = ConnectionState.IDLE
         self._engine: AioquicEngine | None = None
         if role is Role.CLIENT:
+            verifies = config.verify_peer and not config.dev_mode
+            if verifies and not server_name:
+                raise LocalProtocolError(
+                    "a client that verifies the server needs server_name to check it against"
+                )
             self._engine = AioquicEngine(config, is_client=True, server_name=server_name)
         elif config.certificate is None:
             raise LocalProtocolError("a server needs certificate and private_key, or dev_mode=True")
@@ -209,6 +214,8 @@ class Connection:
         """
         if self._role is not Role.CLIENT:
             raise LocalProtocolError("connect() is for clients; a server waits for an Initial")
+        if self._closed_error is not None:
+            raise self._closed_error
         if self._state is not ConnectionState.IDLE:
             raise LocalProtocolError(f"connect() was already called (state {self._state.value})")
         assert self._engine is not None  # a client always has its engine
@@ -250,7 +257,7 @@ class Connection:
         Call it once ``now >= timer()``; calling early is harmless. Next:
         :meth:`datagrams_to_send`, then :meth:`next_event`.
         """
-        if self._engine is None:
+        if self._engine is None or self._state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return
         timer = self._engine.timer()
         if timer is not None and now >= timer:
@@ -265,7 +272,7 @@ class Connection:
         Call after every input and command. Next: sleep until :meth:`timer`
         or the next datagram, whichever comes first.
         """
-        if self._engine is None:
+        if self._engine is None or self._state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return []
         out = self._engine.datagrams_to_send(now)
         counters = self._counters
@@ -276,7 +283,7 @@ class Connection:
 
     def timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or ``None`` for never."""
-        if self._engine is None or self._state is ConnectionState.CLOSED:
+        if self._engine is None or self._state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return None
         return self._engine.timer()
 
@@ -307,9 +314,12 @@ class Connection:
         """Queue ``data`` on the stream; ``end=True`` finishes the stream after it.
 
         Raises :class:`~sansquic.LocalProtocolError` on a stream that is
-        unknown, receive-only, finished or reset, and
-        :class:`~sansquic.StreamStoppedError` when the peer sent STOP_SENDING.
-        Next: :meth:`datagrams_to_send`.
+        unknown, receive-only, finished, reset or closed, and
+        :class:`~sansquic.StreamStoppedError` when the peer sent STOP_SENDING
+        while the stream is still open. (Once both directions are over the
+        stream is closed and forgotten, so a late send raises
+        ``LocalProtocolError``; the ``StreamStopped`` event is the signal to
+        act on.) Next: :meth:`datagrams_to_send`.
         """
         data = _as_bytes(data)
         engine = self._require_engine()
@@ -327,6 +337,10 @@ class Connection:
         self._counters.stream_bytes_sent += len(data)
         record.send = new
         self._streams.drop_if_done(record)
+
+    def finish(self, stream_id: int) -> None:
+        """Finish the sending side of a stream (FIN): ``send(stream_id, b"", end=True)``."""
+        self.send(stream_id, b"", end=True)
 
     def read(self, stream_id: int, max_bytes: int = -1) -> bytes:
         """Take up to ``max_bytes`` (all when negative) of the stream's received data.
@@ -357,7 +371,8 @@ class Connection:
         """Abandon the sending side of a stream with ``error_code`` (RESET_STREAM).
 
         Unsent data is discarded. Resetting a stream the peer already stopped
-        is allowed and does nothing. Next: :meth:`datagrams_to_send`.
+        is allowed while the stream is open and does nothing. Next:
+        :meth:`datagrams_to_send`.
         """
         _check_code(error_code, "error_code")
         engine = self._require_engine()
@@ -375,8 +390,9 @@ class Connection:
     def stop(self, stream_id: int, error_code: int = 0) -> None:
         """Ask the peer to stop sending on a stream (STOP_SENDING); unread data is discarded.
 
-        Stopping a stream whose receiving side already ended does nothing.
-        Next: :meth:`datagrams_to_send`.
+        After the FIN arrived nothing is sent to the peer, but unread data is
+        still discarded; after the stream was read to its end or reset by the
+        peer, this does nothing. Next: :meth:`datagrams_to_send`.
         """
         _check_code(error_code, "error_code")
         engine = self._require_engine()
@@ -427,7 +443,8 @@ class Connection:
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
         if self._state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
             return
-        if self._engine is None:
+        if self._engine is None or self._state is ConnectionState.IDLE:
+            # Nothing was ever sent: there is no peer to tell.
             self._terminate(Terminated(error_code, reason, ClosedBy.LOCAL, True))
             return
         self._engine.close(error_code, reason)
@@ -496,8 +513,8 @@ class Connection:
                     if not record.readable_signalled:
                         record.readable_signalled = True
                         emit(StreamReadable(stream_id=ev.stream_id))
-                if ev.fin:
-                    record.recv = RECV_TRANSITIONS[(record.recv, RecvInput.FIN)]
+                if ev.fin and (recv := RECV_TRANSITIONS.get((record.recv, RecvInput.FIN))):
+                    record.recv = recv
                     emit(StreamEnded(stream_id=ev.stream_id))
                     if not record.buffer.size:
                         record.recv = RECV_TRANSITIONS[(record.recv, RecvInput.DRAINED)]

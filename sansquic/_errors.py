@@ -8,7 +8,6 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
     "SansQuicError",
-    "StreamResetError",
     "StreamStoppedError",
 ]
 
@@ -57,15 +56,6 @@ class RemoteProtocolError(ConnectionClosed):
     The ``error_code`` is the transport error this side sent (RFC 9000
     section 20.1) and ``reason`` says what the peer did.
     """
-
-
-class StreamResetError(SansQuicError):
-    """The peer reset the stream: it will send nothing more on it."""
-
-    def __init__(self, stream_id: int, error_code: int) -> None:
-        super().__init__(f"stream {stream_id} was reset by the peer (error code {error_code})")
-        self.stream_id = stream_id
-        self.error_code = error_code
 
 
 class StreamStoppedError(SansQuicError):

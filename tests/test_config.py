@@ -99,3 +99,24 @@ def test_replace_validates_and_rejects_unknown_fields() -> None:
 
 def test_alpn_accepts_a_single_name() -> None:
     assert Config(alpn="h3").alpn == ("h3",)
+
+
+def test_unparseable_pem_fails_at_config_time() -> None:
+    pair = sansquic.make_dev_certificate()
+    bad = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+    with pytest.raises(ConfigError):
+        Config(certificate=bad, private_key=pair.private_key)
+    with pytest.raises(ConfigError):
+        Config(certificate=pair.certificate, private_key=b"-----BEGIN PRIVATE KEY-----\nx\n")
+    with pytest.raises(ConfigError):
+        Config(ca_certs=b"garbage")
+
+
+def test_turning_dev_mode_off_drops_the_dev_pair() -> None:
+    dev = Config(dev_mode=True)
+    assert dev.dev_certificate
+    assert dev.replace(dev_mode=False).certificate is None
+    own = sansquic.make_dev_certificate()
+    kept = Config(dev_mode=True, certificate=own.certificate, private_key=own.private_key)
+    assert not kept.dev_certificate
+    assert kept.replace(dev_mode=False).certificate == own.certificate

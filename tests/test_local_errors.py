@@ -231,3 +231,22 @@ def test_commands_after_close(pair) -> None:  # type: ignore[no-untyped-def]
         with pytest.raises(ConnectionClosed) as info:
             call()
         assert (info.value.error_code, info.value.reason, info.value.by_peer) == (5, "bye", False)
+
+
+def test_a_verifying_client_needs_a_server_name() -> None:
+    with pytest.raises(LocalProtocolError):
+        Connection(Config(), role=Role.CLIENT)
+    Connection(Config(dev_mode=True), role=Role.CLIENT)  # no verification: nothing to check
+
+
+def test_close_before_connect_terminates_quietly() -> None:
+    client = Connection(Config(dev_mode=True), server_name="localhost")
+    client.close(3, "never mind")
+    assert client.state.value == "closed"
+    assert client.timer() is None
+    assert client.datagrams_to_send(0.0) == []
+    client.handle_timer(1.0)
+    event = client.next_event()
+    assert event is not None and (event.error_code, event.by_peer) == (3, False)  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionClosed):
+        client.connect(("127.0.0.1", 1), 0.0)

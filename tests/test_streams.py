@@ -259,3 +259,21 @@ def test_transfer_survives_nat_rebinding() -> None:
     assert pair.network.run_until(lambda: sid in server.ended, 30)
     assert bytes(server.received[sid]) == data
     assert any(r.source == ("10.0.0.9", 40000) for r in pair.network.trace)
+
+
+def test_finish_is_send_with_end() -> None:
+    pair = connected_pair()
+    _, server = sinks(pair)
+    sid = pair.client.open_stream()
+    pair.client.send(sid, b"body")
+    pair.client.finish(sid)
+    assert pair.network.run_until(lambda: sid in server.ended, 5)
+    assert bytes(server.received[sid]) == b"body"
+
+
+def test_error_codes_are_plain_ints() -> None:
+    config = Config(dev_mode=True, idle_timeout=1.0)
+    pair = connected_pair(client_config=config, server_config=config)
+    client, _ = sinks(pair)
+    assert pair.network.run_until(lambda: client.terminated is not None, 10)
+    assert type(client.terminated.error_code) is int  # type: ignore[union-attr]

@@ -65,3 +65,8 @@ def test_negotiated_alpn_is_reported() -> None:
         server_config=Config(dev_mode=True, alpn=("y",)),
     )
     assert pair.client.alpn == pair.server.alpn == "y"
+
+
+def test_a_failed_handshake_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    handshake_outcome(Config(), Config(dev_mode=True))
+    assert capfd.readouterr().err == ""
