@@ -48,6 +48,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_close_at"),  # idle-timeout detection
     ("QuicConnection", "_state"),
     ("QuicConnection", "_streams"),  # engine-held stream count
+    ("QuicConnection", "_events"),  # skip draining when empty
     ("QuicConnection", "_peer_cid"),  # short-header size for datagram capacity
     ("QuicConnection", "_loss"),  # RTT and congestion window
     ("QuicPacketRecovery", "_rtt_smoothed"),
@@ -156,6 +157,8 @@ class AioquicEngine:
 
     def handle_timer(self, now: float) -> None:
         quic = self._quic
+        if quic._close_at is None:
+            return  # nothing decrypted yet (a server fed junk): no deadline is armed
         idle = quic._close_event is None and quic._close_at is not None and now >= quic._close_at
         quic.handle_timer(now=now)
         if idle and self._closed_by is None:
@@ -179,6 +182,10 @@ class AioquicEngine:
         timer: float | None = self._quic.get_timer()
         return timer
 
+    def has_events(self) -> bool:
+        """Whether :meth:`events` would yield anything (cheap: checked on every call)."""
+        return bool(self._quic._events)
+
     def events(self) -> Iterator[EngineEvent]:
         """Drain the engine's events, translated."""
         quic = self._quic
@@ -198,8 +205,10 @@ class AioquicEngine:
 
     def pending_close(self) -> Terminated | None:
         """How the connection is closing, once it is, before it has terminated."""
+        if self._closed_by is None:
+            return None
         close_event = self._quic._close_event
-        if close_event is None or self._closed_by is None:
+        if close_event is None:
             return None
         return self._terminated(close_event)
 

@@ -259,10 +259,9 @@ class Connection:
         """
         if self._engine is None or self._state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return
-        timer = self._engine.timer()
-        if timer is not None and now >= timer:
-            self._engine.handle_timer(now)
-            self._pump()
+        # The engine checks each of its deadlines itself, so an early call does nothing.
+        self._engine.handle_timer(now)
+        self._pump()
 
     # -- outputs ----------------------------------------------------------------
 
@@ -496,11 +495,18 @@ class Connection:
 
     def _pump(self) -> None:
         """Turn the engine's events into stream state and public events."""
-        assert self._engine is not None
+        engine = self._engine
+        assert engine is not None
+        if not engine.has_events():
+            if self._closed_error is None and self._state is not ConnectionState.CLOSED:
+                closing = engine.pending_close()
+                if closing is not None:
+                    self._begin_close(closing)
+            return
         emit = self._events.append
         streams = self._streams
         counters = self._counters
-        for ev in self._engine.events():
+        for ev in engine.events():
             if isinstance(ev, StreamData):
                 record = self._peer_stream(ev.stream_id)
                 if record is None:
@@ -552,7 +558,7 @@ class Connection:
             elif isinstance(ev, Terminated):
                 self._terminate(ev)
         if self._state is not ConnectionState.CLOSED and self._closed_error is None:
-            closing = self._engine.pending_close()
+            closing = engine.pending_close()
             if closing is not None:
                 self._begin_close(closing)
 

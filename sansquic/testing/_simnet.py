@@ -86,11 +86,15 @@ class Node(Protocol):
 
 
 class _Link:
-    __slots__ = ("busy_until", "conditions")
+    __slots__ = ("busy_until", "conditions", "random")
 
     def __init__(self, conditions: LinkConditions) -> None:
         self.conditions = conditions
         self.busy_until = 0.0
+        c = conditions
+        # A link with no random impairment draws no numbers: benchmarks on a
+        # clean link then measure the nodes, not the simulator.
+        self.random = any((c.jitter, c.loss, c.duplicate, c.reorder, c.corrupt))
 
 
 class SimNetwork:
@@ -103,7 +107,12 @@ class SimNetwork:
     """
 
     def __init__(
-        self, seed: int = 0, *, conditions: LinkConditions | None = None, start: float = 0.0
+        self,
+        seed: int = 0,
+        *,
+        conditions: LinkConditions | None = None,
+        start: float = 0.0,
+        keep_trace: bool = True,
     ) -> None:
         self._rng = random.Random(seed)
         self._default = conditions or LinkConditions()
@@ -114,8 +123,10 @@ class SimNetwork:
         self._links: dict[tuple[Address, Address], _Link] = {}
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._seq = 0
-        #: Every datagram sent, in order; see :class:`TraceRecord`.
+        #: Every datagram sent, in order (see :class:`TraceRecord`); stays empty
+        #: with ``keep_trace=False``, for long runs.
         self.trace: list[TraceRecord] = []
+        self._keep_trace = keep_trace
         #: Callables run at every step before the predicate, e.g. to drain events.
         self.step_hooks: list[Callable[[], None]] = []
 
@@ -219,26 +230,30 @@ class SimNetwork:
         source = self._public[key]
         target = self._route.get(destination)
         if target is None:
-            self.trace.append(TraceRecord(now, source, destination, len(data), "unroutable"))
+            self._record(TraceRecord(now, source, destination, len(data), "unroutable"))
             return
         link = self._links.get((key, target))
         if link is None:
             link = self._links[(key, target)] = _Link(self._default)
         c = link.conditions
-        rng = self._rng
-        # Draw every number for every datagram, whatever happens to it, so one
-        # datagram's fate never shifts the draws of the next.
-        r_loss, r_jitter, r_reorder, r_corrupt, r_dup = (rng.random() for _ in range(5))
-        corrupt_at, corrupt_xor = rng.randrange(len(data) or 1), rng.randrange(1, 256)
+        if link.random:
+            rng = self._rng
+            # Draw every number for every datagram, whatever happens to it, so
+            # one datagram's fate never shifts the draws of the next.
+            r_loss, r_jitter, r_reorder, r_corrupt, r_dup = (rng.random() for _ in range(5))
+            corrupt_at, corrupt_xor = rng.randrange(len(data) or 1), rng.randrange(1, 256)
+        else:
+            r_loss = r_jitter = r_reorder = r_corrupt = r_dup = 1.0
+            corrupt_at = corrupt_xor = 0
 
         if r_loss < c.loss:
-            self.trace.append(TraceRecord(now, source, destination, len(data), "lost"))
+            self._record(TraceRecord(now, source, destination, len(data), "lost"))
             return
         departure = now
         if c.bandwidth is not None:
             backlog = max(0.0, link.busy_until - now) * c.bandwidth
             if backlog + len(data) > c.queue_bytes + 1e-6:  # tolerate float rounding
-                self.trace.append(TraceRecord(now, source, destination, len(data), "queue-full"))
+                self._record(TraceRecord(now, source, destination, len(data), "queue-full"))
                 return
             departure = max(now, link.busy_until) + len(data) / c.bandwidth
             link.busy_until = departure
@@ -256,7 +271,11 @@ class SimNetwork:
         if r_dup < c.duplicate:
             self._schedule(arrival + c.delay / 2, target, source, data)
             fate += "+duplicated"
-        self.trace.append(TraceRecord(now, source, destination, len(data), fate))
+        self._record(TraceRecord(now, source, destination, len(data), fate))
+
+    def _record(self, record: TraceRecord) -> None:
+        if self._keep_trace:
+            self.trace.append(record)
 
     def _schedule(self, at: float, key: Address, source: Address, data: bytes) -> None:
         self._seq += 1
