@@ -323,15 +323,7 @@ class Connection:
         data = _as_bytes(data)
         engine = self._require_engine()
         record = self._live_stream(stream_id, "send on")
-        if record.send is SendState.NONE:
-            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
-        if record.send is SendState.STOPPED:
-            raise StreamStoppedError(stream_id, record.stop_code)
-        new = SEND_TRANSITIONS.get((record.send, SendInput.FINISH if end else SendInput.SEND))
-        if new is None:
-            raise LocalProtocolError(
-                f"cannot send on stream {stream_id}: it is {record.send.value}"
-            )
+        new = self._next_send_state(record, SendInput.FINISH if end else SendInput.SEND)
         engine.send_stream(stream_id, data, end)
         self._counters.stream_bytes_sent += len(data)
         record.send = new
@@ -376,11 +368,7 @@ class Connection:
         _check_code(error_code, "error_code")
         engine = self._require_engine()
         record = self._live_stream(stream_id, "reset")
-        if record.send is SendState.NONE:
-            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
-        new = SEND_TRANSITIONS.get((record.send, SendInput.RESET))
-        if new is None:
-            raise LocalProtocolError(f"cannot reset stream {stream_id}: it is {record.send.value}")
+        new = self._next_send_state(record, SendInput.RESET)
         if new is SendState.RESET:
             engine.reset_stream(stream_id, error_code)
         record.send = new
@@ -486,6 +474,21 @@ class Connection:
         if self._state is ConnectionState.IDLE:
             raise LocalProtocolError("call connect() first")
         return self._engine
+
+    @staticmethod
+    def _next_send_state(record: StreamRecord, command: SendInput) -> SendState:
+        """The send state ``command`` leads to, or the typed error it deserves."""
+        stream_id = record.stream_id
+        if record.send is SendState.NONE:
+            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
+        if record.send is SendState.STOPPED and command is not SendInput.RESET:
+            raise StreamStoppedError(stream_id, record.stop_code)
+        new = SEND_TRANSITIONS.get((record.send, command))
+        if new is None:
+            raise LocalProtocolError(
+                f"cannot {command.value} on stream {stream_id}: it is {record.send.value}"
+            )
+        return new
 
     def _live_stream(self, stream_id: int, action: str) -> StreamRecord:
         record = self._streams.lookup(stream_id)
