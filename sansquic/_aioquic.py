@@ -7,11 +7,13 @@ fails loudly instead of misbehaving.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import attrs
 from aioquic.buffer import (  # type: ignore[attr-defined]  # re-exported from C
     Buffer,
     BufferReadError,
@@ -19,13 +21,24 @@ from aioquic.buffer import (  # type: ignore[attr-defined]  # re-exported from C
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
-from aioquic.quic.packet import QuicErrorCode, QuicPacketType, pull_quic_header
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.quic.packet_builder import QuicPacketBuilder
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificates
 
 from ._config import Config
 from ._engine import (
     Address,
+    CidIssued,
+    CidRetired,
     ClosedBy,
     DatagramIn,
     EngineEvent,
@@ -36,8 +49,22 @@ from ._engine import (
     Terminated,
 )
 from ._errors import ConfigError
+from .ratelimit import TokenBucket
 
-__all__ = ["PRIVATE_ATTRIBUTES", "AioquicEngine", "initial_destination_cid"]
+__all__ = [
+    "CID_LENGTH",
+    "PRIVATE_ATTRIBUTES",
+    "SUPPORTED_VERSIONS",
+    "AioquicEngine",
+    "CreditGovernor",
+    "Header",
+    "encode_initial_close",
+    "encode_retry",
+    "encode_stateless_reset",
+    "encode_version_negotiation",
+    "initial_destination_cid",
+    "parse_header",
+]
 
 #: (object, attribute) pairs of aioquic internals this module relies on.
 PRIVATE_ATTRIBUTES = (
@@ -54,9 +81,23 @@ PRIVATE_ATTRIBUTES = (
     ("QuicPacketRecovery", "_rtt_smoothed"),
     ("QuicPacketRecovery", "_rtt_min"),
     ("QuicPacketRecovery", "_rtt_initialized"),
+    ("QuicConnection", "_local_max_data"),  # governed by peer_bytes_per_second
+    ("QuicConnection", "_host_cids"),  # derived stateless reset tokens
+    ("QuicConnection", "_peer_cid_available"),  # peer tokens, to spot a stateless reset
+    ("QuicConnection", "_replenish_connection_ids"),  # overridden to derive tokens
+    ("QuicConnectionId", "stateless_reset_token"),
+    ("QuicConnectionId", "was_sent"),
     ("Limit", "value"),
     ("Limit", "sent"),
+    ("Limit", "used"),
+    ("Limit", "frame_type"),
+    ("Limit", "name"),
 )
+
+#: Connection id length this side uses; short headers are parsed with it.
+CID_LENGTH = 8
+#: QUIC versions this side speaks.
+SUPPORTED_VERSIONS = (1,)
 
 # aioquic logs failed handshakes at WARNING on the "quic" logger; with no handler
 # configured Python's last-resort handler would print them to stderr. A
@@ -72,6 +113,93 @@ _DATAGRAM_FRAME_OVERHEAD = 4
 # 1-RTT packet overhead besides the destination connection id: first byte,
 # packet number of up to 4 bytes, AEAD tag.
 _SHORT_HEADER_OVERHEAD = 1 + 4 + 16
+
+
+@attrs.frozen(slots=True)
+class Header:
+    """What an Endpoint needs from a packet's first header, engine-neutral."""
+
+    long: bool
+    version: int | None
+    initial: bool
+    negotiation: bool
+    destination_cid: bytes
+    source_cid: bytes
+    token: bytes
+
+
+def parse_header(data: bytes) -> Header | None:
+    """Parse the first packet header of a datagram; ``None`` if it is not QUIC."""
+    try:
+        header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+    except (ValueError, BufferReadError):
+        return None
+    return Header(
+        long=header.version is not None,
+        version=header.version,
+        initial=header.packet_type == QuicPacketType.INITIAL,
+        negotiation=header.packet_type == QuicPacketType.VERSION_NEGOTIATION,
+        destination_cid=header.destination_cid,
+        source_cid=header.source_cid,
+        token=header.token,
+    )
+
+
+def _version(header: Header) -> int:
+    return header.version if header.version is not None else SUPPORTED_VERSIONS[0]
+
+
+def encode_version_negotiation(header: Header) -> bytes:
+    """A Version Negotiation packet answering ``header``."""
+    data: bytes = encode_quic_version_negotiation(
+        source_cid=header.destination_cid,
+        destination_cid=header.source_cid,
+        supported_versions=list(SUPPORTED_VERSIONS),
+    )
+    return data
+
+
+def encode_retry(header: Header, retry_source_cid: bytes, token: bytes) -> bytes:
+    """A Retry packet answering the client Initial ``header``."""
+    data: bytes = encode_quic_retry(
+        version=_version(header),
+        source_cid=retry_source_cid,
+        destination_cid=header.source_cid,
+        original_destination_cid=header.destination_cid,
+        retry_token=token,
+    )
+    return data
+
+
+def encode_initial_close(header: Header, error_code: int) -> bytes:
+    """A server Initial carrying CONNECTION_CLOSE(``error_code``) for the client Initial ``header``.
+
+    The Initial keys derive from the client's destination connection id, so
+    this needs no connection state.
+    """
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=header.destination_cid, is_client=False, version=_version(header))
+    builder = QuicPacketBuilder(
+        host_cid=header.destination_cid,
+        is_client=False,
+        max_datagram_size=_SMALLEST_INITIAL,
+        peer_cid=header.source_cid,
+        version=_version(header),
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE, capacity=16)
+    buf.push_uint_var(error_code)
+    buf.push_uint_var(QuicFrameType.PADDING)
+    buf.push_uint_var(0)  # no reason phrase
+    datagrams, _ = builder.flush()
+    data: bytes = datagrams[0]
+    return data
+
+
+def encode_stateless_reset(token: bytes, filler: bytes) -> bytes:
+    """A stateless reset: a short-header look-alike of random ``filler`` ending in ``token``."""
+    first = (filler[0] & 0x3F) | 0x40  # fixed bit set, long-header bit clear
+    return bytes([first]) + filler[1:] + token
 
 
 def initial_destination_cid(data: bytes, cid_length: int) -> bytes | None:
@@ -122,6 +250,67 @@ def _quic_configuration(config: Config, *, is_client: bool, server_name: str | N
     return qc
 
 
+class CreditGovernor:
+    """Stands in for aioquic's ``Limit``: the engine asks for credit, a token bucket grants it.
+
+    aioquic raises a limit by assigning ``value`` (MAX_STREAMS by one per
+    closed stream, MAX_DATA by doubling). Here each such raise becomes credit
+    owed to the peer, paid out as the bucket refills, so the peer can never
+    open streams or send bytes faster than the bucket's rate.
+    """
+
+    __slots__ = ("_bucket", "_granted", "_owed", "frame_type", "name", "sent", "used")
+
+    def __init__(self, limit: Any, bucket: TokenBucket) -> None:
+        self.frame_type = limit.frame_type
+        self.name = limit.name
+        self.sent = limit.sent
+        self.used = limit.used
+        self._granted: int = limit.value
+        self._owed = 0
+        self._bucket = bucket
+
+    @property
+    def value(self) -> int:
+        return self._granted
+
+    @value.setter
+    def value(self, wanted: int) -> None:
+        self._owed += max(0, wanted - self._granted)
+
+    def grant(self, now: float) -> None:
+        """Pay out what the bucket allows at ``now``."""
+        if self._owed:
+            paid = self._bucket.take(now, self._owed)
+            self._granted += paid
+            self._owed -= paid
+
+    def wake_at(self, now: float) -> float | None:
+        """When more credit can be paid out, if any is owed."""
+        return self._bucket.ready_at(now, 1) if self._owed else None
+
+
+class _QuicConnection(QuicConnection):
+    """aioquic's connection with stateless reset tokens derived from the connection id.
+
+    aioquic draws tokens at random, so a server that lost a connection's state
+    could never prove a reset; derived tokens let the Endpoint reset any
+    connection id it issued.
+    """
+
+    _reset_token: Callable[[bytes], bytes] | None = None
+
+    def _replenish_connection_ids(self) -> None:
+        super()._replenish_connection_ids()
+        self._derive_reset_tokens()
+
+    def _derive_reset_tokens(self) -> None:
+        if self._reset_token is not None:
+            for connection_id in self._host_cids:
+                if not connection_id.was_sent or connection_id.sequence_number == 0:
+                    connection_id.stateless_reset_token = self._reset_token(connection_id.cid)
+
+
 class AioquicEngine:
     """One aioquic ``QuicConnection`` behind the seam contract of ``_engine.py``."""
 
@@ -132,18 +321,39 @@ class AioquicEngine:
         is_client: bool,
         server_name: str | None = None,
         original_destination_cid: bytes | None = None,
+        retry_source_cid: bytes | None = None,
+        reset_token: Callable[[bytes], bytes] | None = None,
+        now: float = 0.0,
     ) -> None:
         qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
-        self._quic = QuicConnection(
-            configuration=qc, original_destination_connection_id=original_destination_cid
+        quic = self._quic = _QuicConnection(
+            configuration=qc,
+            original_destination_connection_id=original_destination_cid,
+            retry_source_connection_id=retry_source_cid,
         )
+        quic._reset_token = reset_token
+        quic._derive_reset_tokens()
         # aioquic lets the peer open only 128 streams of each kind; the limits
         # are read when the transport parameters are written, so set them now.
         for limit, value in (
-            (self._quic._local_max_streams_bidi, config.max_streams_bidi),
-            (self._quic._local_max_streams_uni, config.max_streams_uni),
+            (quic._local_max_streams_bidi, config.max_streams_bidi),
+            (quic._local_max_streams_uni, config.max_streams_uni),
         ):
             limit.value = limit.sent = value
+        self._governors: list[CreditGovernor] = []
+        limits = config.rate_limits
+        if limits.peer_streams_per_second is not None:
+            rate = limits.peer_streams_per_second
+            for name in ("_local_max_streams_bidi", "_local_max_streams_uni"):
+                governor = CreditGovernor(getattr(quic, name), TokenBucket(rate, max(1, rate), now))
+                setattr(quic, name, governor)
+                self._governors.append(governor)
+        if limits.peer_bytes_per_second is not None:
+            rate = limits.peer_bytes_per_second
+            governor = CreditGovernor(quic._local_max_data, TokenBucket(rate, max(1, rate), now))
+            setattr(quic, "_local_max_data", governor)  # noqa: B010  # duck-typed Limit
+            self._governors.append(governor)
+        self._now = now
         self._closed_by: ClosedBy | None = None
 
     # -- inputs ---------------------------------------------------------------
@@ -151,11 +361,18 @@ class AioquicEngine:
     def connect(self, addr: Address, now: float) -> None:
         self._quic.connect(addr, now=now)
 
+    def _grant(self, now: float) -> None:
+        self._now = now
+        for governor in self._governors:
+            governor.grant(now)
+
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self._grant(now)
         self._quic.receive_datagram(data, addr, now=now)
         self._note_engine_close()
 
     def handle_timer(self, now: float) -> None:
+        self._grant(now)
         quic = self._quic
         if quic._close_at is None:
             return  # nothing decrypted yet (a server fed junk): no deadline is armed
@@ -174,12 +391,17 @@ class AioquicEngine:
     # -- outputs --------------------------------------------------------------
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        self._grant(now)
         out: list[tuple[bytes, Address]] = self._quic.datagrams_to_send(now=now)
         self._note_engine_close()
         return out
 
     def timer(self) -> float | None:
         timer: float | None = self._quic.get_timer()
+        for governor in self._governors:
+            wake = governor.wake_at(self._now)
+            if wake is not None and (timer is None or wake < timer):
+                timer = wake
         return timer
 
     def has_events(self) -> bool:
@@ -200,6 +422,10 @@ class AioquicEngine:
                 yield StopSendingByPeer(ev.stream_id, int(ev.error_code))
             elif isinstance(ev, qe.HandshakeCompleted):
                 yield HandshakeDone(ev.alpn_protocol)
+            elif isinstance(ev, qe.ConnectionIdIssued):
+                yield CidIssued(ev.connection_id)
+            elif isinstance(ev, qe.ConnectionIdRetired):
+                yield CidRetired(ev.connection_id)
             elif isinstance(ev, qe.ConnectionTerminated):
                 yield self._terminated(ev)
 
@@ -257,6 +483,22 @@ class AioquicEngine:
             - _DATAGRAM_FRAME_OVERHEAD
         )
         return max(0, min(remote - _DATAGRAM_FRAME_OVERHEAD, packet_room))
+
+    @property
+    def host_cid(self) -> bytes:
+        """The connection id the peer reaches this side by at first."""
+        cid: bytes = self._quic.host_cid
+        return cid
+
+    def is_stateless_reset(self, data: bytes) -> bool:
+        """Whether ``data`` is a stateless reset from the peer (RFC 9000 section 10.3)."""
+        if len(data) < 21 or data[0] & 0x80:
+            return False
+        tail = data[-16:]
+        quic = self._quic
+        tokens = [quic._peer_cid.stateless_reset_token]
+        tokens += [cid.stateless_reset_token for cid in quic._peer_cid_available]
+        return any(token and hmac.compare_digest(token, tail) for token in tokens)
 
     def stream_count(self) -> int:
         """Streams the engine still holds state for (acks may still be due)."""

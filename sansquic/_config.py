@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
+from .ratelimit import RateLimits
 
 __all__ = ["Config"]
 
@@ -137,6 +138,8 @@ class Config:
     congestion_control: Literal["reno", "cubic"] = attrs.field(
         default="reno", validator=_one_of("reno", "cubic")
     )
+    #: Admission limits (for Endpoints) and limits on what the peer may send.
+    rate_limits: RateLimits = attrs.field(factory=RateLimits)
     #: The QUIC engine underneath.
     engine: Literal["aioquic"] = attrs.field(default="aioquic", validator=_one_of("aioquic"))
 

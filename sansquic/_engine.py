@@ -43,6 +43,20 @@ class DatagramIn:
     data: bytes
 
 
+@attrs.frozen(slots=True)
+class CidIssued:
+    """The engine gave the peer a new connection id to reach this side by."""
+
+    cid: bytes
+
+
+@attrs.frozen(slots=True)
+class CidRetired:
+    """The peer retired one of this side's connection ids."""
+
+    cid: bytes
+
+
 class ClosedBy(enum.Enum):
     """Who ended a connection, which decides how the core reports it."""
 
@@ -61,5 +75,12 @@ class Terminated:
 
 
 EngineEvent = (
-    HandshakeDone | StreamData | StreamResetByPeer | StopSendingByPeer | DatagramIn | Terminated
+    HandshakeDone
+    | StreamData
+    | StreamResetByPeer
+    | StopSendingByPeer
+    | DatagramIn
+    | CidIssued
+    | CidRetired
+    | Terminated
 )

@@ -20,6 +20,7 @@ def engines() -> dict[str, object]:
         "QuicConnection": quic,
         "QuicPacketRecovery": quic._loss,
         "Limit": quic._local_max_streams_bidi,
+        "QuicConnectionId": quic._host_cids[0],
     }
 
 
