@@ -5,9 +5,12 @@ change at any time. Start with :class:`Connection` and :class:`Config`; test
 your own code on the simulated network in :mod:`sansquic.testing`.
 """
 
+from . import ratelimit as ratelimit
 from ._certs import CertificatePair, make_dev_certificate
+from ._codes import CloseCode
 from ._config import Config
 from ._connection import Connection, ConnectionState, Role
+from ._endpoint import Endpoint, EndpointStats
 from ._engine import Address
 from ._errors import (
     ConfigError,
@@ -30,12 +33,14 @@ from ._events import (
 )
 from ._state import RecvState, SendState
 from ._stats import ConnectionStats
+from .ratelimit import RateLimits
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Address",
     "CertificatePair",
+    "CloseCode",
     "Config",
     "ConfigError",
     "Connection",
@@ -44,9 +49,12 @@ __all__ = [
     "ConnectionStats",
     "ConnectionTerminated",
     "DatagramReceived",
+    "Endpoint",
+    "EndpointStats",
     "Event",
     "HandshakeCompleted",
     "LocalProtocolError",
+    "RateLimits",
     "RecvState",
     "RemoteProtocolError",
     "Role",

@@ -87,6 +87,8 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_replenish_connection_ids"),  # overridden to derive tokens
     ("QuicConnectionId", "stateless_reset_token"),
     ("QuicConnectionId", "was_sent"),
+    ("QuicConnectionId", "sequence_number"),
+    ("QuicConnection", "_is_client"),
     ("Limit", "value"),
     ("Limit", "sent"),
     ("Limit", "used"),
@@ -307,7 +309,10 @@ class _QuicConnection(QuicConnection):
     def _derive_reset_tokens(self) -> None:
         if self._reset_token is not None:
             for connection_id in self._host_cids:
-                if not connection_id.was_sent or connection_id.sequence_number == 0:
+                # The first id's token travels in a server's transport parameters;
+                # a client must not send one (RFC 9000 section 18.2).
+                first = connection_id.sequence_number == 0
+                if (first and not self._is_client) or not connection_id.was_sent:
                     connection_id.stateless_reset_token = self._reset_token(connection_id.cid)
 
 

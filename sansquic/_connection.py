@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ._aioquic import AioquicEngine, initial_destination_cid
+from ._codes import CloseCode
 from ._config import Config
 from ._engine import (
     Address,
+    CidIssued,
+    CidRetired,
     ClosedBy,
     DatagramIn,
     HandshakeDone,
@@ -51,8 +55,18 @@ from ._state import (
 )
 from ._stats import ConnectionStats
 from ._streams import StreamRecord, StreamTable, is_bidirectional
+from .ratelimit import TokenBucket
 
 __all__ = ["Connection", "ConnectionState", "Role"]
+
+
+class _Hooks(Protocol):
+    """What an owning Endpoint hears from its connections."""
+
+    def touched(self, connection: Connection) -> None: ...
+
+    def cid_changed(self, connection: Connection, cid: bytes, issued: bool) -> None: ...
+
 
 _MAX_CODE = 2**62 - 1
 _CID_LENGTH = 8  # aioquic's connection id length, which the server role parses
@@ -98,6 +112,7 @@ class _Counters:
     """Plain counters behind ``stats()``; slotted because the hot path bumps them."""
 
     __slots__ = (
+        "datagrams_dropped",
         "datagrams_received",
         "datagrams_sent",
         "stream_bytes_received",
@@ -112,7 +127,7 @@ class _Counters:
     )
 
     def __init__(self) -> None:
-        self.datagrams_received = self.datagrams_sent = 0
+        self.datagrams_dropped = self.datagrams_received = self.datagrams_sent = 0
         self.stream_bytes_received = self.stream_bytes_sent = 0
         self.streams_opened_local = self.streams_opened_remote = 0
         self.udp_bytes_received = self.udp_bytes_sent = 0
@@ -144,30 +159,75 @@ class Connection:
     def __init__(
         self, config: Config, *, role: Role = Role.CLIENT, server_name: str | None = None
     ) -> None:
+        self._setup(config, role, server_name)
+        if role is Role.CLIENT:
+            self._engine = AioquicEngine(config, is_client=True, server_name=server_name)
+
+    _engine: AioquicEngine | None
+
+    def _setup(self, config: Config, role: Role, server_name: str | None) -> None:
+        """Check the arguments and set up everything but the engine."""
         if not isinstance(config, Config):
             raise TypeError(f"config must be a sansquic.Config, not {type(config).__name__}")
         if not isinstance(role, Role):
             raise TypeError(f"role must be a sansquic.Role, not {role!r}")
         if role is Role.SERVER and server_name is not None:
             raise LocalProtocolError("server_name is for clients; a server has no use for it")
-        self._config = config
-        self._role = role
-        self._state = ConnectionState.IDLE
-        self._engine: AioquicEngine | None = None
         if role is Role.CLIENT:
-            verifies = config.verify_peer and not config.dev_mode
-            if verifies and not server_name:
+            if config.verify_peer and not config.dev_mode and not server_name:
                 raise LocalProtocolError(
                     "a client that verifies the server needs server_name to check it against"
                 )
-            self._engine = AioquicEngine(config, is_client=True, server_name=server_name)
         elif config.certificate is None:
             raise LocalProtocolError("a server needs certificate and private_key, or dev_mode=True")
+        self._config = config
+        self._role = role
+        self._state = ConnectionState.IDLE
+        self._engine = None
+        self._hooks: _Hooks | None = None
+        limits = config.rate_limits
+        self._datagram_bucket: TokenBucket | None = None
+        if limits.peer_datagrams_per_second is not None:
+            rate = limits.peer_datagrams_per_second
+            self._datagram_bucket = TokenBucket(rate, max(1.0, rate))
+        self._datagram_excess = 0
+        self._datagram_excess_since = 0.0
         self._streams = StreamTable(is_client=role is Role.CLIENT)
         self._events: deque[Event] = deque()
         self._closed_error: ConnectionClosed | None = None
         self._alpn: str | None = None
         self._counters = _Counters()
+
+    @classmethod
+    def _for_endpoint(
+        cls,
+        config: Config,
+        hooks: _Hooks,
+        reset_token: Callable[[bytes], bytes],
+        now: float,
+        *,
+        server_name: str | None = None,
+        original_destination_cid: bytes | None = None,
+        retry_source_cid: bytes | None = None,
+    ) -> Connection:
+        """A connection owned by an Endpoint: a client (no ``original_destination_cid``)
+        or a server accepting a client Initial."""
+        server = original_destination_cid is not None
+        self = cls.__new__(cls)
+        self._setup(config, Role.SERVER if server else Role.CLIENT, server_name)
+        self._hooks = hooks
+        self._engine = AioquicEngine(
+            config,
+            is_client=not server,
+            server_name=server_name,
+            original_destination_cid=original_destination_cid,
+            retry_source_cid=retry_source_cid,
+            reset_token=reset_token,
+            now=now,
+        )
+        if server:
+            self._state = ConnectionState.HANDSHAKING
+        return self
 
     # -- properties -------------------------------------------------------------
 
@@ -231,6 +291,8 @@ class Connection:
         :meth:`datagrams_to_send`, then drain :meth:`next_event`.
         """
         data = _as_bytes(data)
+        if not data:
+            return  # an empty UDP payload carries nothing, not even a header
         engine = self._engine
         if engine is not None and self._state is ConnectionState.IDLE:
             raise LocalProtocolError("call connect() before feeding datagrams to a client")
@@ -248,8 +310,16 @@ class Connection:
                 self._config, is_client=False, original_destination_cid=odcid
             )
             self._state = ConnectionState.HANDSHAKING
+        short_header = not data[0] & 0x80
+        if (
+            short_header
+            and self._state is not ConnectionState.CLOSED
+            and engine.is_stateless_reset(data)
+        ):
+            self._terminate(Terminated(0, "stateless reset", ClosedBy.PEER, False))
+            return
         engine.receive_datagram(data, address, now)
-        self._pump()
+        self._pump(now)
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now`` (retransmission, idle timeout, ...).
@@ -261,7 +331,7 @@ class Connection:
             return
         # The engine checks each of its deadlines itself, so an early call does nothing.
         self._engine.handle_timer(now)
-        self._pump()
+        self._pump(now)
 
     # -- outputs ----------------------------------------------------------------
 
@@ -277,7 +347,7 @@ class Connection:
         counters = self._counters
         counters.udp_datagrams_sent += len(out)
         counters.udp_bytes_sent += sum(len(data) for data, _ in out)
-        self._pump()
+        self._pump(now)
         return out
 
     def timer(self) -> float | None:
@@ -436,6 +506,8 @@ class Connection:
             return
         self._engine.close(error_code, reason)
         self._begin_close(Terminated(error_code, reason, ClosedBy.LOCAL, True))
+        if self._hooks is not None:
+            self._hooks.touched(self)
 
     def stats(self) -> ConnectionStats:
         """Return a snapshot of the connection's counters and path estimates."""
@@ -458,6 +530,7 @@ class Connection:
             streams_opened_remote=c.streams_opened_remote,
             datagrams_sent=c.datagrams_sent,
             datagrams_received=c.datagrams_received,
+            datagrams_dropped=c.datagrams_dropped,
             rtt_smoothed=rtt_smoothed,
             rtt_min=rtt_min,
             congestion_window=cwnd,
@@ -469,6 +542,9 @@ class Connection:
     def _require_engine(self) -> AioquicEngine:
         if self._closed_error is not None:
             raise self._closed_error
+        if self._hooks is not None:
+            # A command is coming: the owning Endpoint must flush this connection.
+            self._hooks.touched(self)
         if self._engine is None:
             raise LocalProtocolError("a server connection exists once a client Initial arrived")
         if self._state is ConnectionState.IDLE:
@@ -496,7 +572,7 @@ class Connection:
             raise LocalProtocolError(f"cannot {action} stream {stream_id}: it is closed")
         return record
 
-    def _pump(self) -> None:
+    def _pump(self, now: float) -> None:
         """Turn the engine's events into stream state and public events."""
         engine = self._engine
         assert engine is not None
@@ -529,8 +605,12 @@ class Connection:
                         record.recv = RECV_TRANSITIONS[(record.recv, RecvInput.DRAINED)]
                         streams.drop_if_done(record)
             elif isinstance(ev, DatagramIn):
-                counters.datagrams_received += 1
-                emit(DatagramReceived(data=ev.data))
+                if self._datagram_allowed(now):
+                    counters.datagrams_received += 1
+                    emit(DatagramReceived(data=ev.data))
+            elif isinstance(ev, CidIssued | CidRetired):
+                if self._hooks is not None:
+                    self._hooks.cid_changed(self, ev.cid, isinstance(ev, CidIssued))
             elif isinstance(ev, StreamResetByPeer):
                 record = self._peer_stream(ev.stream_id)
                 if record is None:
@@ -564,6 +644,24 @@ class Connection:
             closing = engine.pending_close()
             if closing is not None:
                 self._begin_close(closing)
+
+    def _datagram_allowed(self, now: float) -> bool:
+        """Apply ``peer_datagrams_per_second``; close a peer that keeps exceeding it."""
+        bucket = self._datagram_bucket
+        if bucket is None or bucket.allow(now):
+            return True
+        self._counters.datagrams_dropped += 1
+        grace = self._config.rate_limits.violation_grace
+        if now - self._datagram_excess_since > grace:
+            self._datagram_excess, self._datagram_excess_since = 0, now
+        self._datagram_excess += 1
+        # Sustained: the peer sent a whole grace period's allowance on top of it.
+        if self._datagram_excess > bucket.rate * grace and self._closed_error is None:
+            assert self._engine is not None
+            reason = "datagram rate exceeded"
+            self._engine.close(CloseCode.RATE_LIMITED, reason)
+            self._begin_close(Terminated(CloseCode.RATE_LIMITED, reason, ClosedBy.LOCAL, True))
+        return False
 
     def _peer_stream(self, stream_id: int) -> StreamRecord | None:
         """The record for a stream the engine reported, announcing it if the peer just opened it."""

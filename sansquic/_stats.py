@@ -25,9 +25,11 @@ class ConnectionStats:
     streams_open: int
     streams_opened_local: int
     streams_opened_remote: int
-    #: Unreliable datagrams (RFC 9221) sent and received.
+    #: Unreliable datagrams (RFC 9221) sent and received, and received ones dropped
+    #: for exceeding ``RateLimits.peer_datagrams_per_second``.
     datagrams_sent: int
     datagrams_received: int
+    datagrams_dropped: int
     #: Smoothed and minimum round-trip time in seconds, ``None`` before the first sample.
     rtt_smoothed: float | None
     rtt_min: float | None

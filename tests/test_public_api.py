@@ -47,10 +47,10 @@ def test_connection_commands_say_what_to_call_next() -> None:
         assert "Next:" in (getattr(sansquic.Connection, name).__doc__ or ""), name
 
 
-def test_classes_report_the_public_module() -> None:
+def test_classes_report_a_public_module() -> None:
     for obj in PUBLIC:
         if inspect.isclass(obj):
-            assert obj.__module__ == "sansquic", obj
+            assert not any(part.startswith("_") for part in obj.__module__.split(".")), obj
 
 
 @pytest.mark.parametrize("event", EVENTS)
