@@ -465,6 +465,9 @@ class AioquicEngine:
         if stream_id in self._quic._streams:
             self._quic.stop_stream(stream_id, error_code)
 
+    def change_connection_id(self) -> None:
+        self._quic.change_connection_id()
+
     def send_datagram(self, data: bytes) -> None:
         self._quic.send_datagram_frame(data)
 

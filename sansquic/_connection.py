@@ -489,6 +489,15 @@ class Connection:
         engine.send_datagram(data)
         self._counters.datagrams_sent += 1
 
+    def change_connection_id(self) -> None:
+        """Switch to another connection id the peer issued, retiring the current one.
+
+        Useful before a planned migration, so the new path cannot be linked
+        to the old one. The peer must have issued a spare id (it does once the
+        handshake completed). Next: :meth:`datagrams_to_send`.
+        """
+        self._require_engine().change_connection_id()
+
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close the connection with an application ``error_code`` and ``reason``.
 

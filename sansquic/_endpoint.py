@@ -14,7 +14,7 @@ import heapq
 import hmac
 import secrets
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import attrs
@@ -60,16 +60,31 @@ class EndpointStats:
     handshakes: int
     #: Initials refused with CONNECTION_REFUSED, by reason.
     refused: Mapping[str, int]
-    #: Retry packets sent, and Initials whose Retry token was refused.
+    #: Retry packets sent, and Initials dropped because their Retry token was
+    #: forged, expired or for another address.
     retries: int
     invalid_tokens: int
     version_negotiations: int
     stateless_resets: int
+    #: Datagrams received, and those routed to an existing connection. Every
+    #: datagram is counted once: received = routed + accepted + retries +
+    #: version_negotiations + stateless_resets + refused + invalid_tokens + dropped
+    #: (sums over the mappings).
     datagrams_received: int
+    datagrams_routed: int
     #: Datagrams dropped, by reason.
     dropped: Mapping[str, int]
     #: Addresses the per-address limiters track now (bounded by ``max_tracked_addresses``).
     tracked_addresses: int
+
+
+def _bucket_factory(rate: float) -> Callable[[float], TokenBucket]:
+    """Buckets of ``rate`` per second with a one-second burst, made on first use at ``now``."""
+
+    def make(now: float) -> TokenBucket:
+        return TokenBucket(rate, max(1.0, rate), now)
+
+    return make
 
 
 class _Entry:
@@ -96,10 +111,19 @@ class Endpoint:
 
     ``server=True`` accepts client Initials, subject to
     ``config.rate_limits``. Any endpoint can open client connections with
-    :meth:`connect`.
+    :meth:`connect`. ``reset_key`` (32 random bytes, kept secret) derives
+    stateless reset tokens; give the same key after a restart and the new
+    endpoint can reset connections the old one lost.
     """
 
-    def __init__(self, config: Config, *, server: bool = False, now: float = 0.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        server: bool = False,
+        reset_key: bytes | None = None,
+        now: float = 0.0,
+    ) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"config must be a sansquic.Config, not {type(config).__name__}")
         if server and config.certificate is None:
@@ -116,26 +140,27 @@ class Endpoint:
         self._heap: list[tuple[float, int, Connection]] = []
         self._heap_seq = 0
         self._outbox: list[tuple[bytes, Address]] = []
-        self._reset_key = secrets.token_bytes(32)
+        if reset_key is not None and len(reset_key) < 16:
+            raise LocalProtocolError("reset_key needs at least 16 bytes of secret")
+        self._reset_key = reset_key if reset_key is not None else secrets.token_bytes(32)
         self._retry_tokens = RetryTokens(limits.retry_token_lifetime, now=now)
         self._responses = TokenBucket(limits.responses_per_second, limits.responses_per_second, now)
         self._per_address: Counter[str] = Counter()
         self._handshakes = 0
         self._new_connections: KeyedLimiter[TokenBucket] | None = None
         if limits.new_connections_per_second is not None:
-            rate = limits.new_connections_per_second
             self._new_connections = KeyedLimiter(
-                lambda t: TokenBucket(rate, max(1.0, rate), t), limits.max_tracked_addresses
+                _bucket_factory(limits.new_connections_per_second), limits.max_tracked_addresses
             )
         self._prehandshake: KeyedLimiter[TokenBucket] | None = None
         if limits.prehandshake_datagrams_per_second is not None:
-            rate = limits.prehandshake_datagrams_per_second
             self._prehandshake = KeyedLimiter(
-                lambda t: TokenBucket(rate, max(1.0, rate), t), limits.max_tracked_addresses
+                _bucket_factory(limits.prehandshake_datagrams_per_second),
+                limits.max_tracked_addresses,
             )
         self._accepted = self._connected = 0
         self._retries = self._invalid_tokens = self._negotiations = self._resets = 0
-        self._received = 0
+        self._received = self._routed = 0
         self._refused: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
 
@@ -155,6 +180,7 @@ class Endpoint:
         conn.connect(address, now)
         self._register(conn, address, handshaking=False)
         self._connected += 1
+        self._dirty[conn] = None
         self._after(conn)
         return conn
 
@@ -170,6 +196,7 @@ class Endpoint:
             return
         conn = self._routes.get(header.destination_cid)
         if conn is not None:
+            self._routed += 1
             self._feed(conn, data, address, now)
             return
         if not header.long:
@@ -265,6 +292,7 @@ class Endpoint:
             version_negotiations=self._negotiations,
             stateless_resets=self._resets,
             datagrams_received=self._received,
+            datagrams_routed=self._routed,
             dropped=MappingProxyType(dict(self._dropped)),
             tracked_addresses=tracked,
         )
@@ -320,7 +348,6 @@ class Endpoint:
             )
             if validated is None:
                 self._invalid_tokens += 1
-                self._dropped["invalid token"] += 1
                 return
             odcid, retry_scid = validated, header.destination_cid
         elif self._wants_retry():

@@ -10,12 +10,20 @@ True
 b'hello'
 """
 
-from ._helpers import CLIENT_ADDRESS, SERVER_ADDRESS, Pair, StreamSink, connected_pair
+from ._helpers import (
+    CLIENT_ADDRESS,
+    SERVER_ADDRESS,
+    EchoServer,
+    Pair,
+    StreamSink,
+    connected_pair,
+)
 from ._simnet import LinkConditions, Node, SimNetwork, TraceRecord
 
 __all__ = [
     "CLIENT_ADDRESS",
     "SERVER_ADDRESS",
+    "EchoServer",
     "LinkConditions",
     "Node",
     "Pair",

@@ -6,11 +6,13 @@ import attrs
 
 from .._config import Config
 from .._connection import Connection, ConnectionState, Role
+from .._endpoint import Endpoint
 from .._engine import Address
 from .._events import (
     ConnectionTerminated,
     DatagramReceived,
     Event,
+    HandshakeCompleted,
     StreamEnded,
     StreamOpened,
     StreamReadable,
@@ -19,7 +21,14 @@ from .._events import (
 )
 from ._simnet import LinkConditions, SimNetwork
 
-__all__ = ["CLIENT_ADDRESS", "SERVER_ADDRESS", "Pair", "StreamSink", "connected_pair"]
+__all__ = [
+    "CLIENT_ADDRESS",
+    "SERVER_ADDRESS",
+    "EchoServer",
+    "Pair",
+    "StreamSink",
+    "connected_pair",
+]
 
 CLIENT_ADDRESS: Address = ("10.0.0.1", 50000)
 SERVER_ADDRESS: Address = ("10.0.0.2", 4433)
@@ -68,6 +77,40 @@ class StreamSink:
                 self.datagrams.append(event.data)
             elif isinstance(event, ConnectionTerminated):
                 self.terminated = event
+
+
+class EchoServer:
+    """Drains a server :class:`~sansquic.Endpoint`'s events and echoes each stream when it ends.
+
+    Register ``echo.pump`` in ``SimNetwork.step_hooks``.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._pending: dict[tuple[int, int], bytearray] = {}
+        #: Connections that completed their handshake, and those that terminated.
+        self.connected: set[Connection] = set()
+        self.terminated: list[ConnectionTerminated] = []
+        self.echoed = 0
+
+    def pump(self) -> None:
+        while (item := self.endpoint.next_event()) is not None:
+            conn, event = item
+            if isinstance(event, HandshakeCompleted):
+                self.connected.add(conn)
+            elif isinstance(event, StreamReadable):
+                key = (id(conn), event.stream_id)
+                buf = self._pending.setdefault(key, bytearray())
+                while chunk := conn.read(event.stream_id):
+                    buf += chunk
+            elif isinstance(event, StreamEnded):
+                data = self._pending.pop((id(conn), event.stream_id), bytearray())
+                if conn.state is ConnectionState.CONNECTED and event.stream_id % 4 == 0:
+                    conn.send(event.stream_id, bytes(data), end=True)
+                    self.echoed += 1
+            elif isinstance(event, ConnectionTerminated):
+                self.connected.discard(conn)
+                self.terminated.append(event)
 
 
 @attrs.frozen

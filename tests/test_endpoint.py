@@ -1,0 +1,368 @@
+"""Endpoint: routing, admission, Retry, stateless answers and cleanup, on the simulated network."""
+
+import random
+import tracemalloc
+from functools import partial
+
+import pytest
+
+from sansquic import (
+    Config,
+    Connection,
+    ConnectionState,
+    Endpoint,
+    LocalProtocolError,
+    RateLimits,
+)
+from sansquic._aioquic import parse_header
+from sansquic._retry import RetryTokens
+from sansquic.testing import EchoServer, LinkConditions, SimNetwork, StreamSink
+
+SERVER = ("10.0.0.2", 4433)
+CONNECTION_REFUSED = 0x02
+
+
+def limits(**changes: object) -> RateLimits:
+    return RateLimits(**changes)  # type: ignore[arg-type]
+
+
+class World:
+    """A server endpoint with an echo app, and client endpoints added on demand."""
+
+    def __init__(
+        self,
+        rate_limits: RateLimits | None = None,
+        *,
+        delay: float = 0.002,
+        seed: int = 1,
+        keep_trace: bool = True,
+    ):
+        self.config = Config(dev_mode=True, rate_limits=rate_limits or RateLimits())
+        self.net = SimNetwork(seed, conditions=LinkConditions(delay=delay), keep_trace=keep_trace)
+        self.server = Endpoint(self.config, server=True)
+        self.net.add(SERVER, self.server)
+        self.echo = EchoServer(self.server)
+        self.net.step_hooks.append(self.echo.pump)
+        self.clients: dict[tuple[str, int], Endpoint] = {}
+
+    def client(self, address: tuple[str, int]) -> Endpoint:
+        if address not in self.clients:
+            endpoint = self.clients[address] = Endpoint(self.config)
+            self.net.add(address, endpoint)
+        return self.clients[address]
+
+    def connect(self, address: tuple[str, int]) -> tuple[Connection, StreamSink]:
+        conn = self.client(address).connect(SERVER, self.net.now, server_name="localhost")
+        sink = StreamSink(conn)
+        self.net.step_hooks.append(sink.pump)
+        return conn, sink
+
+
+def settled(conns: list[Connection]) -> bool:
+    return all(c.state in (ConnectionState.CONNECTED, ConnectionState.CLOSED) for c in conns)
+
+
+def all_closed(conns: list[Connection]) -> bool:
+    return all(c.state is ConnectionState.CLOSED for c in conns)
+
+
+def stats_add_up(endpoint: Endpoint) -> None:
+    s = endpoint.stats()
+    answered = (
+        s.datagrams_routed
+        + s.accepted
+        + s.retries
+        + s.version_negotiations
+        + s.stateless_resets
+        + s.invalid_tokens
+        + sum(s.refused.values())
+        + sum(s.dropped.values())
+    )
+    assert s.datagrams_received == answered, s
+
+
+@pytest.mark.slow
+def test_500_clients_through_one_server_endpoint() -> None:
+    world = World(delay=0.005)
+    clients = [world.connect((f"10.1.{i // 200}.{i % 200 + 1}", 5000)) for i in range(500)]
+    conns = [conn for conn, _ in clients]
+    assert world.net.run_until(lambda: settled(conns), 60)
+    assert all(c.state is ConnectionState.CONNECTED for c in conns)
+    for i, (conn, _) in enumerate(clients):
+        conn.send(conn.open_stream(), f"client {i}".encode() * 50, end=True)
+    assert world.net.run_until(lambda: all(0 in sink.ended for _, sink in clients), 60)
+    for i, (_, sink) in enumerate(clients):
+        assert bytes(sink.received[0]) == f"client {i}".encode() * 50
+    stats = world.server.stats()
+    assert stats.accepted == stats.active == 500
+    assert stats.retries > 0  # 500 handshakes at once crossed the under-load threshold
+    stats_add_up(world.server)
+
+
+def test_the_11th_connection_from_one_address_is_refused() -> None:
+    world = World(limits(max_connections_per_address=10, new_connections_per_second=None))
+    clients = [world.connect(("10.0.0.1", 5000)) for _ in range(11)]
+    first = [conn for conn, _ in clients]
+    assert world.net.run_until(lambda: settled(first), 10)
+    states = [c.state for c in first]
+    assert states.count(ConnectionState.CONNECTED) == 10
+    refused = [sink.terminated for conn, sink in clients if conn.state is ConnectionState.CLOSED]
+    assert len(refused) == 1 and refused[0] is not None
+    assert (refused[0].error_code, refused[0].by_peer) == (CONNECTION_REFUSED, True)
+    other, _ = world.connect(("10.0.0.9", 5000))  # another address still gets in
+    assert world.net.run_until(lambda: other.state is ConnectionState.CONNECTED, 10)
+    assert world.server.stats().refused == {"connections per address": 1}
+    stats_add_up(world.server)
+
+
+def test_per_prefix_grouping() -> None:
+    world = World(
+        limits(max_connections_per_address=2, new_connections_per_second=None, ipv4_prefix=24)
+    )
+    conns = [world.connect((f"10.5.5.{i}", 5000))[0] for i in range(1, 4)]
+    assert world.net.run_until(lambda: settled(conns), 10)
+    assert [c.state for c in conns].count(ConnectionState.CONNECTED) == 2
+
+
+def test_new_connection_rate_limit_holds() -> None:
+    world = World(limits(new_connections_per_second=5, max_connections_per_address=None))
+    burst = [world.connect(("10.0.0.1", 5000))[0] for _ in range(12)]
+    assert world.net.run_until(lambda: settled(burst), 10)
+    assert [c.state for c in burst].count(ConnectionState.CONNECTED) == 5  # the bucket's burst
+    world.net.run_for(1.0)  # five more tokens
+    later = [world.connect(("10.0.0.1", 5000))[0] for _ in range(6)]
+    assert world.net.run_until(lambda: settled(later), 10)
+    assert [c.state for c in later].count(ConnectionState.CONNECTED) == 5
+    assert world.server.stats().refused["new connection rate"] == 8
+
+
+def test_retry_round_trip() -> None:
+    world = World(limits(retry="always"))
+    conn, sink = world.connect(("10.0.0.1", 5000))
+    assert world.net.run_until(lambda: conn.state is ConnectionState.CONNECTED, 10)
+    conn.send(conn.open_stream(), b"after retry", end=True)
+    assert world.net.run_until(lambda: 0 in sink.ended, 10)
+    assert bytes(sink.received[0]) == b"after retry"
+    stats = world.server.stats()
+    assert (stats.retries, stats.accepted, stats.invalid_tokens) == (1, 1, 0)
+    stats_add_up(world.server)
+
+
+def _initial_with_token(server: Endpoint, now: float) -> bytes:
+    """Run a client up to its second Initial, which carries the server's Retry token."""
+    client = Endpoint(Config(dev_mode=True))
+    client.connect(SERVER, now, server_name="localhost")
+    for data, _ in client.datagrams_to_send(now):
+        server.receive_datagram(data, ("10.0.0.1", 5000), now)
+    ((retry, _),) = server.datagrams_to_send(now)
+    client.receive_datagram(retry, SERVER, now)
+    (initial, _), *_ = client.datagrams_to_send(now)
+    header = parse_header(initial)
+    assert header is not None and header.token
+    return initial
+
+
+def test_forged_expired_and_other_address_tokens_are_refused() -> None:
+    config = Config(dev_mode=True, rate_limits=limits(retry="always", retry_token_lifetime=5.0))
+    server = Endpoint(config, server=True)
+    initial = _initial_with_token(server, 0.0)
+    server.receive_datagram(initial, ("10.0.0.66", 5000), 0.1)  # another address
+    server.receive_datagram(initial, ("10.0.0.1", 5000), 6.0)  # expired
+    forged = bytearray(initial)
+    header = parse_header(initial)
+    assert header is not None
+    forged[initial.index(header.token) + 12] ^= 1  # inside the token
+    server.receive_datagram(bytes(forged), ("10.0.0.1", 5000), 0.2)
+    other_server = Endpoint(config, server=True)  # a different key: the token is foreign
+    other_server.receive_datagram(initial, ("10.0.0.1", 5000), 0.1)
+    assert server.stats().invalid_tokens == 3 and server.stats().accepted == 0
+    assert other_server.stats().invalid_tokens == 1
+    server.receive_datagram(initial, ("10.0.0.1", 5000), 0.3)  # the genuine one still works
+    assert server.stats().accepted == 1
+    stats_add_up(server)
+
+
+def test_retry_tokens_unit() -> None:
+    tokens = RetryTokens(lifetime=10, rotate_every=30, now=0)
+    token = tokens.issue(("1.2.3.4", 5), b"odcid123", b"scid5678", now=0)
+    assert tokens.validate(token, ("1.2.3.4", 5), b"scid5678", now=1) == b"odcid123"
+    assert tokens.validate(token, ("1.2.3.4", 6), b"scid5678", now=1) is None  # port differs
+    assert tokens.validate(token, ("1.2.3.4", 5), b"otherscd", now=1) is None
+    assert tokens.validate(token, ("1.2.3.4", 5), b"scid5678", now=10.5) is None  # expired
+    assert tokens.validate(token[:-1], ("1.2.3.4", 5), b"scid5678", now=1) is None
+    assert tokens.validate(b"", ("1.2.3.4", 5), b"scid5678", now=1) is None
+    # Across one rotation the previous key still verifies; after two it is gone.
+    late = tokens.issue(("1.2.3.4", 5), b"odcid123", b"scid5678", now=29.9)
+    assert tokens.validate(late, ("1.2.3.4", 5), b"scid5678", now=30.1) == b"odcid123"
+    tokens.validate(b"", ("1.2.3.4", 5), b"", now=60.2)  # rotates again
+    assert tokens.validate(late, ("1.2.3.4", 5), b"scid5678", now=39.0) is None
+
+
+@pytest.mark.slow
+def test_flood_of_spoofed_initials_with_one_legitimate_client() -> None:
+    rate_limits = limits(max_tracked_addresses=5_000, responses_per_second=2_000)
+    world = World(rate_limits)
+    rng = random.Random(7)
+    server = world.server
+
+    def flood(count: int) -> None:
+        """``count`` Initial-shaped datagrams from random spoofed addresses, right now."""
+        now = world.net.now
+        for _ in range(count):
+            data = bytes([0xC3, 0, 0, 0, 1, 8]) + rng.randbytes(8) + b"\x08" + rng.randbytes(8)
+            data += b"\x00\x44\xd0" + rng.randbytes(1250)  # no token, length 1232, junk
+            a, b, c = rng.randrange(16, 32), rng.randrange(256), rng.randrange(256)
+            server.receive_datagram(data, (f"172.{a}.{b}.{c}", 443), now)
+
+    flood(5_000)  # the server is already under attack when the client arrives
+    legit, sink = world.connect(("10.9.9.9", 5000))
+    memory_at = {}
+    tracemalloc.start()
+    for step in range(95):  # 1,000 spoofed Initials every 10 ms: 100,000 per second
+        flood(1_000)
+        world.net.run_for(0.01)
+        if legit.state is ConnectionState.CONNECTED and not legit.stats().streams_opened_local:
+            legit.send(legit.open_stream(), b"still served", end=True)
+        if step in (45, 94):
+            memory_at[step] = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert world.net.run_until(lambda: 0 in sink.ended, 10)
+    assert bytes(sink.received[0]) == b"still served"
+    stats = server.stats()
+    assert stats.datagrams_received >= 100_000
+    assert stats.tracked_addresses <= 5_000
+    grown = memory_at[94] - memory_at[45]
+    assert grown < 2 * 1024 * 1024, f"memory grew {grown} bytes over the last 49,000 Initials"
+    assert stats.handshakes <= rate_limits.retry_above_handshakes + 1
+    assert stats.retries > 0 and stats.dropped["flood (retry)"] > 0
+    stats_add_up(server)
+
+
+def test_server_sends_at_most_three_times_what_an_unvalidated_client_sent() -> None:
+    server = Endpoint(Config(dev_mode=True, rate_limits=limits(retry="never")), server=True)
+    client = Endpoint(Config(dev_mode=True))
+    client.connect(SERVER, 0.0, server_name="localhost")
+    first = client.datagrams_to_send(0.0)
+    received = sum(len(data) for data, _ in first)
+    for data, _ in first:
+        server.receive_datagram(data, ("10.0.0.1", 5000), 0.0)
+    sent = 0
+    now = 0.0
+    while now < 30.0:  # the client has gone silent; the server retransmits what it may
+        sent += sum(len(data) for data, _ in server.datagrams_to_send(now))
+        timer = server.timer()
+        if timer is None:
+            break
+        now = max(now, timer)
+        server.handle_timer(now)
+    assert sent > 0
+    assert sent <= 3 * received, (sent, received)
+
+
+@pytest.mark.slow
+def test_10000_connect_close_cycles_leave_the_tables_empty() -> None:
+    world = World(
+        limits(new_connections_per_second=None, retry="never"), delay=0.001, keep_trace=False
+    )
+    client = world.client(("10.0.0.1", 5000))
+
+    def drain() -> None:
+        while client.next_event() is not None:
+            pass
+
+    world.net.step_hooks.append(drain)
+    for _ in range(200):
+        conns = [client.connect(SERVER, world.net.now, server_name="localhost") for _ in range(50)]
+        assert world.net.run_until(partial(settled, conns), 10)
+        for conn in conns:
+            conn.close()
+        assert world.net.run_until(partial(all_closed, conns), 10)
+    assert world.net.run_until(lambda: not world.server.connections, 10)
+    for endpoint in (world.server, client):
+        assert endpoint.connections == []
+        assert endpoint._routes == {} and endpoint._entries == {}
+        assert endpoint._by_remote == {} and endpoint._per_address == {}
+        assert endpoint.timer() is None and endpoint._heap == []
+    assert world.server.stats().accepted == 10_000
+
+
+def test_routing_survives_nat_rebinding_and_connection_id_rotation() -> None:
+    world = World()
+    conn, sink = world.connect(("10.0.0.1", 5000))
+    assert world.net.run_until(lambda: conn.state is ConnectionState.CONNECTED, 10)
+    world.net.run_for(0.2)  # let the server issue spare connection ids
+    sid = conn.open_stream()
+    data = random.Random(2).randbytes(100_000)
+    conn.send(sid, data[:50_000])
+    world.net.run_for(0.01)
+    conn.change_connection_id()
+    world.net.rebind(("10.0.0.1", 5000), ("10.0.7.7", 6000))
+    conn.send(sid, data[50_000:], end=True)
+    assert world.net.run_until(lambda: sid in sink.ended, 30)
+    assert bytes(sink.received[sid]) == data
+    assert world.server.stats().active == 1 and world.server.stats().accepted == 1
+
+
+def test_version_negotiation_for_an_unknown_version() -> None:
+    server = Endpoint(Config(dev_mode=True), server=True)
+    probe = (
+        bytes([0xC0]) + (0x1A2A3A4A).to_bytes(4, "big") + b"\x08" + b"d" * 8 + b"\x08" + b"s" * 8
+    )
+    server.receive_datagram(probe + bytes(1200), ("10.0.0.1", 5000), 0.0)
+    server.receive_datagram(probe + bytes(100), ("10.0.0.1", 5000), 0.0)  # too small: no answer
+    ((answer, address),) = server.datagrams_to_send(0.0)
+    header = parse_header(answer)
+    assert address == ("10.0.0.1", 5000) and header is not None and header.negotiation
+    assert answer.endswith((1).to_bytes(4, "big"))  # offers QUIC v1
+    assert server.stats().version_negotiations == 1
+    stats_add_up(server)
+
+
+def test_stateless_reset_after_a_server_restart() -> None:
+    key = bytes(range(32))
+    config = Config(dev_mode=True)
+    net = SimNetwork(3, conditions=LinkConditions(delay=0.002))
+    server = Endpoint(config, server=True, reset_key=key)
+    client = Endpoint(config)
+    net.add(SERVER, server)
+    net.add(("10.0.0.1", 5000), client)
+    conn = client.connect(SERVER, net.now, server_name="localhost")
+    sink = StreamSink(conn)
+    net.step_hooks.append(sink.pump)
+    assert net.run_until(lambda: conn.state is ConnectionState.CONNECTED, 10)
+    net.run_for(1.0)  # the handshake is confirmed; no Initial is in flight any more
+    # The server restarts: same address and key, no connection state.
+    restarted = Endpoint(config, server=True, reset_key=key)
+    net._nodes[SERVER] = restarted
+    conn.send(conn.open_stream(), b"anyone there?")
+    assert net.run_until(lambda: sink.terminated is not None, 5)
+    assert sink.terminated is not None
+    assert (sink.terminated.reason, sink.terminated.by_peer) == ("stateless reset", True)
+    assert restarted.stats().stateless_resets >= 1
+    assert client.connections == []
+
+
+def test_a_reset_with_the_wrong_key_is_ignored() -> None:
+    config = Config(dev_mode=True, idle_timeout=3.0)
+    net = SimNetwork(3, conditions=LinkConditions(delay=0.002))
+    server, client = Endpoint(config, server=True), Endpoint(config)
+    net.add(SERVER, server)
+    net.add(("10.0.0.1", 5000), client)
+    conn = client.connect(SERVER, net.now, server_name="localhost")
+    sink = StreamSink(conn)
+    net.step_hooks.append(sink.pump)
+    assert net.run_until(lambda: conn.state is ConnectionState.CONNECTED, 10)
+    net.run_for(1.0)
+    net._nodes[SERVER] = Endpoint(config, server=True)  # restarted with a new key
+    conn.send(conn.open_stream(), b"anyone there?")
+    assert net.run_until(lambda: sink.terminated is not None, 10)
+    assert sink.terminated is not None and sink.terminated.reason == "idle timeout"
+
+
+def test_endpoint_misuse() -> None:
+    with pytest.raises(LocalProtocolError):
+        Endpoint(Config(), server=True)  # no certificate
+    with pytest.raises(LocalProtocolError):
+        Endpoint(Config(dev_mode=True), reset_key=b"short")
+    with pytest.raises(TypeError):
+        Endpoint({})  # type: ignore[arg-type]
