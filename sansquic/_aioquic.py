@@ -261,9 +261,9 @@ class CreditGovernor:
     open streams or send bytes faster than the bucket's rate.
     """
 
-    __slots__ = ("_bucket", "_granted", "_owed", "frame_type", "name", "sent", "used")
+    __slots__ = ("_bucket", "_granted", "_owed", "_quantum", "frame_type", "name", "sent", "used")
 
-    def __init__(self, limit: Any, bucket: TokenBucket) -> None:
+    def __init__(self, limit: Any, bucket: TokenBucket, quantum: int = 1) -> None:
         self.frame_type = limit.frame_type
         self.name = limit.name
         self.sent = limit.sent
@@ -271,6 +271,8 @@ class CreditGovernor:
         self._granted: int = limit.value
         self._owed = 0
         self._bucket = bucket
+        # Pay out at least this much at a time (bytes come in chunks, not one by one).
+        self._quantum = quantum
 
     @property
     def value(self) -> int:
@@ -281,15 +283,18 @@ class CreditGovernor:
         self._owed += max(0, wanted - self._granted)
 
     def grant(self, now: float) -> None:
-        """Pay out what the bucket allows at ``now``."""
-        if self._owed:
-            paid = self._bucket.take(now, self._owed)
+        """Pay out what the bucket allows at ``now``, a quantum or more at a time."""
+        owed = self._owed
+        if owed and self._bucket.tokens(now) >= min(owed, self._quantum):
+            paid = self._bucket.take(now, owed)
             self._granted += paid
             self._owed -= paid
 
     def wake_at(self, now: float) -> float | None:
-        """When more credit can be paid out, if any is owed."""
-        return self._bucket.ready_at(now, 1) if self._owed else None
+        """When the next quantum of credit can be paid out, if any is owed."""
+        if not self._owed:
+            return None
+        return self._bucket.ready_at(now, min(self._owed, self._quantum))
 
 
 class _QuicConnection(QuicConnection):
@@ -355,7 +360,11 @@ class AioquicEngine:
                 self._governors.append(governor)
         if limits.peer_bytes_per_second is not None:
             rate = limits.peer_bytes_per_second
-            governor = CreditGovernor(quic._local_max_data, TokenBucket(rate, max(1, rate), now))
+            governor = CreditGovernor(
+                quic._local_max_data,
+                TokenBucket(rate, max(1, rate), now),
+                quantum=max(1, int(rate / 20)),  # about 20 credit updates a second
+            )
             setattr(quic, "_local_max_data", governor)  # noqa: B010  # duck-typed Limit
             self._governors.append(governor)
         self._now = now

@@ -4,10 +4,10 @@ import random
 import tracemalloc
 
 import pytest
-from hypothesis import given
+from hypothesis import given, target
 from hypothesis import strategies as st
 
-from sansquic import Config, Connection, ConnectionState, Role
+from sansquic import Config, Connection, ConnectionState, Endpoint, RateLimits, Role
 from sansquic.testing import LinkConditions, Pair, connected_pair
 
 PEER = ("10.0.0.66", 666)
@@ -120,3 +120,90 @@ def test_junk_flood_memory_is_bounded(role: str) -> None:
     tracemalloc.stop()
     assert grown < 256 * 1024, f"memory grew by {grown} bytes over 5,000 junk datagrams"
     assert target.stats().udp_datagrams_received == received + 5000
+
+
+ENDPOINT_LIMITS = RateLimits(
+    max_connections=6,
+    max_connections_per_address=2,
+    max_handshakes=4,
+    new_connections_per_second=3,
+    retry="never",
+    responses_per_second=50,
+    max_tracked_addresses=8,
+)
+
+
+def _initial(dcid: bytes, scid: bytes, token: bytes, payload: bytes) -> bytes:
+    """A client Initial that parses: version 1, varint token and length, junk payload."""
+    length = len(payload)
+    return (
+        bytes([0xC3, 0, 0, 0, 1, len(dcid)])
+        + dcid
+        + bytes([len(scid)])
+        + scid
+        + bytes([len(token)])
+        + token
+        + bytes([0x40 | length >> 8, length & 0xFF])
+        + payload
+    )
+
+
+admissible_initial = st.builds(
+    _initial,
+    st.binary(min_size=8, max_size=20),
+    st.binary(min_size=0, max_size=20),
+    st.one_of(st.just(b""), st.just(b""), st.binary(min_size=1, max_size=60)),
+    # The payload never decrypts whatever it holds, so only its size matters.
+    st.builds(
+        lambda size, fill: bytes([fill]) * size, st.integers(1180, 1300), st.integers(0, 255)
+    ),
+)
+short_header = st.builds(
+    lambda dcid, rest: bytes([0x40]) + dcid + rest,
+    st.binary(min_size=8, max_size=8),
+    st.binary(min_size=0, max_size=60),
+)
+
+
+@given(
+    datagrams=st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.one_of(
+                admissible_initial, admissible_initial, admissible_initial, junk, short_header
+            ),
+            st.floats(0, 0.5),
+        ),
+        min_size=8,
+        max_size=60,
+    )
+)
+def test_random_datagrams_to_an_endpoint_never_crash_or_overadmit(
+    datagrams: list[tuple[int, bytes, float]],
+) -> None:
+    endpoint = Endpoint(Config(dev_mode=True, rate_limits=ENDPOINT_LIMITS), server=True)
+    now = 0.0
+    for source, data, gap in datagrams:
+        now += gap
+        endpoint.receive_datagram(data, (f"10.0.0.{source}", 4000), now)
+        endpoint.datagrams_to_send(now)
+        endpoint.handle_timer(now)
+        while endpoint.next_event() is not None:
+            pass
+        stats = endpoint.stats()
+        assert stats.active <= 6 and stats.handshakes <= 4
+        assert all(n <= 2 for n in endpoint._per_address.values())
+        assert stats.tracked_addresses <= 8
+    stats = endpoint.stats()
+    target(float(stats.accepted + sum(stats.refused.values())), label="admission decisions")
+    answered = (
+        stats.datagrams_routed
+        + stats.accepted
+        + stats.retries
+        + stats.version_negotiations
+        + stats.stateless_resets
+        + stats.invalid_tokens
+        + sum(stats.refused.values())
+        + sum(stats.dropped.values())
+    )
+    assert answered == stats.datagrams_received == len(datagrams)
