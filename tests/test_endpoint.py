@@ -366,3 +366,51 @@ def test_endpoint_misuse() -> None:
         Endpoint(Config(dev_mode=True), reset_key=b"short")
     with pytest.raises(TypeError):
         Endpoint({})  # type: ignore[arg-type]
+
+
+def test_prehandshake_datagrams_from_one_address_are_rate_limited() -> None:
+    config = Config(dev_mode=True, rate_limits=limits(prehandshake_datagrams_per_second=50))
+    server = Endpoint(config, server=True)
+
+    def junk(i: int) -> bytes:  # each with its own connection id: none is routable
+        return (
+            bytes([0xC3, 0, 0, 0, 1, 8]) + i.to_bytes(8, "big") + b"\x00\x00\x44\xd0" + bytes(1250)
+        )
+
+    for i in range(500):  # 500 in one second from one address
+        server.receive_datagram(junk(i), ("10.0.0.1", 4000), i / 500)
+    server.receive_datagram(junk(999), ("10.0.0.2", 4000), 0.5)  # another address gets through
+    assert server.stats().accepted >= 2
+    stats = server.stats()
+    assert 50 <= stats.dropped["flood (pre-handshake rate)"] <= 500 - 50
+    assert stats.dropped["flood (pre-handshake rate)"] >= 500 - 50 - 50 - 1  # burst + refill
+    stats_add_up(server)
+
+
+def test_stateless_resets_are_rate_bounded() -> None:
+    config = Config(dev_mode=True, rate_limits=limits(responses_per_second=100))
+    server = Endpoint(config, server=True)
+    for i in range(2000):  # unknown short-header packets over 2 seconds
+        server.receive_datagram(bytes([0x41]) + bytes(60), ("10.0.0.1", 4000), i / 1000)
+    resets = [d for d, _ in server.datagrams_to_send(2.0)]
+    assert len(resets) == server.stats().stateless_resets
+    assert 100 <= len(resets) <= 100 + 2 * 100 + 1  # burst, plus the refill over 2 s
+    assert all(len(r) < 61 for r in resets)  # always smaller than what triggered them
+    stats_add_up(server)
+
+
+def test_retired_connection_ids_leave_the_routing_table() -> None:
+    world = World()
+    conn, sink = world.connect(("10.0.0.1", 5000))
+    assert world.net.run_until(lambda: conn.state is ConnectionState.CONNECTED, 10)
+    world.net.run_for(0.2)
+    for i in range(30):  # the client rotates through the server's ids
+        conn.change_connection_id()
+        conn.send(conn.open_stream(), b"%d" % i, end=True)
+        world.net.run_for(0.05)
+    assert world.net.run_until(lambda: len(sink.ended) == 30, 10)
+    assert [bytes(sink.received[s]) for s in sorted(sink.received)] == [
+        b"%d" % i for i in range(30)
+    ]
+    # Live ids: at most the 8 the engine keeps, plus the client's original destination id.
+    assert len(world.server._routes) <= 9
