@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
+from ._validators import bool_, int_in, one_of, positive
 from .ratelimit import RateLimits
 
 __all__ = ["Config"]
@@ -65,32 +66,6 @@ def _alpn(value: Any) -> tuple[str, ...]:
     return protocols
 
 
-def _int_in(low: int, high: int) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise ConfigError(f"{attribute.name} must be an int in [{low}, {high}], not {value!r}")
-
-    return check
-
-
-def _positive_float(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{attribute.name} must be a positive number, not {value!r}")
-
-
-def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{attribute.name} must be True or False, not {value!r}")
-
-
-def _one_of(*choices: str) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value not in choices:
-            raise ConfigError(f"{attribute.name} must be one of {choices}, not {value!r}")
-
-    return check
-
-
 @attrs.frozen(kw_only=True)
 class Config:
     """Settings shared by client and server connections.
@@ -115,33 +90,33 @@ class Config:
     #: Trust anchors for verifying the peer (PEM); ``None`` uses the system's.
     ca_certs: bytes | None = attrs.field(default=None, converter=_ca_certs)
     #: Verify the server's certificate (clients); ``dev_mode`` also turns it off.
-    verify_peer: bool = attrs.field(default=True, validator=_bool)
+    verify_peer: bool = attrs.field(default=True, validator=bool_)
     #: Development mode: servers get a self-signed pair, clients skip verification.
-    dev_mode: bool = attrs.field(default=False, validator=_bool)
+    dev_mode: bool = attrs.field(default=False, validator=bool_)
     #: Seconds without traffic after which the connection closes.
-    idle_timeout: float = attrs.field(default=30.0, validator=_positive_float)
+    idle_timeout: float = attrs.field(default=30.0, validator=positive)
     #: Connection-level receive window in bytes (MAX_DATA).
-    max_data: int = attrs.field(default=16 * 1024 * 1024, validator=_int_in(1024, _MAX_VARINT))
+    max_data: int = attrs.field(default=16 * 1024 * 1024, validator=int_in(1024, _MAX_VARINT))
     #: Per-stream receive window in bytes (MAX_STREAM_DATA).
-    max_stream_data: int = attrs.field(default=1024 * 1024, validator=_int_in(1024, _MAX_VARINT))
+    max_stream_data: int = attrs.field(default=1024 * 1024, validator=int_in(1024, _MAX_VARINT))
     #: Bidirectional streams the peer may have open at once.
-    max_streams_bidi: int = attrs.field(default=1000, validator=_int_in(0, _MAX_STREAMS))
+    max_streams_bidi: int = attrs.field(default=1000, validator=int_in(0, _MAX_STREAMS))
     #: Unidirectional streams the peer may have open at once.
-    max_streams_uni: int = attrs.field(default=1000, validator=_int_in(0, _MAX_STREAMS))
+    max_streams_uni: int = attrs.field(default=1000, validator=int_in(0, _MAX_STREAMS))
     #: Accept and send unreliable datagrams (RFC 9221).
-    datagrams: bool = attrs.field(default=True, validator=_bool)
+    datagrams: bool = attrs.field(default=True, validator=bool_)
     #: Largest datagram payload this side accepts, in bytes.
-    max_datagram_size: int = attrs.field(default=1200, validator=_int_in(1, 16_000))
+    max_datagram_size: int = attrs.field(default=1200, validator=int_in(1, 16_000))
     #: Largest UDP payload this side sends (QUIC packet size), in bytes.
-    max_udp_payload_size: int = attrs.field(default=1200, validator=_int_in(1200, _MAX_UDP_PAYLOAD))
+    max_udp_payload_size: int = attrs.field(default=1200, validator=int_in(1200, _MAX_UDP_PAYLOAD))
     #: Congestion controller.
     congestion_control: Literal["reno", "cubic"] = attrs.field(
-        default="reno", validator=_one_of("reno", "cubic")
+        default="reno", validator=one_of("reno", "cubic")
     )
     #: Admission limits (for Endpoints) and limits on what the peer may send.
     rate_limits: RateLimits = attrs.field(factory=RateLimits)
     #: The QUIC engine underneath.
-    engine: Literal["aioquic"] = attrs.field(default="aioquic", validator=_one_of("aioquic"))
+    engine: Literal["aioquic"] = attrs.field(default="aioquic", validator=one_of("aioquic"))
 
     #: True when ``dev_mode`` made the certificate pair (not settable).
     dev_certificate: bool = attrs.field(default=False, init=False, repr=False, eq=False)

@@ -67,15 +67,26 @@ class EndpointStats:
     version_negotiations: int
     stateless_resets: int
     #: Datagrams received, and those routed to an existing connection. Every
-    #: datagram is counted once: received = routed + accepted + retries +
-    #: version_negotiations + stateless_resets + refused + invalid_tokens + dropped
-    #: (sums over the mappings).
+    #: datagram is counted once under one outcome; see :meth:`outcomes`.
     datagrams_received: int
     datagrams_routed: int
     #: Datagrams dropped, by reason.
     dropped: Mapping[str, int]
     #: Addresses the per-address limiters track now (bounded by ``max_tracked_addresses``).
     tracked_addresses: int
+
+    def outcomes(self) -> int:
+        """Datagrams by what became of them; equals ``datagrams_received`` (each counts once)."""
+        return (
+            self.datagrams_routed
+            + self.accepted
+            + self.retries
+            + self.version_negotiations
+            + self.stateless_resets
+            + self.invalid_tokens
+            + sum(self.refused.values())
+            + sum(self.dropped.values())
+        )
 
 
 def _bucket_factory(rate: float) -> Callable[[float], TokenBucket]:

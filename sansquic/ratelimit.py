@@ -16,6 +16,7 @@ from typing import Any, Generic, Literal, TypeVar
 import attrs
 
 from ._errors import ConfigError
+from ._validators import int_in, one_of, positive_or_none
 
 __all__ = [
     "ConcurrencyLimit",
@@ -162,26 +163,6 @@ def address_key(address: tuple[str, int], ipv4_prefix: int = 32, ipv6_prefix: in
     return str(ipaddress.ip_network((ip, prefix), strict=False))
 
 
-def _positive_or_none(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
-    ):
-        raise ConfigError(f"{attribute.name} must be a positive number or None, not {value!r}")
-
-
-def _int_range(low: int, high: int) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise ConfigError(f"{attribute.name} must be an int in [{low}, {high}], not {value!r}")
-
-    return check
-
-
-def _retry_policy(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in ("never", "always", "under_load"):
-        raise ConfigError(f"retry must be 'never', 'always' or 'under_load', not {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class RateLimits:
     """Admission and per-connection limits; ``None`` turns a limit off.
@@ -203,39 +184,37 @@ class RateLimits:
     """
 
     #: Connections at once, over all addresses.
-    max_connections: int | None = attrs.field(default=10_000, validator=_positive_or_none)
+    max_connections: int | None = attrs.field(default=10_000, validator=positive_or_none)
     #: Connections at once from one address key (see the prefixes below).
-    max_connections_per_address: int | None = attrs.field(default=64, validator=_positive_or_none)
+    max_connections_per_address: int | None = attrs.field(default=64, validator=positive_or_none)
     #: New connections per second from one address key (burst: the same number).
-    new_connections_per_second: float | None = attrs.field(
-        default=20.0, validator=_positive_or_none
-    )
+    new_connections_per_second: float | None = attrs.field(default=20.0, validator=positive_or_none)
     #: TLS handshakes in progress at once.
-    max_handshakes: int | None = attrs.field(default=1_000, validator=_positive_or_none)
+    max_handshakes: int | None = attrs.field(default=1_000, validator=positive_or_none)
     #: Datagrams per second from one address key that match no connection.
     prehandshake_datagrams_per_second: float | None = attrs.field(
-        default=100.0, validator=_positive_or_none
+        default=100.0, validator=positive_or_none
     )
     #: Retry, Version Negotiation, refusal and stateless reset packets per second, in all.
-    responses_per_second: float = attrs.field(default=1_000.0, validator=_positive_or_none)
+    responses_per_second: float = attrs.field(default=1_000.0, validator=positive_or_none)
     #: When to answer an unvalidated Initial with Retry.
     retry: Literal["never", "always", "under_load"] = attrs.field(
-        default="under_load", validator=_retry_policy
+        default="under_load", validator=one_of("never", "always", "under_load")
     )
     #: Handshakes in progress above which ``retry="under_load"`` sends Retry.
-    retry_above_handshakes: int = attrs.field(default=100, validator=_int_range(0, 10**9))
+    retry_above_handshakes: int = attrs.field(default=100, validator=int_in(0, 10**9))
     #: Seconds a Retry token stays valid.
-    retry_token_lifetime: float = attrs.field(default=10.0, validator=_positive_or_none)
+    retry_token_lifetime: float = attrs.field(default=10.0, validator=positive_or_none)
     #: Prefix lengths that group addresses into one key.
-    ipv4_prefix: int = attrs.field(default=32, validator=_int_range(0, 32))
-    ipv6_prefix: int = attrs.field(default=64, validator=_int_range(0, 128))
+    ipv4_prefix: int = attrs.field(default=32, validator=int_in(0, 32))
+    ipv6_prefix: int = attrs.field(default=64, validator=int_in(0, 128))
     #: Keys each per-address limiter keeps at most (bounded memory under floods).
-    max_tracked_addresses: int = attrs.field(default=65_536, validator=_int_range(1, 10**8))
+    max_tracked_addresses: int = attrs.field(default=65_536, validator=int_in(1, 10**8))
     #: New streams the peer may open per second (beyond the initial credit).
-    peer_streams_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
+    peer_streams_per_second: float | None = attrs.field(default=None, validator=positive_or_none)
     #: Stream bytes the peer may send per second (beyond the initial window).
-    peer_bytes_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
+    peer_bytes_per_second: float | None = attrs.field(default=None, validator=positive_or_none)
     #: Datagrams (RFC 9221) the peer may send per second.
-    peer_datagrams_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
+    peer_datagrams_per_second: float | None = attrs.field(default=None, validator=positive_or_none)
     #: Seconds of sustained datagram excess before the connection is closed.
-    violation_grace: float = attrs.field(default=2.0, validator=_positive_or_none)
+    violation_grace: float = attrs.field(default=2.0, validator=positive_or_none)
