@@ -18,6 +18,7 @@ from ._errors import (
     LocalProtocolError,
     RemoteProtocolError,
     SansQuicError,
+    SendBufferFull,
     StreamStoppedError,
 )
 from ._events import (
@@ -29,8 +30,11 @@ from ._events import (
     StreamOpened,
     StreamReadable,
     StreamReset,
+    StreamsAvailable,
     StreamStopped,
+    StreamWritable,
 )
+from ._scheduler import Priority
 from ._state import RecvState, SendState
 from ._stats import ConnectionStats
 from .ratelimit import RateLimits
@@ -54,11 +58,13 @@ __all__ = [
     "Event",
     "HandshakeCompleted",
     "LocalProtocolError",
+    "Priority",
     "RateLimits",
     "RecvState",
     "RemoteProtocolError",
     "Role",
     "SansQuicError",
+    "SendBufferFull",
     "SendState",
     "StreamEnded",
     "StreamOpened",
@@ -66,6 +72,8 @@ __all__ = [
     "StreamReset",
     "StreamStopped",
     "StreamStoppedError",
+    "StreamWritable",
+    "StreamsAvailable",
     "__version__",
     "make_dev_certificate",
 ]

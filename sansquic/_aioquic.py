@@ -81,7 +81,20 @@ PRIVATE_ATTRIBUTES = (
     ("QuicPacketRecovery", "_rtt_smoothed"),
     ("QuicPacketRecovery", "_rtt_min"),
     ("QuicPacketRecovery", "_rtt_initialized"),
-    ("QuicConnection", "_local_max_data"),  # governed by peer_bytes_per_second
+    ("QuicConnection", "_local_max_data"),  # credit follows reads
+    ("QuicConnection", "_write_stream_limits"),  # overridden: stream credit follows reads
+    ("QuicConnection", "_on_max_stream_data_delivery"),
+    ("QuicConnection", "_remote_max_data"),  # send budget
+    ("QuicConnection", "_remote_max_data_used"),
+    ("QuicConnection", "_remote_max_streams_bidi"),  # StreamsAvailable
+    ("QuicConnection", "_remote_max_streams_uni"),
+    ("QuicStream", "max_stream_data_local"),
+    ("QuicStream", "max_stream_data_local_sent"),
+    ("QuicStream", "max_stream_data_remote"),
+    ("QuicStream", "is_blocked"),
+    ("QuicStreamSender", "_buffer_stop"),
+    ("QuicStreamSender", "highest_offset"),
+    ("QuicStreamReceiver", "_final_size"),
     ("QuicConnection", "_host_cids"),  # derived stateless reset tokens
     ("QuicConnection", "_peer_cid_available"),  # peer tokens, to spot a stateless reset
     ("QuicConnection", "_replenish_connection_ids"),  # overridden to derive tokens
@@ -108,6 +121,7 @@ SUPPORTED_VERSIONS = (1,)
 logging.getLogger("quic").addHandler(logging.NullHandler())
 
 _SMALLEST_INITIAL = 1200
+_MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8  # type, stream id and limit as varints
 # DATAGRAM frame overhead: type byte plus a length varint of up to 2 bytes
 # (payloads stay below 16,384), plus one because aioquic rejects a frame whose
 # size *equals* the advertised maximum.
@@ -253,17 +267,30 @@ def _quic_configuration(config: Config, *, is_client: bool, server_name: str | N
 
 
 class CreditGovernor:
-    """Stands in for aioquic's ``Limit``: the engine asks for credit, a token bucket grants it.
+    """Stands in for aioquic's ``Limit`` so the core, not the engine, decides credit.
 
-    aioquic raises a limit by assigning ``value`` (MAX_STREAMS by one per
-    closed stream, MAX_DATA by doubling). Here each such raise becomes credit
-    owed to the peer, paid out as the bucket refills, so the peer can never
-    open streams or send bytes faster than the bucket's rate.
+    With ``follow_engine`` (stream counts), aioquic's own raises of ``value``
+    (one per closed stream) become credit owed to the peer. Otherwise (data)
+    the engine's raises are ignored and credit is owed as the application
+    reads: :meth:`raise_to` ``consumed + window``. Owed credit is paid out a
+    ``quantum`` or more at a time, at the ``bucket``'s rate when there is one.
     """
 
-    __slots__ = ("_bucket", "_granted", "_owed", "_quantum", "frame_type", "name", "sent", "used")
+    __slots__ = (
+        "_bucket",
+        "_follow_engine",
+        "_granted",
+        "_owed",
+        "_quantum",
+        "frame_type",
+        "name",
+        "sent",
+        "used",
+    )
 
-    def __init__(self, limit: Any, bucket: TokenBucket, quantum: int = 1) -> None:
+    def __init__(
+        self, limit: Any, *, bucket: TokenBucket | None, quantum: int, follow_engine: bool
+    ) -> None:
         self.frame_type = limit.frame_type
         self.name = limit.name
         self.sent = limit.sent
@@ -271,8 +298,8 @@ class CreditGovernor:
         self._granted: int = limit.value
         self._owed = 0
         self._bucket = bucket
-        # Pay out at least this much at a time (bytes come in chunks, not one by one).
-        self._quantum = quantum
+        self._quantum = max(1, quantum)
+        self._follow_engine = follow_engine
 
     @property
     def value(self) -> int:
@@ -280,19 +307,31 @@ class CreditGovernor:
 
     @value.setter
     def value(self, wanted: int) -> None:
-        self._owed += max(0, wanted - self._granted)
+        if self._follow_engine:
+            self._owed += max(0, wanted - self._granted)
+
+    def raise_to(self, target: int) -> None:
+        """Owe the peer credit up to ``target`` in all."""
+        self._owed = max(self._owed, target - self._granted)
 
     def grant(self, now: float) -> None:
-        """Pay out what the bucket allows at ``now``, a quantum or more at a time."""
+        """Pay out what is owed, a quantum or more at a time, as the bucket allows."""
         owed = self._owed
-        if owed and self._bucket.tokens(now) >= min(owed, self._quantum):
-            paid = self._bucket.take(now, owed)
-            self._granted += paid
-            self._owed -= paid
+        if owed < self._quantum and (owed == 0 or self._bucket is None):
+            return
+        bucket = self._bucket
+        if bucket is None:
+            paid = owed
+        elif bucket.tokens(now) >= min(owed, self._quantum):
+            paid = bucket.take(now, owed)
+        else:
+            return
+        self._granted += paid
+        self._owed -= paid
 
     def wake_at(self, now: float) -> float | None:
-        """When the next quantum of credit can be paid out, if any is owed."""
-        if not self._owed:
+        """When the bucket allows the next payment, if one is owed."""
+        if not self._owed or self._bucket is None:
             return None
         return self._bucket.ready_at(now, min(self._owed, self._quantum))
 
@@ -306,6 +345,20 @@ class _QuicConnection(QuicConnection):
     """
 
     _reset_token: Callable[[bytes], bytes] | None = None
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        # aioquic doubles a stream's window as data *arrives*; the core raises it
+        # as data is *read* (AioquicEngine.consumed), so only the frame is left.
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=_MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
 
     def _replenish_connection_ids(self) -> None:
         super()._replenish_connection_ids()
@@ -355,18 +408,31 @@ class AioquicEngine:
         if limits.peer_streams_per_second is not None:
             rate = limits.peer_streams_per_second
             for name in ("_local_max_streams_bidi", "_local_max_streams_uni"):
-                governor = CreditGovernor(getattr(quic, name), TokenBucket(rate, max(1, rate), now))
+                governor = CreditGovernor(
+                    getattr(quic, name),
+                    bucket=TokenBucket(rate, max(1, rate), now),
+                    quantum=1,
+                    follow_engine=True,
+                )
                 setattr(quic, name, governor)
                 self._governors.append(governor)
-        if limits.peer_bytes_per_second is not None:
-            rate = limits.peer_bytes_per_second
-            governor = CreditGovernor(
-                quic._local_max_data,
-                TokenBucket(rate, max(1, rate), now),
-                quantum=max(1, int(rate / 20)),  # about 20 credit updates a second
-            )
-            setattr(quic, "_local_max_data", governor)  # noqa: B010  # duck-typed Limit
-            self._governors.append(governor)
+        # Connection credit follows reads, paid a quarter window at a time (or
+        # at peer_bytes_per_second, about 20 payments a second).
+        window = config.max_data
+        byte_rate = limits.peer_bytes_per_second
+        self._data_credit = CreditGovernor(
+            quic._local_max_data,
+            bucket=None if byte_rate is None else TokenBucket(byte_rate, max(1, byte_rate), now),
+            quantum=window // 4 if byte_rate is None else min(window // 4, int(byte_rate / 20)),
+            follow_engine=False,
+        )
+        setattr(quic, "_local_max_data", self._data_credit)  # noqa: B010  # duck-typed Limit
+        self._governors.append(self._data_credit)
+        self._data_window = window
+        self._stream_window = config.max_stream_data
+        self._consumed = 0
+        # Streams given data the engine may not have sent yet (for the send budget).
+        self._handed: set[int] = set()
         self._now = now
         self._closed_by: ClosedBy | None = None
 
@@ -431,6 +497,7 @@ class AioquicEngine:
             elif isinstance(ev, qe.DatagramFrameReceived):
                 yield DatagramIn(ev.data)
             elif isinstance(ev, qe.StreamReset):
+                self._release_reset_stream(ev.stream_id)
                 yield StreamResetByPeer(ev.stream_id, int(ev.error_code))
             elif isinstance(ev, qe.StopSendingReceived):
                 yield StopSendingByPeer(ev.stream_id, int(ev.error_code))
@@ -464,6 +531,8 @@ class AioquicEngine:
 
     def send_stream(self, stream_id: int, data: bytes, end: bool) -> None:
         self._quic.send_stream_data(stream_id, data, end_stream=end)
+        if data:
+            self._handed.add(stream_id)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         self._quic.reset_stream(stream_id, error_code)
@@ -500,6 +569,67 @@ class AioquicEngine:
             - _DATAGRAM_FRAME_OVERHEAD
         )
         return max(0, min(remote - _DATAGRAM_FRAME_OVERHEAD, packet_room))
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        """The application read ``size`` bytes: let the peer send that much more."""
+        self._consumed += size
+        self._data_credit.raise_to(self._consumed + self._data_window)
+        stream = self._quic._streams.get(stream_id)
+        if stream is not None:
+            # Kept on the engine's stream so it goes when the engine drops the stream.
+            consumed = getattr(stream, "sq_consumed", 0) + size
+            setattr(stream, "sq_consumed", consumed)  # noqa: B010
+            target = consumed + self._stream_window
+            # Batch updates: a quarter window at a time, not a frame per read.
+            if target - stream.max_stream_data_local >= self._stream_window // 4:
+                stream.max_stream_data_local = target
+
+    def _release_reset_stream(self, stream_id: int) -> None:
+        """A reset stream's bytes up to its final size will never be read: return
+        their connection credit (what was read is already counted)."""
+        stream = self._quic._streams.get(stream_id)
+        if stream is not None:
+            final = stream.receiver._final_size or 0
+            released = final - getattr(stream, "sq_consumed", 0)
+            if released > 0:
+                self._consumed += released
+                self._data_credit.raise_to(self._consumed + self._data_window)
+
+    def _unsent(self) -> int:
+        """Bytes handed to the engine that it has not sent yet."""
+        streams = self._quic._streams
+        total = 0
+        for stream_id in list(self._handed):
+            stream = streams.get(stream_id)
+            unsent = (
+                0 if stream is None else stream.sender._buffer_stop - stream.sender.highest_offset
+            )
+            if unsent > 0:
+                total += unsent
+            else:
+                self._handed.discard(stream_id)
+        return total
+
+    def send_budget(self) -> int:
+        """Stream bytes the engine can put on the wire now: congestion window and
+        connection credit, less what it already holds."""
+        quic = self._quic
+        loss = quic._loss
+        unsent = self._unsent()
+        window = loss.congestion_window - loss.bytes_in_flight
+        credit = quic._remote_max_data - quic._remote_max_data_used
+        return max(0, min(window, credit) - unsent)
+
+    def stream_credit(self, stream_id: int) -> int:
+        """Bytes the peer lets this stream send beyond what the engine already has."""
+        stream = self._quic._streams.get(stream_id)
+        if stream is None or stream.is_blocked:
+            return 0
+        return max(0, stream.max_stream_data_remote - stream.sender._buffer_stop)
+
+    def peer_stream_limits(self) -> tuple[int, int]:
+        """How many bidirectional and unidirectional streams the peer allows in all."""
+        return self._quic._remote_max_streams_bidi, self._quic._remote_max_streams_uni
 
     @property
     def host_cid(self) -> bytes:

@@ -113,6 +113,26 @@ class Config:
     congestion_control: Literal["reno", "cubic"] = attrs.field(
         default="reno", validator=one_of("reno", "cubic")
     )
+    #: Per stream: ``send()`` reports the stream unwritable at this many buffered bytes,
+    #: ``StreamWritable`` comes once it drains below the low watermark, and more
+    #: than the limit raises ``SendBufferFull``.
+    send_high_watermark: int = attrs.field(default=256 * 1024, validator=int_in(1, 2**40))
+    send_low_watermark: int = attrs.field(default=64 * 1024, validator=int_in(0, 2**40))
+    send_buffer_limit: int = attrs.field(default=16 * 1024 * 1024, validator=int_in(1, 2**40))
+    #: The same over all streams of the connection.
+    connection_send_high_watermark: int = attrs.field(
+        default=4 * 1024 * 1024, validator=int_in(1, 2**40)
+    )
+    connection_send_low_watermark: int = attrs.field(
+        default=1024 * 1024, validator=int_in(0, 2**40)
+    )
+    connection_send_buffer_limit: int = attrs.field(
+        default=64 * 1024 * 1024, validator=int_in(1, 2**40)
+    )
+    #: Bytes a stream sends before the next stream of its priority gets a turn.
+    scheduler_quantum: int = attrs.field(default=16 * 1024, validator=int_in(1, 2**30))
+    #: Datagrams waiting to be sent; when full the oldest is dropped (and counted).
+    datagram_queue_limit: int = attrs.field(default=256, validator=int_in(1, 2**20))
     #: Admission limits (for Endpoints) and limits on what the peer may send.
     rate_limits: RateLimits = attrs.field(factory=RateLimits)
     #: The QUIC engine underneath.
@@ -130,6 +150,20 @@ class Config:
             object.__setattr__(self, "private_key", pair.private_key)
             object.__setattr__(self, "dev_certificate", True)
         _check_pem(self.certificate, self.private_key, self.ca_certs)
+        for low, high, limit, what in (
+            (self.send_low_watermark, self.send_high_watermark, self.send_buffer_limit, "send"),
+            (
+                self.connection_send_low_watermark,
+                self.connection_send_high_watermark,
+                self.connection_send_buffer_limit,
+                "connection_send",
+            ),
+        ):
+            if not low < high <= limit:
+                raise ConfigError(
+                    f"{what}_low_watermark < {what}_high_watermark <= {what}_buffer_limit "
+                    f"must hold, not {low}, {high}, {limit}"
+                )
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated.

@@ -32,6 +32,7 @@ from ._errors import (
     ConnectionClosed,
     LocalProtocolError,
     RemoteProtocolError,
+    SendBufferFull,
     StreamStoppedError,
 )
 from ._events import (
@@ -43,8 +44,11 @@ from ._events import (
     StreamOpened,
     StreamReadable,
     StreamReset,
+    StreamsAvailable,
     StreamStopped,
+    StreamWritable,
 )
+from ._scheduler import Priority, Scheduler
 from ._state import (
     RECV_TRANSITIONS,
     SEND_TRANSITIONS,
@@ -70,6 +74,8 @@ class _Hooks(Protocol):
 
 _MAX_CODE = 2**62 - 1
 _CID_LENGTH = 8  # aioquic's connection id length, which the server role parses
+# A datagram's cost against the send budget beyond its payload: frame and packet overhead.
+_DATAGRAM_OVERHEAD = 32
 
 
 class Role(enum.Enum):
@@ -100,6 +106,11 @@ def _check_code(code: Any, what: str) -> int:
     return code
 
 
+def _check_priority(priority: Any) -> None:
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255:
+        raise LocalProtocolError(f"priority must be an int in [0, 255], not {priority!r}")
+
+
 def _as_bytes(data: Any) -> bytes:
     if isinstance(data, bytes):
         return data
@@ -114,6 +125,7 @@ class _Counters:
     __slots__ = (
         "datagrams_dropped",
         "datagrams_received",
+        "datagrams_send_dropped",
         "datagrams_sent",
         "stream_bytes_received",
         "stream_bytes_sent",
@@ -128,6 +140,7 @@ class _Counters:
 
     def __init__(self) -> None:
         self.datagrams_dropped = self.datagrams_received = self.datagrams_sent = 0
+        self.datagrams_send_dropped = 0
         self.stream_bytes_received = self.stream_bytes_sent = 0
         self.streams_opened_local = self.streams_opened_remote = 0
         self.udp_bytes_received = self.udp_bytes_sent = 0
@@ -193,6 +206,11 @@ class Connection:
         self._datagram_excess = 0
         self._datagram_excess_since = 0.0
         self._streams = StreamTable(is_client=role is Role.CLIENT)
+        self._scheduler = Scheduler(config.scheduler_quantum)
+        self._send_buffered = 0  # bytes queued in the core over all streams
+        self._waiting_writers: set[int] = set()  # streams told they are not writable
+        self._outgoing_datagrams: deque[bytes] = deque()
+        self._peer_stream_limits = (0, 0)
         self._events: deque[Event] = deque()
         self._closed_error: ConnectionClosed | None = None
         self._alpn: str | None = None
@@ -343,6 +361,8 @@ class Connection:
         """
         if self._engine is None or self._state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return []
+        if self._scheduler or self._outgoing_datagrams:
+            self._schedule()
         out = self._engine.datagrams_to_send(now)
         counters = self._counters
         counters.udp_datagrams_sent += len(out)
@@ -365,22 +385,33 @@ class Connection:
 
     # -- commands ---------------------------------------------------------------
 
-    def open_stream(self, bidirectional: bool = True) -> int:
+    def open_stream(self, bidirectional: bool = True, priority: int = Priority.NORMAL) -> int:
         """Open a stream and return its id; nothing is sent until :meth:`send`.
 
-        The peer learns of the stream with its first data (or FIN). If the
-        peer's stream credit is used up, the stream waits in the engine until
-        the peer grants more. Next: :meth:`send`.
+        ``priority`` (0-255, see :class:`~sansquic.Priority`) orders its bytes
+        against other streams; change it any time with :meth:`set_priority`.
+        The peer learns of the stream with its first data (or FIN). Past the
+        peer's stream limit the stream is still opened, and its bytes wait
+        until the peer raises the limit (``StreamsAvailable``); no id is
+        wasted. Next: :meth:`send`.
         """
+        _check_priority(priority)
         engine = self._require_engine()
-        record = self._streams.open_local(bool(bidirectional))
+        record = self._streams.open_local(bool(bidirectional), int(priority))
         # Register the stream with the engine now, so it queues for credit in order.
         engine.send_stream(record.stream_id, b"", False)
         self._counters.streams_opened_local += 1
         return record.stream_id
 
-    def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
+    def send(self, stream_id: int, data: bytes, end: bool = False) -> int:
         """Queue ``data`` on the stream; ``end=True`` finishes the stream after it.
+
+        Returns how many bytes the stream now has queued in the core. The
+        bytes go to the engine by priority, as fast as the network takes
+        them. When :meth:`writable` turns False (a high watermark was
+        reached), send more only after ``StreamWritable``; beyond
+        ``Config.send_buffer_limit`` this raises :class:`~sansquic.SendBufferFull`
+        and queues nothing.
 
         Raises :class:`~sansquic.LocalProtocolError` on a stream that is
         unknown, receive-only, finished, reset or closed, and
@@ -391,13 +422,65 @@ class Connection:
         act on.) Next: :meth:`datagrams_to_send`.
         """
         data = _as_bytes(data)
-        engine = self._require_engine()
+        self._require_engine()
         record = self._live_stream(stream_id, "send on")
         new = self._next_send_state(record, SendInput.FINISH if end else SendInput.SEND)
-        engine.send_stream(stream_id, data, end)
+        outgoing = record.outgoing
+        assert outgoing is not None  # a stream with a sending half has a queue
+        config = self._config
+        if outgoing.buffer.size + len(data) > config.send_buffer_limit:
+            raise SendBufferFull(
+                stream_id, outgoing.buffer.size + len(data), config.send_buffer_limit
+            )
+        if self._send_buffered + len(data) > config.connection_send_buffer_limit:
+            raise SendBufferFull(
+                stream_id, self._send_buffered + len(data), config.connection_send_buffer_limit
+            )
+        if data:
+            outgoing.buffer.append(data)
+            self._send_buffered += len(data)
+        outgoing.fin = end
+        if data or end:
+            self._scheduler.enqueue(stream_id, outgoing)
         self._counters.stream_bytes_sent += len(data)
         record.send = new
-        self._streams.drop_if_done(record)
+        if not self.writable(stream_id):
+            self._waiting_writers.add(stream_id)
+        return outgoing.buffer.size
+
+    def writable(self, stream_id: int) -> bool:
+        """Whether the stream and the connection are below their send high watermarks."""
+        record = self._live_stream(stream_id, "check")
+        if record.outgoing is None:
+            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
+        return (
+            record.outgoing.buffer.size < self._config.send_high_watermark
+            and self._send_buffered < self._config.connection_send_high_watermark
+        )
+
+    def priority(self, stream_id: int) -> int:
+        """The stream's send priority (0-255, higher first)."""
+        record = self._live_stream(stream_id, "check")
+        if record.outgoing is None:
+            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
+        return record.outgoing.priority
+
+    def set_priority(self, stream_id: int, priority: int) -> None:
+        """Change the stream's send priority (0-255); bytes already queued follow it.
+
+        Next: :meth:`datagrams_to_send`.
+        """
+        _check_priority(priority)
+        record = self._live_stream(stream_id, "prioritise")
+        outgoing = record.outgoing
+        if outgoing is None:
+            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
+        if outgoing.queued:
+            self._scheduler.remove(stream_id, outgoing)
+            outgoing.priority = int(priority)
+            self._scheduler.enqueue(stream_id, outgoing)
+        else:
+            outgoing.priority = int(priority)
 
     def finish(self, stream_id: int) -> None:
         """Finish the sending side of a stream (FIN): ``send(stream_id, b"", end=True)``."""
@@ -421,6 +504,8 @@ class Connection:
         if max_bytes == 0 or not record.buffer.size:
             return b""
         data = record.buffer.take(max_bytes)
+        if self._engine is not None:
+            self._engine.consumed(stream_id, len(data))
         if not record.buffer.size:
             record.readable_signalled = False
             if record.recv is RecvState.FIN_RECEIVED:
@@ -442,6 +527,7 @@ class Connection:
         if new is SendState.RESET:
             engine.reset_stream(stream_id, error_code)
         record.send = new
+        self._discard_outgoing(record)
         self._streams.drop_if_done(record)
 
     def stop(self, stream_id: int, error_code: int = 0) -> None:
@@ -462,12 +548,18 @@ class Connection:
         if record.recv is RecvState.OPEN:
             engine.stop_stream(stream_id, error_code)
         if new is RecvState.STOPPED:
+            # Discarded bytes count as read, so their flow-control credit returns.
+            engine.consumed(stream_id, record.buffer.size)
             record.buffer.clear()
         record.recv = new
         self._streams.drop_if_done(record)
 
     def send_datagram(self, data: bytes) -> None:
         """Queue an unreliable datagram (RFC 9221); it may be lost, never retransmitted.
+
+        Datagrams go to the engine ahead of all stream data, within what the
+        network takes. At most ``Config.datagram_queue_limit`` wait; beyond
+        that the oldest is dropped and counted in ``stats().datagrams_send_dropped``.
 
         Raises :class:`~sansquic.LocalProtocolError` when datagrams are off on
         either side, before the handshake completes, or when ``data`` is larger
@@ -486,7 +578,11 @@ class Connection:
             raise LocalProtocolError(
                 f"a datagram of {len(data)} bytes exceeds the limit of {limit} bytes"
             )
-        engine.send_datagram(data)
+        queue = self._outgoing_datagrams
+        if len(queue) >= self._config.datagram_queue_limit:
+            queue.popleft()  # the oldest is the least useful: unreliable data ages badly
+            self._counters.datagrams_send_dropped += 1
+        queue.append(data)
         self._counters.datagrams_sent += 1
 
     def change_connection_id(self) -> None:
@@ -540,6 +636,8 @@ class Connection:
             datagrams_sent=c.datagrams_sent,
             datagrams_received=c.datagrams_received,
             datagrams_dropped=c.datagrams_dropped,
+            datagrams_send_dropped=c.datagrams_send_dropped,
+            send_buffered=self._send_buffered,
             rtt_smoothed=rtt_smoothed,
             rtt_min=rtt_min,
             congestion_window=cwnd,
@@ -575,6 +673,56 @@ class Connection:
             )
         return new
 
+    def _schedule(self) -> None:
+        """Hand the engine what the network can take now: datagrams, then streams by priority."""
+        engine = self._engine
+        assert engine is not None
+        budget = engine.send_budget()
+        datagrams = self._outgoing_datagrams
+        while datagrams and budget >= len(datagrams[0]) + _DATAGRAM_OVERHEAD:
+            data = datagrams.popleft()
+            engine.send_datagram(data)
+            budget -= len(data) + _DATAGRAM_OVERHEAD
+        if self._scheduler:
+            self._scheduler.run(budget, engine.stream_credit, self._hand)
+        if self._waiting_writers:
+            self._wake_writers()
+
+    def _hand(self, stream_id: int, data: bytes, fin: bool) -> None:
+        """Give the engine the scheduler's next chunk of a stream."""
+        assert self._engine is not None
+        self._engine.send_stream(stream_id, data, fin)
+        self._send_buffered -= len(data)
+        if fin:
+            record = self._streams.records.get(stream_id)
+            if record is not None:
+                self._streams.drop_if_done(record)
+
+    def _wake_writers(self) -> None:
+        """Announce ``StreamWritable`` for streams that drained below the low watermarks."""
+        config = self._config
+        if self._send_buffered > config.connection_send_low_watermark:
+            return
+        records = self._streams.records
+        for stream_id in list(self._waiting_writers):
+            record = records.get(stream_id)
+            outgoing = None if record is None else record.outgoing
+            if outgoing is None or record is None or record.send is not SendState.OPEN:
+                self._waiting_writers.discard(stream_id)  # nothing more will be sent on it
+            elif outgoing.buffer.size <= config.send_low_watermark:
+                self._waiting_writers.discard(stream_id)
+                self._events.append(StreamWritable(stream_id=stream_id))
+
+    def _discard_outgoing(self, record: StreamRecord) -> None:
+        """Drop what the core still had queued for a stream whose sending side ended."""
+        outgoing = record.outgoing
+        if outgoing is not None:
+            self._scheduler.remove(record.stream_id, outgoing)
+            self._send_buffered -= outgoing.buffer.size
+            outgoing.buffer.clear()
+            outgoing.fin = False
+            self._waiting_writers.discard(record.stream_id)
+
     def _live_stream(self, stream_id: int, action: str) -> StreamRecord:
         record = self._streams.lookup(stream_id)
         if record is None:
@@ -600,6 +748,7 @@ class Connection:
                 if record is None:
                     continue
                 if record.recv is RecvState.STOPPED:
+                    engine.consumed(ev.stream_id, len(ev.data))  # dropped: credit returns
                     continue
                 if ev.data:
                     record.buffer.append(ev.data)
@@ -638,6 +787,7 @@ class Connection:
                 send = SEND_TRANSITIONS.get((record.send, SendInput.PEER_STOP))
                 if send is SendState.STOPPED and record.send is not SendState.STOPPED:
                     record.stop_code = ev.error_code
+                    self._discard_outgoing(record)
                     emit(StreamStopped(stream_id=ev.stream_id, error_code=ev.error_code))
                 if send is not None:
                     record.send = send
@@ -653,6 +803,23 @@ class Connection:
             closing = engine.pending_close()
             if closing is not None:
                 self._begin_close(closing)
+        if self._state is ConnectionState.CONNECTED:
+            self._announce_stream_credit(engine)
+
+    def _announce_stream_credit(self, engine: AioquicEngine) -> None:
+        """``StreamsAvailable`` when the peer raised either stream limit."""
+        limits = engine.peer_stream_limits()
+        if limits == self._peer_stream_limits:
+            return
+        for bidirectional, old, new in zip(
+            (True, False), self._peer_stream_limits, limits, strict=True
+        ):
+            if new > old:
+                opened = self._streams.opened_local(bidirectional)
+                self._events.append(
+                    StreamsAvailable(bidirectional=bidirectional, available=max(0, new - opened))
+                )
+        self._peer_stream_limits = limits
 
     def _datagram_allowed(self, now: float) -> bool:
         """Apply ``peer_datagrams_per_second``; close a peer that keeps exceeding it."""

@@ -8,6 +8,7 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
     "SansQuicError",
+    "SendBufferFull",
     "StreamStoppedError",
 ]
 
@@ -26,6 +27,20 @@ class LocalProtocolError(SansQuicError):
 
 class ConfigError(LocalProtocolError, ValueError):
     """A :class:`~sansquic.Config` value is invalid or a certificate cannot be loaded."""
+
+
+class SendBufferFull(LocalProtocolError):
+    """``send()`` would buffer more than ``Config.send_buffer_limit`` (per stream) or
+    ``connection_send_buffer_limit``; nothing was queued. Wait for ``StreamWritable``."""
+
+    def __init__(self, stream_id: int, buffered: int, limit: int) -> None:
+        super().__init__(
+            f"stream {stream_id}: sending now would buffer {buffered} bytes, over the "
+            f"limit of {limit}; wait for StreamWritable"
+        )
+        self.stream_id = stream_id
+        self.buffered = buffered
+        self.limit = limit
 
 
 class ConnectionClosed(SansQuicError):

@@ -18,6 +18,8 @@ __all__ = [
     "StreamReadable",
     "StreamReset",
     "StreamStopped",
+    "StreamWritable",
+    "StreamsAvailable",
 ]
 
 
@@ -53,6 +55,25 @@ class StreamReadable(Event):
     """
 
     stream_id: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class StreamWritable(Event):
+    """The stream's send buffer drained below its low watermark: ``send()`` more.
+
+    Comes once for each time ``writable()`` turned False for the stream.
+    """
+
+    stream_id: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class StreamsAvailable(Event):
+    """The peer raised its stream limit: ``available`` more streams of this kind can be
+    opened without waiting."""
+
+    bidirectional: bool
+    available: int
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -30,6 +30,10 @@ class ConnectionStats:
     datagrams_sent: int
     datagrams_received: int
     datagrams_dropped: int
+    #: Outgoing datagrams dropped because the send queue was full.
+    datagrams_send_dropped: int
+    #: Stream bytes queued in the core, not yet handed to the engine.
+    send_buffered: int
     #: Smoothed and minimum round-trip time in seconds, ``None`` before the first sample.
     rtt_smoothed: float | None
     rtt_min: float | None

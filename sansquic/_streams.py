@@ -7,8 +7,11 @@ from collections import deque
 from ._errors import LocalProtocolError
 from ._state import RECV_TERMINAL, SEND_TERMINAL, RecvState, SendState
 
+DEFAULT_PRIORITY = 128  # Priority.NORMAL
+
 __all__ = [
     "ReceiveBuffer",
+    "SendQueue",
     "StreamRecord",
     "StreamTable",
     "is_bidirectional",
@@ -66,16 +69,38 @@ class ReceiveBuffer:
         self.size = 0
 
 
+class SendQueue:
+    """One stream's bytes waiting in the core, and whether a FIN follows them."""
+
+    __slots__ = ("buffer", "fin", "priority", "queued")
+
+    def __init__(self, priority: int) -> None:
+        self.buffer = ReceiveBuffer()  # the same chunked byte queue serves both directions
+        self.fin = False
+        self.priority = priority
+        self.queued = False  # in the scheduler's round-robin for its priority
+
+
 class StreamRecord:
     """What the core keeps for one live stream."""
 
-    __slots__ = ("buffer", "readable_signalled", "recv", "send", "stop_code", "stream_id")
+    __slots__ = (
+        "buffer",
+        "outgoing",
+        "readable_signalled",
+        "recv",
+        "send",
+        "stop_code",
+        "stream_id",
+    )
 
-    def __init__(self, stream_id: int, send: SendState, recv: RecvState) -> None:
+    def __init__(self, stream_id: int, send: SendState, recv: RecvState, priority: int) -> None:
         self.stream_id = stream_id
         self.send = send
         self.recv = recv
         self.buffer = ReceiveBuffer()
+        # Bytes queued in the core for sending (None: the stream has no sending half).
+        self.outgoing = None if send is SendState.NONE else SendQueue(priority)
         # Edge trigger for StreamReadable: set when announced, cleared when drained.
         self.readable_signalled = False
         # The peer's STOP_SENDING code, for the StreamStoppedError a later send raises.
@@ -83,7 +108,13 @@ class StreamRecord:
 
     @property
     def done(self) -> bool:
-        return self.send in SEND_TERMINAL and self.recv in RECV_TERMINAL
+        """Both directions over, and nothing left in the core to hand the engine."""
+        outgoing = self.outgoing
+        return (
+            self.send in SEND_TERMINAL
+            and self.recv in RECV_TERMINAL
+            and (outgoing is None or not outgoing.queued)
+        )
 
 
 class StreamTable:
@@ -105,14 +136,21 @@ class StreamTable:
         self._next_peer = {True: base ^ 1, False: (base ^ 1) | 2}
         self._peer_skipped: set[int] = set()
 
+    def opened_local(self, bidirectional: bool) -> int:
+        """How many streams of this kind this side has opened."""
+        return self._next_local[bidirectional] // 4
+
     def is_local(self, stream_id: int) -> bool:
         return is_client_initiated(stream_id) == self._is_client
 
-    def open_local(self, bidirectional: bool) -> StreamRecord:
+    def open_local(self, bidirectional: bool, priority: int) -> StreamRecord:
         stream_id = self._next_local[bidirectional]
         self._next_local[bidirectional] = stream_id + 4
         record = StreamRecord(
-            stream_id, SendState.OPEN, RecvState.OPEN if bidirectional else RecvState.NONE
+            stream_id,
+            SendState.OPEN,
+            RecvState.OPEN if bidirectional else RecvState.NONE,
+            priority,
         )
         self.records[stream_id] = record
         return record
@@ -150,7 +188,8 @@ class StreamTable:
             self._peer_skipped.discard(stream_id)
         else:
             return None, False
-        record = StreamRecord(stream_id, SendState.OPEN if bidi else SendState.NONE, RecvState.OPEN)
+        send = SendState.OPEN if bidi else SendState.NONE
+        record = StreamRecord(stream_id, send, RecvState.OPEN, DEFAULT_PRIORITY)
         self.records[stream_id] = record
         return record, True
 

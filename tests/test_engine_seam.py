@@ -16,7 +16,11 @@ def engines() -> dict[str, object]:
     pair = connected_pair()
     quic = pair.client._engine._quic  # type: ignore[union-attr]
     assert isinstance(quic, QuicConnection)
+    stream = quic._streams[pair.client.open_stream()]
     return {
+        "QuicStream": stream,
+        "QuicStreamSender": stream.sender,
+        "QuicStreamReceiver": stream.receiver,
         "QuicConnection": quic,
         "QuicPacketRecovery": quic._loss,
         "Limit": quic._local_max_streams_bidi,

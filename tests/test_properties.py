@@ -109,11 +109,15 @@ def test_random_operations_deliver_every_byte_exactly_once(
             conns[side].send(sid, b"", end=True)
     expected = {key for key in written if key not in abandoned}
 
+    def readable(side: int, sid: int) -> bool:
+        """Everything but a unidirectional stream this side opened itself."""
+        return not (sid & 2 and (sid & 1) == side)
+
     def delivered() -> bool:
         for side in (0, 1):  # partial reads may have left data unannounced: read it dry
-            for sid in streams(1 - side):
-                while chunk := conns[1 - side].read(sid):
-                    sinks[1 - side].received.setdefault(sid, bytearray()).extend(chunk)
+            for sid in streams(side):
+                while readable(side, sid) and (chunk := conns[side].read(sid)):
+                    sinks[side].received.setdefault(sid, bytearray()).extend(chunk)
         return all(sid in sinks[1 - side].ended for side, sid in expected)
 
     target(float(sum(map(len, written.values()))), label="bytes written")
