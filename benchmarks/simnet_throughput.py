@@ -56,8 +56,14 @@ def run_sansquic(chunks: list[bytes]) -> Result:
     sent_before, v0 = len(pair.network.trace), pair.network.now
     t0 = time.perf_counter()
     sid = pair.client.open_stream()
-    for i, chunk in enumerate(chunks):
-        pair.client.send(sid, chunk, end=i == len(chunks) - 1)
+    pending = list(reversed(chunks))
+
+    def write() -> None:
+        """Send while the stream is writable, as a well-behaved writer does."""
+        while pending and pair.client.writable(sid):
+            pair.client.send(sid, pending.pop(), end=not pending)
+
+    pair.network.step_hooks.append(write)
     if not pair.network.run_until(lambda: sid in sink.ended, TIMEOUT):
         raise TimeoutError("sansquic: stream did not end")
     seconds = time.perf_counter() - t0

@@ -310,6 +310,11 @@ class CreditGovernor:
         if self._follow_engine:
             self._owed += max(0, wanted - self._granted)
 
+    @property
+    def promised(self) -> int:
+        """Credit granted plus credit owed."""
+        return self._granted + self._owed
+
     def raise_to(self, target: int) -> None:
         """Owe the peer credit up to ``target`` in all."""
         self._owed = max(self._owed, target - self._granted)
@@ -334,6 +339,24 @@ class CreditGovernor:
         if not self._owed or self._bucket is None:
             return None
         return self._bucket.ready_at(now, min(self._owed, self._quantum))
+
+
+class _Window:
+    """A receive window that doubles, up to ``limit``, while it limits the transfer."""
+
+    __slots__ = ("last_update", "limit", "size")
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        self.last_update: float | None = None
+
+    def updated(self, now: float, rtt: float) -> None:
+        """A credit update goes out now; updates under four round trips apart mean
+        the window, not the application, sets the pace."""
+        last, self.last_update = self.last_update, now
+        if last is not None and now - last < 4 * rtt and self.size < self.limit:
+            self.size = min(2 * self.size, self.limit)
 
 
 class _QuicConnection(QuicConnection):
@@ -416,20 +439,20 @@ class AioquicEngine:
                 )
                 setattr(quic, name, governor)
                 self._governors.append(governor)
-        # Connection credit follows reads, paid a quarter window at a time (or
-        # at peer_bytes_per_second, about 20 payments a second).
-        window = config.max_data
+        # Connection credit follows reads (see consumed), paid at once, or at
+        # peer_bytes_per_second in about 20 payments a second.
         byte_rate = limits.peer_bytes_per_second
         self._data_credit = CreditGovernor(
             quic._local_max_data,
             bucket=None if byte_rate is None else TokenBucket(byte_rate, max(1, byte_rate), now),
-            quantum=window // 4 if byte_rate is None else min(window // 4, int(byte_rate / 20)),
+            quantum=1 if byte_rate is None else int(byte_rate / 20),
             follow_engine=False,
         )
         setattr(quic, "_local_max_data", self._data_credit)  # noqa: B010  # duck-typed Limit
         self._governors.append(self._data_credit)
-        self._data_window = window
+        self._data_window = _Window(config.max_data, config.max_connection_window)
         self._stream_window = config.max_stream_data
+        self._stream_window_limit = config.max_stream_window
         self._consumed = 0
         # Streams given data the engine may not have sent yet (for the send budget).
         self._handed: set[int] = set()
@@ -571,18 +594,37 @@ class AioquicEngine:
         return max(0, min(remote - _DATAGRAM_FRAME_OVERHEAD, packet_room))
 
     def consumed(self, stream_id: int, size: int) -> None:
-        """The application read ``size`` bytes: let the peer send that much more."""
+        """The application read ``size`` bytes: let the peer send that much more.
+
+        Credit goes out a quarter window at a time, not a frame per read. A
+        window whose updates come less than four round trips apart is what
+        limits the transfer, so it doubles, up to its configured ceiling.
+        """
         self._consumed += size
-        self._data_credit.raise_to(self._consumed + self._data_window)
+        self._raise_data_credit()
         stream = self._quic._streams.get(stream_id)
-        if stream is not None:
-            # Kept on the engine's stream so it goes when the engine drops the stream.
-            consumed = getattr(stream, "sq_consumed", 0) + size
-            setattr(stream, "sq_consumed", consumed)  # noqa: B010
-            target = consumed + self._stream_window
-            # Batch updates: a quarter window at a time, not a frame per read.
-            if target - stream.max_stream_data_local >= self._stream_window // 4:
-                stream.max_stream_data_local = target
+        if stream is None:
+            return
+        # Kept on the engine's stream, so it goes when the engine drops the stream.
+        consumed = getattr(stream, "sq_consumed", 0) + size
+        setattr(stream, "sq_consumed", consumed)  # noqa: B010
+        window: _Window | None = getattr(stream, "sq_window", None)
+        if window is None:
+            window = _Window(self._stream_window, self._stream_window_limit)
+            setattr(stream, "sq_window", window)  # noqa: B010
+        if consumed + window.size - stream.max_stream_data_local >= window.size // 4:
+            window.updated(self._now, self._rtt())
+            stream.max_stream_data_local = consumed + window.size
+
+    def _raise_data_credit(self) -> None:
+        window = self._data_window
+        if self._consumed + window.size - self._data_credit.promised >= window.size // 4:
+            window.updated(self._now, self._rtt())
+            self._data_credit.raise_to(self._consumed + window.size)
+
+    def _rtt(self) -> float:
+        loss = self._quic._loss
+        return float(loss._rtt_smoothed) if loss._rtt_initialized else 0.1
 
     def _release_reset_stream(self, stream_id: int) -> None:
         """A reset stream's bytes up to its final size will never be read: return
@@ -593,7 +635,7 @@ class AioquicEngine:
             released = final - getattr(stream, "sq_consumed", 0)
             if released > 0:
                 self._consumed += released
-                self._data_credit.raise_to(self._consumed + self._data_window)
+                self._raise_data_credit()
 
     def _unsent(self) -> int:
         """Bytes handed to the engine that it has not sent yet."""

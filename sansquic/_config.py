@@ -95,10 +95,19 @@ class Config:
     dev_mode: bool = attrs.field(default=False, validator=bool_)
     #: Seconds without traffic after which the connection closes.
     idle_timeout: float = attrs.field(default=30.0, validator=positive)
-    #: Connection-level receive window in bytes (MAX_DATA).
+    #: Connection-level receive window in bytes (MAX_DATA); it starts here and grows
+    #: (see ``max_connection_window``) only while it is what limits a transfer.
     max_data: int = attrs.field(default=16 * 1024 * 1024, validator=int_in(1024, _MAX_VARINT))
-    #: Per-stream receive window in bytes (MAX_STREAM_DATA).
+    #: Per-stream receive window in bytes (MAX_STREAM_DATA); grows up to ``max_stream_window``.
     max_stream_data: int = attrs.field(default=1024 * 1024, validator=int_in(1024, _MAX_VARINT))
+    #: Ceilings for receive-window auto-tuning: a window that limits a transfer
+    #: doubles up to these; the peer can never make this side buffer more.
+    max_stream_window: int = attrs.field(
+        default=16 * 1024 * 1024, validator=int_in(1024, 2**62 - 1)
+    )
+    max_connection_window: int = attrs.field(
+        default=64 * 1024 * 1024, validator=int_in(1024, 2**62 - 1)
+    )
     #: Bidirectional streams the peer may have open at once.
     max_streams_bidi: int = attrs.field(default=1000, validator=int_in(0, _MAX_STREAMS))
     #: Unidirectional streams the peer may have open at once.
@@ -150,6 +159,10 @@ class Config:
             object.__setattr__(self, "private_key", pair.private_key)
             object.__setattr__(self, "dev_certificate", True)
         _check_pem(self.certificate, self.private_key, self.ca_certs)
+        if self.max_stream_window < self.max_stream_data:
+            raise ConfigError("max_stream_window must be at least max_stream_data")
+        if self.max_connection_window < self.max_data:
+            raise ConfigError("max_connection_window must be at least max_data")
         for low, high, limit, what in (
             (self.send_low_watermark, self.send_high_watermark, self.send_buffer_limit, "send"),
             (

@@ -30,12 +30,14 @@ def is_bidirectional(stream_id: int) -> bool:
 
 
 class ReceiveBuffer:
-    """Received bytes waiting for ``read()``: chunks, so reads never copy twice."""
+    """A queue of bytes in chunks: appends never copy, and taking part of a chunk
+    slices a memoryview instead of copying the rest (which turned quadratic when
+    large writes were handed out a packet or two at a time)."""
 
     __slots__ = ("_chunks", "size")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self.size = 0
 
     def append(self, data: bytes) -> None:
@@ -46,11 +48,12 @@ class ReceiveBuffer:
         """Remove and return up to ``max_bytes`` (all when negative)."""
         chunks = self._chunks
         if max_bytes < 0 or max_bytes >= self.size:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            head = chunks[0] if len(chunks) == 1 else None
+            data = head if isinstance(head, bytes) else b"".join(chunks)
             chunks.clear()
             self.size = 0
             return data
-        out = []
+        out: list[bytes | memoryview] = []
         need = max_bytes
         while need:
             head = chunks[0]
@@ -58,8 +61,9 @@ class ReceiveBuffer:
                 out.append(chunks.popleft())
                 need -= len(head)
             else:
-                out.append(head[:need])
-                chunks[0] = head[need:]
+                view = head if isinstance(head, memoryview) else memoryview(head)
+                out.append(view[:need])
+                chunks[0] = view[need:]
                 need = 0
         self.size -= max_bytes
         return b"".join(out)
