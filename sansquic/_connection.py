@@ -210,7 +210,7 @@ class Connection:
         self._send_buffered = 0  # bytes queued in the core over all streams
         self._waiting_writers: set[int] = set()  # streams told they are not writable
         self._outgoing_datagrams: deque[bytes] = deque()
-        self._peer_stream_limits = (0, 0)
+        self._peer_stream_limits: tuple[int, int] | None = None  # known once connected
         self._events: deque[Event] = deque()
         self._closed_error: ConnectionClosed | None = None
         self._alpn: str | None = None
@@ -457,6 +457,13 @@ class Connection:
             record.outgoing.buffer.size < self._config.send_high_watermark
             and self._send_buffered < self._config.connection_send_high_watermark
         )
+
+    def buffered(self, stream_id: int) -> int:
+        """Bytes the stream has queued in the core, not yet handed to the engine."""
+        record = self._live_stream(stream_id, "check")
+        if record.outgoing is None:
+            raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
+        return record.outgoing.buffer.size
 
     def priority(self, stream_id: int) -> int:
         """The stream's send priority (0-255, higher first)."""
@@ -730,15 +737,21 @@ class Connection:
         return record
 
     def _pump(self, now: float) -> None:
-        """Turn the engine's events into stream state and public events."""
+        """Bring the core up to date with the engine: events, closing, stream credit."""
         engine = self._engine
         assert engine is not None
-        if not engine.has_events():
-            if self._closed_error is None and self._state is not ConnectionState.CLOSED:
-                closing = engine.pending_close()
-                if closing is not None:
-                    self._begin_close(closing)
-            return
+        if engine.has_events():
+            self._translate(engine, now)
+        if self._state is not ConnectionState.CLOSED and self._closed_error is None:
+            closing = engine.pending_close()
+            if closing is not None:
+                self._begin_close(closing)
+        if self._state is ConnectionState.CONNECTED:
+            # MAX_STREAMS raises no engine event, so look at the limits every time.
+            self._announce_stream_credit(engine)
+
+    def _translate(self, engine: AioquicEngine, now: float) -> None:
+        """Turn the engine's events into stream state and public events."""
         emit = self._events.append
         streams = self._streams
         counters = self._counters
@@ -799,27 +812,21 @@ class Connection:
                 emit(HandshakeCompleted(alpn=ev.alpn))
             elif isinstance(ev, Terminated):
                 self._terminate(ev)
-        if self._state is not ConnectionState.CLOSED and self._closed_error is None:
-            closing = engine.pending_close()
-            if closing is not None:
-                self._begin_close(closing)
-        if self._state is ConnectionState.CONNECTED:
-            self._announce_stream_credit(engine)
 
     def _announce_stream_credit(self, engine: AioquicEngine) -> None:
         """``StreamsAvailable`` when the peer raised either stream limit."""
-        limits = engine.peer_stream_limits()
-        if limits == self._peer_stream_limits:
+        limits, known = engine.peer_stream_limits(), self._peer_stream_limits
+        if limits == known:
             return
-        for bidirectional, old, new in zip(
-            (True, False), self._peer_stream_limits, limits, strict=True
-        ):
+        self._peer_stream_limits = limits
+        if known is None:
+            return  # the handshake's initial limits are not a raise
+        for bidirectional, old, new in zip((True, False), known, limits, strict=True):
             if new > old:
                 opened = self._streams.opened_local(bidirectional)
                 self._events.append(
                     StreamsAvailable(bidirectional=bidirectional, available=max(0, new - opened))
                 )
-        self._peer_stream_limits = limits
 
     def _datagram_allowed(self, now: float) -> bool:
         """Apply ``peer_datagrams_per_second``; close a peer that keeps exceeding it."""

@@ -3,6 +3,7 @@
 import contextlib
 from typing import Any
 
+import pytest
 from hypothesis import given, target
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from sansquic.testing import LinkConditions, StreamSink, connected_pair
 SIDES = st.integers(0, 1)
 INDEX = st.integers(0, 30)
 CODE = st.integers(0, 2**62 - 1)
+PRIORITIES = st.sampled_from([0, 64, 128, 192, 255]) | st.integers(0, 255)
 
 SIZES = st.integers(0, 6000) | st.sampled_from([1199, 1200, 16_384, 40_000])
 SEND = st.tuples(st.just("send"), SIDES, INDEX, SIZES, st.booleans())
@@ -25,6 +27,7 @@ OPERATIONS = st.lists(
         st.tuples(st.just("stop"), SIDES, INDEX, CODE),
         st.tuples(st.just("read"), SIDES, INDEX, st.integers(-1, 3000)),
         st.tuples(st.just("datagram"), SIDES, st.integers(0, 1100)),
+        st.tuples(st.just("priority"), SIDES, INDEX, PRIORITIES),
         st.tuples(st.just("run"), st.floats(0, 0.3)),
     ),
     min_size=5,
@@ -44,14 +47,37 @@ LINKS = st.builds(
 EXPECTED = (LocalProtocolError, StreamStoppedError)
 
 
+def watch_priority_order(conn: Connection, violations: list[str]) -> None:
+    """Record every hand-off of stream bytes to the engine while a higher-priority
+    stream still had bytes queued and flow-control credit to send them."""
+    handed_to_engine = conn._hand
+
+    def hand(stream_id: int, data: bytes, fin: bool) -> None:
+        if data:
+            records = conn._streams.records
+            priority = records[stream_id].outgoing.priority  # type: ignore[union-attr]
+            for record in records.values():
+                queue = record.outgoing
+                if (
+                    queue is not None
+                    and queue.priority > priority
+                    and queue.buffer.size
+                    and conn._engine.stream_credit(record.stream_id) > 0  # type: ignore[union-attr]
+                ):
+                    violations.append(f"{stream_id}@{priority} before {record.stream_id}")
+        handed_to_engine(stream_id, data, fin)
+
+    conn._hand = hand  # type: ignore[method-assign]
+
+
 @given(
-    opened=st.lists(st.tuples(SIDES, st.booleans()), min_size=1, max_size=6),
+    opened=st.lists(st.tuples(SIDES, st.booleans(), PRIORITIES), min_size=1, max_size=6),
     operations=OPERATIONS,
     link=LINKS,
     seed=st.integers(0, 2**32),
 )
 def test_random_operations_deliver_every_byte_exactly_once(
-    opened: list[tuple[int, bool]],
+    opened: list[tuple[int, bool, int]],
     operations: list[tuple[Any, ...]],
     link: LinkConditions,
     seed: int,
@@ -71,8 +97,11 @@ def test_random_operations_deliver_every_byte_exactly_once(
         known = streams(side)
         return known[index % len(known)] if known else None
 
-    for side, bidirectional in opened:
-        written[(side, conns[side].open_stream(bidirectional))] = bytearray()
+    violations: list[str] = []
+    for conn in conns:
+        watch_priority_order(conn, violations)
+    for side, bidirectional, priority in opened:
+        written[(side, conns[side].open_stream(bidirectional, priority))] = bytearray()
     for op in operations:
         kind = op[0]
         if kind == "run":
@@ -97,6 +126,8 @@ def test_random_operations_deliver_every_byte_exactly_once(
                 elif kind == "stop":
                     conn.stop(sid, op[3])
                     abandoned.add((1 - side, sid))
+                elif kind == "priority":
+                    conn.set_priority(sid, op[3])
                 elif kind == "read":
                     sinks[side].received.setdefault(sid, bytearray()).extend(conn.read(sid, op[3]))
         except EXPECTED:
@@ -130,3 +161,24 @@ def test_random_operations_deliver_every_byte_exactly_once(
             assert got == bytes(data)
     for sink in sinks:
         assert sink.terminated is None
+    assert violations == []
+
+
+def test_the_priority_watch_catches_a_scheduler_that_serves_low_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sansquic._scheduler
+
+    def ascending(levels: Any, reverse: bool = False) -> list[int]:
+        return sorted(levels)  # ignores reverse: lowest priority first
+
+    monkeypatch.setattr(sansquic._scheduler, "sorted", ascending, raising=False)
+    pair = connected_pair(LinkConditions(delay=0.01, bandwidth=1_000_000, queue_bytes=30_000))
+    violations: list[str] = []
+    watch_priority_order(pair.client, violations)
+    low = pair.client.open_stream(priority=0)
+    high = pair.client.open_stream(priority=255)
+    pair.client.send(low, b"l" * 200_000)
+    pair.client.send(high, b"h" * 200_000)
+    pair.network.run_for(0.5)
+    assert violations
