@@ -457,6 +457,8 @@ class AioquicEngine:
         # Streams given data the engine may not have sent yet (for the send budget).
         self._handed: set[int] = set()
         self._now = now
+        self._token_key: tuple[int, int] | None = None
+        self._tokens: list[bytes] = []
         self._closed_by: ClosedBy | None = None
 
     # -- inputs ---------------------------------------------------------------
@@ -683,11 +685,21 @@ class AioquicEngine:
         """Whether ``data`` is a stateless reset from the peer (RFC 9000 section 10.3)."""
         if len(data) < 21 or data[0] & 0x80:
             return False
-        tail = data[-16:]
         quic = self._quic
-        tokens = [quic._peer_cid.stateless_reset_token]
-        tokens += [cid.stateless_reset_token for cid in quic._peer_cid_available]
-        return any(token and hmac.compare_digest(token, tail) for token in tokens)
+        # The peer's tokens change only with its connection ids: cache them until then.
+        key = (id(quic._peer_cid), len(quic._peer_cid_available))
+        if key != self._token_key:
+            self._token_key = key
+            self._tokens = [
+                token
+                for token in (
+                    quic._peer_cid.stateless_reset_token,
+                    *(cid.stateless_reset_token for cid in quic._peer_cid_available),
+                )
+                if token
+            ]
+        tail = data[-16:]
+        return any(hmac.compare_digest(token, tail) for token in self._tokens)
 
     def stream_count(self) -> int:
         """Streams the engine still holds state for (acks may still be due)."""
