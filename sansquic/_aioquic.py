@@ -94,6 +94,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicStream", "is_blocked"),
     ("QuicStreamSender", "_buffer_stop"),
     ("QuicStreamSender", "highest_offset"),
+    ("QuicStreamSender", "buffer_is_empty"),
     ("QuicStreamReceiver", "_final_size"),
     ("QuicConnection", "_host_cids"),  # derived stateless reset tokens
     ("QuicConnection", "_peer_cid_available"),  # peer tokens, to spot a stateless reset
@@ -466,6 +467,11 @@ class AioquicEngine:
     def connect(self, addr: Address, now: float) -> None:
         self._quic.connect(addr, now=now)
 
+    @property
+    def now(self) -> float:
+        """The latest time any input carried."""
+        return self._now
+
     def _grant(self, now: float) -> None:
         self._now = now
         for governor in self._governors:
@@ -645,9 +651,12 @@ class AioquicEngine:
         total = 0
         for stream_id in list(self._handed):
             stream = streams.get(stream_id)
-            unsent = (
-                0 if stream is None else stream.sender._buffer_stop - stream.sender.highest_offset
-            )
+            # A reset sender (ours, or in answer to STOP_SENDING) marks its buffer
+            # empty: what it still held will never be sent, so it takes no budget.
+            if stream is None or stream.sender.buffer_is_empty:
+                unsent = 0
+            else:
+                unsent = stream.sender._buffer_stop - stream.sender.highest_offset
             if unsent > 0:
                 total += unsent
             else:

@@ -4,7 +4,7 @@ import contextlib
 from typing import Any
 
 import pytest
-from hypothesis import given, target
+from hypothesis import example, given, target
 from hypothesis import strategies as st
 
 from sansquic import Connection, LocalProtocolError, StreamStoppedError
@@ -47,6 +47,72 @@ LINKS = st.builds(
 EXPECTED = (LocalProtocolError, StreamStoppedError)
 
 
+# Found by this test: streams the peer stopped kept their unsent engine bytes
+# counted against the send budget, until the budget was zero and all stalled.
+STOPPED_STREAMS_HELD_THE_BUDGET = {
+    "opened": [(1, False, 128)],
+    "operations": [
+        ("send", 0, 28, 40000, False),
+        ("stop", 1, 19, 17372200),
+        ("stop", 1, 19, 17372200),
+        ("open", 0, True),
+        ("stop", 1, 19, 17372200),
+        ("read", 1, 27, 1200),
+        ("datagram", 1, 668),
+        ("send", 0, 28, 40000, False),
+        ("send", 0, 11, 40000, False),
+        ("send", 0, 28, 40000, False),
+        ("stop", 1, 19, 17372200),
+        ("stop", 1, 19, 17372200),
+        ("open", 0, True),
+        ("stop", 1, 19, 17372200),
+        ("read", 1, 27, 1200),
+        ("datagram", 1, 668),
+        ("send", 0, 28, 40000, False),
+        ("send", 0, 11, 40000, False),
+        ("send", 0, 28, 40000, False),
+        ("stop", 1, 19, 17372200),
+        ("stop", 1, 19, 17372200),
+        ("open", 0, True),
+        ("stop", 1, 19, 17372200),
+        ("read", 1, 27, 1200),
+        ("datagram", 1, 668),
+        ("send", 0, 28, 40000, False),
+        ("send", 0, 11, 40000, False),
+        ("send", 0, 28, 40000, False),
+        ("stop", 1, 19, 17372200),
+        ("stop", 1, 19, 17372200),
+        ("open", 0, True),
+        ("stop", 1, 19, 17372200),
+        ("read", 1, 27, 1200),
+        ("datagram", 1, 668),
+        ("send", 0, 28, 40000, False),
+        ("send", 0, 11, 40000, False),
+        ("send", 0, 28, 40000, False),
+        ("stop", 1, 19, 17372200),
+        ("stop", 1, 14, 17372200),
+        ("open", 0, True),
+        ("open", 0, False),
+        ("run", 0.0),
+        ("datagram", 0, 8),
+        ("send", 0, 4, 40000, False),
+        ("send", 0, 1, 40000, False),
+        ("send", 0, 4, 40000, False),
+        ("open", 0, False),
+        ("open", 0, False),
+        ("send", 0, 0, 0, False),
+    ],
+    "link": LinkConditions(
+        delay=0.0005,
+        jitter=0.0005,
+        loss=0.0005,
+        reorder=0.03880256909145087,
+        corrupt=0.007339544959020203,
+    ),
+    "seed": 968,
+}
+
+
 def watch_priority_order(conn: Connection, violations: list[str]) -> None:
     """Record every hand-off of stream bytes to the engine while a higher-priority
     stream still had bytes queued and flow-control credit to send them."""
@@ -70,6 +136,7 @@ def watch_priority_order(conn: Connection, violations: list[str]) -> None:
     conn._hand = hand  # type: ignore[method-assign]
 
 
+@example(**STOPPED_STREAMS_HELD_THE_BUDGET)
 @given(
     opened=st.lists(st.tuples(SIDES, st.booleans(), PRIORITIES), min_size=1, max_size=6),
     operations=OPERATIONS,
