@@ -6,6 +6,8 @@ your own code on the simulated network in :mod:`sansquic.testing`.
 """
 
 from . import ratelimit as ratelimit
+from . import tokens as tokens
+from ._auth import AuthFormatError, AuthMethod, AuthPolicy, AuthRejection, AuthRequest, Identity
 from ._certs import CertificatePair, make_dev_certificate
 from ._codes import CloseCode
 from ._config import Config
@@ -22,6 +24,9 @@ from ._errors import (
     StreamStoppedError,
 )
 from ._events import (
+    Authenticated,
+    AuthRejected,
+    AuthRequested,
     ConnectionTerminated,
     DatagramReceived,
     Event,
@@ -43,6 +48,14 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Address",
+    "AuthFormatError",
+    "AuthMethod",
+    "AuthPolicy",
+    "AuthRejected",
+    "AuthRejection",
+    "AuthRequest",
+    "AuthRequested",
+    "Authenticated",
     "CertificatePair",
     "CloseCode",
     "Config",
@@ -57,6 +70,7 @@ __all__ = [
     "EndpointStats",
     "Event",
     "HandshakeCompleted",
+    "Identity",
     "LocalProtocolError",
     "Priority",
     "RateLimits",

@@ -12,3 +12,11 @@ class CloseCode(enum.IntEnum):
 
     #: The peer kept exceeding a rate limit of :class:`~sansquic.ratelimit.RateLimits`.
     RATE_LIMITED = 0x5351_0001
+    #: The server rejected the client's credentials (the reason says why).
+    AUTH_REJECTED = 0x5351_0002
+    #: No auth decision within ``AuthPolicy.deadline``.
+    AUTH_TIMEOUT = 0x5351_0003
+    #: The auth request or answer was malformed or too large.
+    AUTH_MALFORMED = 0x5351_0004
+    #: The client sent more streams, bytes or datagrams than allowed before acceptance.
+    AUTH_BUDGET_EXCEEDED = 0x5351_0005

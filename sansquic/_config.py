@@ -9,6 +9,7 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ._auth import AuthPolicy, AuthRequest
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
 from ._validators import bool_, int_in, one_of, positive
@@ -142,6 +143,10 @@ class Config:
     scheduler_quantum: int = attrs.field(default=16 * 1024, validator=int_in(1, 2**30))
     #: Datagrams waiting to be sent; when full the oldest is dropped (and counted).
     datagram_queue_limit: int = attrs.field(default=256, validator=int_in(1, 2**20))
+    #: (Servers) The auth handshake clients must pass; ``None`` for no auth.
+    auth: AuthPolicy | None = attrs.field(default=None)
+    #: (Clients) What to present in the auth handshake; ``None`` to send nothing.
+    auth_request: AuthRequest | None = attrs.field(default=None)
     #: Admission limits (for Endpoints) and limits on what the peer may send.
     rate_limits: RateLimits = attrs.field(factory=RateLimits)
     #: The QUIC engine underneath.

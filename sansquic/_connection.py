@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._aioquic import AioquicEngine, initial_destination_cid
+from ._auth import AuthRejection, Identity
+from ._authflow import AUTH_STREAM, AuthFlow, new_flow
 from ._codes import CloseCode
 from ._config import Config
 from ._engine import (
@@ -70,6 +72,8 @@ class _Hooks(Protocol):
     def touched(self, connection: Connection) -> None: ...
 
     def cid_changed(self, connection: Connection, cid: bytes, issued: bool) -> None: ...
+
+    def auth_failed(self, connection: Connection, now: float) -> None: ...
 
 
 _MAX_CODE = 2**62 - 1
@@ -215,6 +219,9 @@ class Connection:
         self._closed_error: ConnectionClosed | None = None
         self._alpn: str | None = None
         self._counters = _Counters()
+        self._close_pending: tuple[int, str] | None = None  # closes after the next flush
+        self._last_address: Address | None = None
+        self._auth = new_flow(self, server=role is Role.SERVER)
 
     @classmethod
     def _for_endpoint(
@@ -270,6 +277,11 @@ class Connection:
         return self._alpn
 
     @property
+    def identity(self) -> Identity | None:
+        """Who the auth handshake accepted (both sides), or ``None`` until then."""
+        return None if self._auth is None else self._auth.identity
+
+    @property
     def max_datagram_size(self) -> int | None:
         """The largest datagram :meth:`send_datagram` accepts now.
 
@@ -299,6 +311,8 @@ class Connection:
         assert self._engine is not None  # a client always has its engine
         self._engine.connect(address, now)
         self._state = ConnectionState.HANDSHAKING
+        if self._auth is not None and self._config.auth_request is not None:
+            self._auth.start_client(self._config.auth_request)
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
         """Feed one UDP payload that arrived from ``address``.
@@ -336,6 +350,7 @@ class Connection:
         ):
             self._terminate(Terminated(0, "stateless reset", ClosedBy.PEER, False))
             return
+        self._last_address = address
         engine.receive_datagram(data, address, now)
         self._pump(now)
 
@@ -350,6 +365,8 @@ class Connection:
         # The engine checks each of its deadlines itself, so an early call does nothing.
         self._engine.handle_timer(now)
         self._pump(now)
+        if self._auth is not None:
+            self._auth.handle_timer(now)
 
     # -- outputs ----------------------------------------------------------------
 
@@ -364,6 +381,12 @@ class Connection:
         if self._scheduler or self._outgoing_datagrams:
             self._schedule()
         out = self._engine.datagrams_to_send(now)
+        if self._close_pending is not None:
+            # The answer went out in `out`; now the CONNECTION_CLOSE follows it.
+            code, reason = self._close_pending
+            self._close_pending = None
+            self._close_locally(code, reason)
+            out += self._engine.datagrams_to_send(now)
         counters = self._counters
         counters.udp_datagrams_sent += len(out)
         counters.udp_bytes_sent += sum(len(data) for data, _ in out)
@@ -374,7 +397,11 @@ class Connection:
         """When :meth:`handle_timer` must next be called, or ``None`` for never."""
         if self._engine is None or self._state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return None
-        return self._engine.timer()
+        timer = self._engine.timer()
+        auth_deadline = None if self._auth is None else self._auth.timer()
+        if auth_deadline is not None and (timer is None or auth_deadline < timer):
+            return auth_deadline
+        return timer
 
     def next_event(self) -> Event | None:
         """Return the next event, or ``None`` when there is none for now."""
@@ -592,6 +619,28 @@ class Connection:
         queue.append(data)
         self._counters.datagrams_sent += 1
 
+    def accept_auth(self, identity: Identity) -> None:
+        """(Server) Accept the client that sent ``AuthRequested``.
+
+        ``Authenticated`` follows, then everything the client sent meanwhile.
+        Next: :meth:`datagrams_to_send`.
+        """
+        if not isinstance(identity, Identity):
+            raise TypeError(f"identity must be a sansquic.Identity, not {identity!r}")
+        self._require_engine()
+        self._require_auth().accept(identity)
+
+    def reject_auth(self, code: int = 1, reason: str = "rejected") -> None:
+        """(Server) Reject the client that sent ``AuthRequested``; the connection then
+        closes with ``CloseCode.AUTH_REJECTED``. Next: :meth:`datagrams_to_send`."""
+        _check_code(code, "code")
+        if not 0 <= code < 2**32:
+            raise LocalProtocolError(f"an auth rejection code fits in 32 bits, not {code}")
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+        self._require_engine()
+        self._require_auth().reject(AuthRejection(code=code, reason=reason), self._now_hint())
+
     def change_connection_id(self) -> None:
         """Switch to another connection id the peer issued, retiring the current one.
 
@@ -680,6 +729,28 @@ class Connection:
             )
         return new
 
+    def _require_auth(self) -> AuthFlow:
+        if self._auth is None or not self._auth.server:
+            raise LocalProtocolError("auth answers are for servers whose Config has an AuthPolicy")
+        return self._auth
+
+    def _now_hint(self) -> float:
+        """The latest time the engine saw, for decisions a command makes."""
+        return 0.0 if self._engine is None else self._engine.now
+
+    def _close_locally(self, code: int, reason: str) -> None:
+        """Close from inside the core (auth, rate limits) with an application code."""
+        if self._closed_error is None and self._engine is not None:
+            self._engine.close(code, reason)
+            self._begin_close(Terminated(code, reason, ClosedBy.LOCAL, True))
+            if self._hooks is not None:
+                self._hooks.touched(self)
+
+    def _close_after_flush(self, code: int, reason: str) -> None:
+        self._close_pending = (code, reason)
+        if self._hooks is not None:
+            self._hooks.touched(self)
+
     def _schedule(self) -> None:
         """Hand the engine what the network can take now: datagrams, then streams by priority."""
         engine = self._engine
@@ -752,14 +823,21 @@ class Connection:
 
     def _translate(self, engine: AioquicEngine, now: float) -> None:
         """Turn the engine's events into stream state and public events."""
-        emit = self._events.append
         streams = self._streams
         counters = self._counters
+        auth = self._auth
         for ev in engine.events():
+            # A server holds the client's doings back until the client is accepted.
+            emit = auth.hold if auth is not None and auth.gating else self._events.append
             if isinstance(ev, StreamData):
-                record = self._peer_stream(ev.stream_id)
+                if auth is not None and ev.stream_id == AUTH_STREAM:
+                    self._auth_stream_data(auth, ev, now)
+                    continue
+                record = self._peer_stream(ev.stream_id, emit)
                 if record is None:
                     continue
+                if emit is not self._events.append and ev.data and auth is not None:
+                    auth.held_bytes(len(ev.data))
                 if record.recv is RecvState.STOPPED:
                     engine.consumed(ev.stream_id, len(ev.data))  # dropped: credit returns
                     continue
@@ -783,7 +861,7 @@ class Connection:
                 if self._hooks is not None:
                     self._hooks.cid_changed(self, ev.cid, isinstance(ev, CidIssued))
             elif isinstance(ev, StreamResetByPeer):
-                record = self._peer_stream(ev.stream_id)
+                record = self._peer_stream(ev.stream_id, emit)
                 if record is None:
                     continue
                 recv = RECV_TRANSITIONS.get((record.recv, RecvInput.PEER_RESET))
@@ -794,7 +872,7 @@ class Connection:
                     record.recv = recv
                     streams.drop_if_done(record)
             elif isinstance(ev, StopSendingByPeer):
-                record = self._peer_stream(ev.stream_id)
+                record = self._peer_stream(ev.stream_id, emit)
                 if record is None:
                     continue
                 send = SEND_TRANSITIONS.get((record.send, SendInput.PEER_STOP))
@@ -809,7 +887,11 @@ class Connection:
                 self._alpn = ev.alpn
                 if self._state is ConnectionState.HANDSHAKING:
                     self._state = ConnectionState.CONNECTED
-                emit(HandshakeCompleted(alpn=ev.alpn))
+                if auth is not None and auth.server and self._config.auth is not None:
+                    auth.handshake_done(now, self._config.auth)
+                self._events.append(
+                    HandshakeCompleted(alpn=ev.alpn)
+                )  # the TLS result, not the peer's
             elif isinstance(ev, Terminated):
                 self._terminate(ev)
 
@@ -839,22 +921,29 @@ class Connection:
             self._datagram_excess, self._datagram_excess_since = 0, now
         self._datagram_excess += 1
         # Sustained: the peer sent a whole grace period's allowance on top of it.
-        if self._datagram_excess > bucket.rate * grace and self._closed_error is None:
-            assert self._engine is not None
-            reason = "datagram rate exceeded"
-            self._engine.close(CloseCode.RATE_LIMITED, reason)
-            self._begin_close(Terminated(CloseCode.RATE_LIMITED, reason, ClosedBy.LOCAL, True))
+        if self._datagram_excess > bucket.rate * grace:
+            self._close_locally(CloseCode.RATE_LIMITED, "datagram rate exceeded")
         return False
 
-    def _peer_stream(self, stream_id: int) -> StreamRecord | None:
+    def _peer_stream(self, stream_id: int, emit: Callable[[Event], None]) -> StreamRecord | None:
         """The record for a stream the engine reported, announcing it if the peer just opened it."""
         record, opened = self._streams.peer_record(stream_id)
         if opened:
             self._counters.streams_opened_remote += 1
-            self._events.append(
-                StreamOpened(stream_id=stream_id, bidirectional=is_bidirectional(stream_id))
-            )
+            emit(StreamOpened(stream_id=stream_id, bidirectional=is_bidirectional(stream_id)))
         return record
+
+    def _auth_stream_data(self, auth: AuthFlow, ev: StreamData, now: float) -> None:
+        """The auth stream never surfaces: its bytes go to the auth flow."""
+        if auth.server:
+            self._streams.peer_record(AUTH_STREAM)  # so the answer can be sent on it
+        if ev.data:
+            self._engine.consumed(AUTH_STREAM, len(ev.data))  # type: ignore[union-attr]
+            auth.stream_data(ev.data, now, self._last_address)
+        record = self._streams.records.get(AUTH_STREAM)
+        if ev.fin and record is not None and record.recv is RecvState.OPEN:
+            record.recv = RecvState.FINISHED
+            self._streams.drop_if_done(record)
 
     def _begin_close(self, ev: Terminated) -> None:
         """Refuse further commands with the error that describes this close."""
@@ -868,6 +957,8 @@ class Connection:
         self._state = ConnectionState.CLOSING
 
     def _terminate(self, ev: Terminated) -> None:
+        if self._auth is not None:
+            self._auth.terminated(ev.error_code, ev.reason, ev.closed_by is ClosedBy.PEER)
         self._begin_close(ev)
         by_peer = ev.closed_by is ClosedBy.PEER
         self._state = ConnectionState.CLOSED

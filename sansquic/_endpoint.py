@@ -74,6 +74,8 @@ class EndpointStats:
     dropped: Mapping[str, int]
     #: Addresses the per-address limiters track now (bounded by ``max_tracked_addresses``).
     tracked_addresses: int
+    #: Clients that failed the auth handshake (rejected, malformed or too slow).
+    auth_failures: int
 
     def outcomes(self) -> int:
         """Datagrams by what became of them; equals ``datagrams_received`` (each counts once)."""
@@ -169,6 +171,17 @@ class Endpoint:
                 _bucket_factory(limits.prehandshake_datagrams_per_second),
                 limits.max_tracked_addresses,
             )
+        # Auth failures per address key; exhausting the bucket locks the key out.
+        self._auth_failures: KeyedLimiter[TokenBucket] | None = None
+        self._lockouts: KeyedLimiter[list[float]] | None = None
+        if config.auth is not None:
+            policy = config.auth
+            failures, window = policy.max_failures, policy.failure_window
+            self._auth_failures = KeyedLimiter(
+                lambda t: TokenBucket(failures / window, failures, t), limits.max_tracked_addresses
+            )
+            self._lockouts = KeyedLimiter(lambda t: [t], limits.max_tracked_addresses)
+        self._auth_failure_count = 0
         self._accepted = self._connected = 0
         self._retries = self._invalid_tokens = self._negotiations = self._resets = 0
         self._received = self._routed = 0
@@ -306,6 +319,7 @@ class Endpoint:
             datagrams_routed=self._routed,
             dropped=MappingProxyType(dict(self._dropped)),
             tracked_addresses=tracked,
+            auth_failures=self._auth_failure_count,
         )
 
     # -- hooks the connections call ----------------------------------------------
@@ -314,6 +328,16 @@ class Endpoint:
         """A connection got a command: flush it on the next :meth:`datagrams_to_send`."""
         if connection in self._entries:
             self._dirty[connection] = None
+
+    def auth_failed(self, connection: Connection, now: float) -> None:
+        """A client failed the auth handshake: count it against its address key."""
+        self._auth_failure_count += 1
+        entry = self._entries.get(connection)
+        if entry is None or self._auth_failures is None or self._lockouts is None:
+            return
+        if not self._auth_failures.get(entry.address_key, now).allow(now):
+            assert self._config.auth is not None
+            self._lockouts.get(entry.address_key, now)[0] = now + self._config.auth.lockout
 
     def cid_changed(self, connection: Connection, cid: bytes, issued: bool) -> None:
         entry = self._entries.get(connection)
@@ -397,6 +421,10 @@ class Endpoint:
     def _refusal(self, key: str, now: float) -> str | None:
         """Why a new connection from ``key`` must be refused, or ``None`` to admit it."""
         limits = self._limits
+        if self._lockouts is not None:
+            locked = self._lockouts.peek(key)
+            if locked is not None and now < locked[0]:
+                return "auth lockout"
         if limits.max_connections is not None and len(self._entries) >= limits.max_connections:
             return "connections"
         per_address = limits.max_connections_per_address

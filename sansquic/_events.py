@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import attrs
 
+from ._auth import AuthRequest, Identity
+
 __all__ = [
+    "AuthRejected",
+    "AuthRequested",
+    "Authenticated",
     "ConnectionTerminated",
     "DatagramReceived",
     "Event",
@@ -36,6 +41,33 @@ class HandshakeCompleted(Event):
     """
 
     alpn: str | None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class AuthRequested(Event):
+    """(Server) A client asks to be accepted: answer with ``accept_auth(identity)``
+    or ``reject_auth(code, reason)`` before ``AuthPolicy.deadline``."""
+
+    request: AuthRequest
+    address: tuple[str, int]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Authenticated(Event):
+    """The auth handshake accepted the client; ``identity`` is who it is.
+
+    On a server, the client's held streams and datagrams follow this event.
+    """
+
+    identity: Identity
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class AuthRejected(Event):
+    """(Client) The server rejected the credentials; the connection is closing."""
+
+    code: int
+    reason: str
 
 
 @attrs.frozen(kw_only=True, slots=True)

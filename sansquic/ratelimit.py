@@ -140,6 +140,10 @@ class KeyedLimiter(Generic[T]):
             items.move_to_end(key)
         return item
 
+    def peek(self, key: Any) -> T | None:
+        """The limiter for ``key`` if there is one; creates nothing, reorders nothing."""
+        return self._items.get(key)
+
     def discard(self, key: Any) -> None:
         """Forget ``key``."""
         self._items.pop(key, None)

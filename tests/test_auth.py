@@ -1,0 +1,350 @@
+"""The auth handshake: nothing reaches the server application before the peer is accepted."""
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from sansquic import (
+    Authenticated,
+    AuthFormatError,
+    AuthMethod,
+    AuthPolicy,
+    AuthRejected,
+    AuthRejection,
+    AuthRequest,
+    AuthRequested,
+    CloseCode,
+    Config,
+    ConnectionState,
+    DatagramReceived,
+    Endpoint,
+    HandshakeCompleted,
+    Identity,
+    LocalProtocolError,
+    RateLimits,
+    StreamOpened,
+)
+from sansquic._auth import (
+    encode_accepted,
+    encode_rejected,
+    encode_request,
+    parse_accepted_or_rejected,
+    parse_request,
+)
+from sansquic.testing import LinkConditions, Pair, SimNetwork, StreamSink, connected_pair
+from sansquic.tokens import InvalidToken, TokenSigner, TokenVerifier, token_authenticator
+
+KEYS = {"k1": b"the first key, 32 bytes long....", "k2": b"the second key, 32 bytes long..."}
+SIGNER = TokenSigner(KEYS, key_id="k2")
+VERIFIER = TokenVerifier(KEYS, clock_skew=5)
+
+
+def token_pair(
+    token: str | bytes | None,
+    *,
+    policy: AuthPolicy | None = None,
+    method: AuthMethod = AuthMethod.BEARER,
+    metadata: dict[str, str] | None = None,
+) -> tuple[Pair, StreamSink, StreamSink]:
+    """A client presenting ``token`` to a server checking tokens (unless ``policy``)."""
+    policy = policy or AuthPolicy(authenticator=token_authenticator(VERIFIER))
+    request = None
+    if token is not None:
+        credentials = token.encode() if isinstance(token, str) else token
+        request = AuthRequest(method=method, credentials=credentials, metadata=metadata or {})
+    pair = connected_pair(
+        LinkConditions(delay=0.005),
+        client_config=Config(dev_mode=True, auth_request=request),
+        server_config=Config(dev_mode=True, auth=policy),
+    )
+    client, server = StreamSink(pair.client), StreamSink(pair.server)
+    pair.network.step_hooks += [client.pump, server.pump]
+    return pair, client, server
+
+
+def of_type(sink: StreamSink, kind: type) -> list[Any]:
+    return [e for e in sink.events if isinstance(e, kind)]
+
+
+def test_accept_with_a_token() -> None:
+    token = SIGNER.sign("agent-7", scopes=("read", "write"), ttl=60, now=0)
+    pair, client, server = token_pair(token, metadata={"agent_id": "a7", "version": "1.2"})
+    assert pair.network.run_until(lambda: of_type(client, Authenticated), 5)
+    identity = of_type(client, Authenticated)[0].identity
+    assert (identity.subject, identity.scopes) == ("agent-7", ("read", "write"))
+    assert pair.client.identity == identity and pair.server.identity is not None
+    assert of_type(server, Authenticated)[0].identity.subject == "agent-7"
+    sid = pair.client.open_stream()
+    pair.client.send(sid, b"after auth", end=True)
+    assert pair.network.run_until(lambda: sid in server.ended, 5)
+    assert server.opened == [sid] and 0 not in server.opened  # the auth stream never shows
+    assert 0 not in client.received and 0 not in server.received
+
+
+def test_reject_closes_with_the_documented_code() -> None:
+    policy = AuthPolicy(authenticator=lambda req, addr, now: AuthRejection(code=77, reason="nope"))
+    pair, client, server = token_pair("whatever", policy=policy)
+    sid = pair.client.open_stream()
+    pair.client.send(sid, b"pipelined", end=True)
+    assert pair.network.run_until(lambda: client.terminated is not None, 5)
+    assert [(e.code, e.reason) for e in of_type(client, AuthRejected)] == [(77, "nope")]
+    assert client.terminated is not None
+    assert (client.terminated.error_code, client.terminated.by_peer) == (
+        CloseCode.AUTH_REJECTED,
+        True,
+    )
+    assert pair.network.run_until(lambda: server.terminated is not None, 5)
+    # The server application saw the handshake and the close, nothing the client sent.
+    assert {type(e) for e in server.events} <= {HandshakeCompleted, type(server.terminated)}
+    assert pair.client.identity is None
+
+
+def test_deferred_accept_after_two_seconds_releases_held_streams_in_order() -> None:
+    pair, client, server = token_pair("please", policy=AuthPolicy())
+    assert pair.network.run_until(lambda: of_type(server, AuthRequested), 5)
+    requested = of_type(server, AuthRequested)[0]
+    assert requested.request.credentials == b"please"
+    assert requested.address == pair.client_address
+    streams = [pair.client.open_stream() for _ in range(5)]  # pipelined before the answer
+    for i, sid in enumerate(streams):
+        pair.client.send(sid, b"message %d" % i, end=True)
+    pair.client.send_datagram(b"early datagram")
+    pair.network.run_for(2.0)
+    assert server.opened == [] and server.datagrams == []  # held, not surfaced
+    pair.server.accept_auth(Identity(subject="late", session={"room": "blue"}))
+    assert pair.network.run_until(lambda: len(server.ended) == 5, 5)
+    assert server.opened == streams
+    assert [bytes(server.received[s]) for s in streams] == [b"message %d" % i for i in range(5)]
+    assert server.datagrams == [b"early datagram"]
+    kinds = [type(e) for e in server.events]
+    assert kinds.index(Authenticated) < kinds.index(StreamOpened)
+    assert pair.network.run_until(lambda: of_type(client, Authenticated), 5)
+    assert of_type(client, Authenticated)[0].identity.session == {"room": "blue"}
+
+
+def test_deferred_reject() -> None:
+    pair, client, server = token_pair("please", policy=AuthPolicy())
+    assert pair.network.run_until(lambda: of_type(server, AuthRequested), 5)
+    pair.server.reject_auth(403, "not today")
+    assert pair.network.run_until(lambda: of_type(client, AuthRejected), 5)
+    assert (of_type(client, AuthRejected)[0].code, pair.server.state.value) == (403, "closing")
+
+
+def test_deadline_closes_a_silent_client() -> None:
+    pair, client, server = token_pair(None, policy=AuthPolicy(deadline=3.0))
+    start = pair.network.now
+    assert pair.network.run_until(lambda: server.terminated is not None, 10)
+    assert 3.0 <= pair.network.now - start < 3.5
+    assert server.terminated is not None
+    assert server.terminated.error_code == CloseCode.AUTH_TIMEOUT
+    assert pair.network.run_until(lambda: client.terminated is not None, 5)
+
+
+def test_deadline_closes_when_the_application_never_answers() -> None:
+    pair, client, server = token_pair("hello", policy=AuthPolicy(deadline=2.0))
+    assert pair.network.run_until(lambda: client.terminated is not None, 10)
+    assert of_type(server, AuthRequested)
+    assert [e.code for e in of_type(client, AuthRejected)] == [CloseCode.AUTH_TIMEOUT]
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (
+            TokenSigner({"k1": b"some other key material here"}, "k1").sign("x", ttl=60, now=0),
+            "bad signature",
+        ),
+        (SIGNER.sign("x", ttl=60, now=-1000), "token expired"),
+        (SIGNER.sign("x", ttl=60, now=0)[:-3] + "AAA", "bad signature"),
+        (
+            TokenSigner({"k9": b"the ninth key, 32 bytes long...."}, "k9").sign("x", ttl=60, now=0),
+            "unknown key id 'k9'",
+        ),
+        ("not a token at all", "not a sansquic token"),
+    ],
+    ids=["wrong key", "expired", "forged", "unknown key id", "garbage"],
+)
+def test_bad_tokens_are_rejected(token: str, reason: str) -> None:
+    pair, client, server = token_pair(token)
+    assert pair.network.run_until(lambda: of_type(client, AuthRejected), 5)
+    assert of_type(client, AuthRejected)[0].reason == reason
+    assert not of_type(server, Authenticated)
+
+
+def test_oversized_credentials_are_refused() -> None:
+    policy = AuthPolicy(authenticator=token_authenticator(VERIFIER), max_request_size=1024)
+    pair, client, _ = token_pair(b"x" * 5000, policy=policy)
+    assert pair.network.run_until(lambda: of_type(client, AuthRejected), 5)
+    assert of_type(client, AuthRejected)[0].code == CloseCode.AUTH_MALFORMED
+
+
+def test_mutual_tls_is_refused_with_a_clear_reason() -> None:
+    pair, client, _ = token_pair(b"", method=AuthMethod.MUTUAL_TLS)
+    assert pair.network.run_until(lambda: of_type(client, AuthRejected), 5)
+    assert "mutual TLS" in of_type(client, AuthRejected)[0].reason
+
+
+def test_anonymous_peers_only_where_allowed() -> None:
+    pair, client, _ = token_pair(
+        b"", method=AuthMethod.NONE, policy=AuthPolicy(allow_anonymous=True)
+    )
+    assert pair.network.run_until(lambda: of_type(client, Authenticated), 5)
+    assert pair.client.identity == Identity(subject="anonymous")
+    pair, client, server = token_pair(b"", method=AuthMethod.NONE, policy=AuthPolicy())
+    assert pair.network.run_until(lambda: of_type(server, AuthRequested), 5)  # the app decides
+
+
+def test_a_flood_before_auth_is_held_within_budget_then_closed_never_surfaced() -> None:
+    policy = AuthPolicy(held_streams=100, held_bytes=64 * 1024, held_datagrams=10, deadline=30)
+    pair, client, server = token_pair("waiting", policy=policy)
+    for i in range(1000):
+        pair.client.send(pair.client.open_stream(), b"%d" % i, end=True)
+        if i % 100 == 0:
+            pair.client.send_datagram(b"d")
+    assert pair.network.run_until(lambda: server.terminated is not None, 10)
+    assert server.terminated is not None
+    assert server.terminated.error_code == CloseCode.AUTH_BUDGET_EXCEEDED
+    assert server.opened == [] and server.datagrams == [] and not server.received
+    assert not [e for e in server.events if isinstance(e, StreamOpened | DatagramReceived)]
+    assert pair.network.run_until(lambda: client.terminated is not None, 5)
+
+
+def test_auth_answers_are_for_servers_waiting_on_a_request() -> None:
+    silent, _, _ = token_pair(None, policy=AuthPolicy())
+    with pytest.raises(LocalProtocolError):
+        silent.server.accept_auth(Identity(subject="too early"))  # no request yet
+    pair, _, server = token_pair("x", policy=AuthPolicy())
+    with pytest.raises(LocalProtocolError):
+        pair.client.accept_auth(Identity(subject="client"))
+    assert pair.network.run_until(lambda: of_type(server, AuthRequested), 5)
+    with pytest.raises(LocalProtocolError):
+        pair.server.reject_auth(2**32, "code too large")
+    pair.server.accept_auth(Identity(subject="ok"))
+    with pytest.raises(LocalProtocolError):
+        pair.server.reject_auth(1, "already answered")
+
+
+def test_repeated_failures_lock_an_address_out() -> None:
+    policy = AuthPolicy(
+        authenticator=token_authenticator(VERIFIER), max_failures=3, failure_window=60, lockout=300
+    )
+    server_config = Config(
+        dev_mode=True, auth=policy, rate_limits=RateLimits(new_connections_per_second=None)
+    )
+    net = SimNetwork(1, conditions=LinkConditions(delay=0.002))
+    server = Endpoint(server_config, server=True)
+    net.add(("10.0.0.2", 4433), server)
+    endpoints = {}
+
+    def attempt(address: tuple[str, int], token: str) -> StreamSink:
+        if address not in endpoints:
+            endpoints[address] = Endpoint(Config(dev_mode=True))
+            net.add(address, endpoints[address])
+        config = Config(dev_mode=True, auth_request=AuthRequest(credentials=token.encode()))
+        endpoint = endpoints[address]
+        endpoint._config = config  # this client presents `token`
+        conn = endpoint.connect(("10.0.0.2", 4433), net.now, server_name="localhost")
+        sink = StreamSink(conn)
+        net.step_hooks.append(sink.pump)
+        assert net.run_until(
+            lambda: conn.state is ConnectionState.CLOSED or of_type(sink, Authenticated), 10
+        )
+        return sink
+
+    def drain() -> None:
+        while server.next_event() is not None:
+            pass
+
+    net.step_hooks.append(drain)
+    good = SIGNER.sign("ok", ttl=600, now=0)
+    for _ in range(4):
+        assert of_type(attempt(("10.0.0.1", 5000), "bad token"), AuthRejected)
+    refused = attempt(("10.0.0.1", 5000), good)  # the right token, but locked out
+    assert refused.terminated is not None and refused.terminated.error_code == 0x02
+    assert of_type(attempt(("10.0.0.9", 5000), good), Authenticated)  # others are fine
+    stats = server.stats()
+    assert stats.auth_failures == 4
+    assert stats.refused["auth lockout"] == 1
+
+
+# -- the wire format and tokens ------------------------------------------------------
+
+
+def test_wire_format_round_trips() -> None:
+    request = AuthRequest(
+        method=AuthMethod.BEARER, credentials=b"\x00tok", metadata={"agent_id": "é", "v": "2"}
+    )
+    assert parse_request(encode_request(request)) == request
+    identity = Identity(subject="s", scopes=("a", "b"), session={"k": "v"})
+    assert parse_accepted_or_rejected(encode_accepted(identity)) == identity
+    rejection = AuthRejection(code=2**32 - 1, reason="why")
+    assert parse_accepted_or_rejected(encode_rejected(rejection)) == rejection
+    assert encode_request(AuthRequest(credentials=b"t"))[:4] == b"\x01\x01\x00\x05"
+
+
+@given(st.binary(max_size=300))
+def test_parsers_take_any_bytes(data: bytes) -> None:
+    for parse in (parse_request, parse_accepted_or_rejected):
+        with contextlib.suppress(AuthFormatError):
+            parse(data)
+
+
+def test_tokens_rotate_and_allow_clock_skew() -> None:
+    old = TokenSigner(KEYS, key_id="k1").sign("u", ttl=10, now=100)
+    new = SIGNER.sign("u", ttl=10, now=100)
+    assert VERIFIER.verify(old, now=105).key_id == "k1"
+    assert VERIFIER.verify(new, now=105).key_id == "k2"
+    assert VERIFIER.verify(new, now=114).subject == "u"  # expired 4 s ago: within the skew
+    with pytest.raises(InvalidToken):
+        VERIFIER.verify(new, now=116)
+    with pytest.raises(InvalidToken):
+        VERIFIER.verify(new, now=94)  # issued 6 s in the future
+    assert TokenVerifier({"k2": KEYS["k2"]}).verify(new, now=100).subject == "u"
+    with pytest.raises(InvalidToken):
+        TokenVerifier({"k2": KEYS["k2"]}).verify(old, now=100)  # k1 retired
+
+
+@given(st.text(max_size=200) | st.binary(max_size=200))
+def test_token_verifier_takes_any_input(token: str | bytes) -> None:
+    with pytest.raises(InvalidToken):
+        VERIFIER.verify(token, now=0)
+
+
+@example(request_bytes=encode_request(AuthRequest(credentials=b"open sesame")), fin=True)
+@example(request_bytes=encode_request(AuthRequest(credentials=b"open sesame")), fin=False)
+@example(request_bytes=encode_request(AuthRequest(credentials=b"open sesame!")), fin=True)
+@example(request_bytes=encode_request(AuthRequest(credentials=b"open sesame"))[:-1], fin=True)
+@given(request_bytes=st.binary(max_size=2000), fin=st.booleans())
+def test_arbitrary_auth_requests_never_crash_or_accept_unless_the_authenticator_did(
+    request_bytes: bytes, fin: bool
+) -> None:
+    decisions: list[object] = []
+
+    def authenticator(
+        request: AuthRequest, address: object, now: float
+    ) -> Identity | AuthRejection:
+        outcome: Identity | AuthRejection = (
+            Identity(subject="in") if request.credentials == b"open sesame" else AuthRejection()
+        )
+        decisions.append(outcome)
+        return outcome
+
+    pair = connected_pair(
+        server_config=Config(
+            dev_mode=True, auth=AuthPolicy(authenticator=authenticator, deadline=2)
+        )
+    )
+    server = StreamSink(pair.server)
+    pair.network.step_hooks.append(server.pump)
+    sid = pair.client.open_stream()  # the client's first stream: the auth stream
+    assert sid == 0
+    pair.client.send(sid, request_bytes, end=fin)
+    pair.network.run_for(3.0)
+    accepted = of_type(server, Authenticated)
+    assert len(accepted) <= 1
+    said_yes = bool(decisions) and isinstance(decisions[-1], Identity)
+    assert bool(accepted) == said_yes  # accepted exactly when the authenticator accepted
+    assert (pair.server.identity is not None) == said_yes
