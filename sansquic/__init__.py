@@ -7,11 +7,20 @@ your own code on the simulated network in :mod:`sansquic.testing`.
 
 from . import ratelimit as ratelimit
 from . import tokens as tokens
-from ._auth import AuthFormatError, AuthMethod, AuthPolicy, AuthRejection, AuthRequest, Identity
+from ._auth import (
+    Authenticator,
+    AuthFormatError,
+    AuthMethod,
+    AuthPolicy,
+    AuthRejection,
+    AuthRequest,
+    Identity,
+)
 from ._certs import CertificatePair, make_dev_certificate
 from ._codes import CloseCode
 from ._config import Config
 from ._connection import Connection, ConnectionState, Role
+from ._dispatch import Dispatcher
 from ._endpoint import Endpoint, EndpointStats
 from ._engine import Address
 from ._errors import (
@@ -21,6 +30,7 @@ from ._errors import (
     RemoteProtocolError,
     SansQuicError,
     SendBufferFull,
+    StreamResetError,
     StreamStoppedError,
 )
 from ._events import (
@@ -56,6 +66,7 @@ __all__ = [
     "AuthRequest",
     "AuthRequested",
     "Authenticated",
+    "Authenticator",
     "CertificatePair",
     "CloseCode",
     "Config",
@@ -66,6 +77,7 @@ __all__ = [
     "ConnectionStats",
     "ConnectionTerminated",
     "DatagramReceived",
+    "Dispatcher",
     "Endpoint",
     "EndpointStats",
     "Event",
@@ -85,6 +97,7 @@ __all__ = [
     "StreamReadable",
     "StreamReset",
     "StreamStopped",
+    "StreamResetError",
     "StreamStoppedError",
     "StreamWritable",
     "StreamsAvailable",

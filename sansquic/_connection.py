@@ -828,7 +828,8 @@ class Connection:
         auth = self._auth
         for ev in engine.events():
             # A server holds the client's doings back until the client is accepted.
-            emit = auth.hold if auth is not None and auth.gating else self._events.append
+            holding = auth is not None and auth.gating
+            emit = auth.hold if holding and auth is not None else self._events.append
             if isinstance(ev, StreamData):
                 if auth is not None and ev.stream_id == AUTH_STREAM:
                     self._auth_stream_data(auth, ev, now)
@@ -836,7 +837,7 @@ class Connection:
                 record = self._peer_stream(ev.stream_id, emit)
                 if record is None:
                     continue
-                if emit is not self._events.append and ev.data and auth is not None:
+                if holding and ev.data and auth is not None:
                     auth.held_bytes(len(ev.data))
                 if record.recv is RecvState.STOPPED:
                     engine.consumed(ev.stream_id, len(ev.data))  # dropped: credit returns

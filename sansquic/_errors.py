@@ -9,6 +9,7 @@ __all__ = [
     "RemoteProtocolError",
     "SansQuicError",
     "SendBufferFull",
+    "StreamResetError",
     "StreamStoppedError",
 ]
 
@@ -71,6 +72,16 @@ class RemoteProtocolError(ConnectionClosed):
     The ``error_code`` is the transport error this side sent (RFC 9000
     section 20.1) and ``reason`` says what the peer did.
     """
+
+
+class StreamResetError(SansQuicError):
+    """The peer reset the stream: it will send nothing more on it (runtimes raise this
+    from ``receive()``)."""
+
+    def __init__(self, stream_id: int, error_code: int) -> None:
+        super().__init__(f"stream {stream_id} was reset by the peer (error code {error_code})")
+        self.stream_id = stream_id
+        self.error_code = error_code
 
 
 class StreamStoppedError(SansQuicError):

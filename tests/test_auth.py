@@ -348,3 +348,14 @@ def test_arbitrary_auth_requests_never_crash_or_accept_unless_the_authenticator_
     said_yes = bool(decisions) and isinstance(decisions[-1], Identity)
     assert bool(accepted) == said_yes  # accepted exactly when the authenticator accepted
     assert (pair.server.identity is not None) == said_yes
+
+
+def test_bytes_after_acceptance_do_not_count_against_the_held_budget() -> None:
+    token = SIGNER.sign("bulk", ttl=60, now=0)
+    policy = AuthPolicy(authenticator=token_authenticator(VERIFIER), held_bytes=10_000)
+    pair, client, server = token_pair(token, policy=policy)
+    assert pair.network.run_until(lambda: of_type(client, Authenticated), 5)
+    sid = pair.client.open_stream()
+    pair.client.send(sid, b"z" * 200_000, end=True)  # far over the pre-auth budget
+    assert pair.network.run_until(lambda: sid in server.ended, 10)
+    assert len(server.received[sid]) == 200_000 and server.terminated is None

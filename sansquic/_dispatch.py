@@ -1,0 +1,220 @@
+"""``Dispatcher``: what every runtime needs between an Endpoint and its waiters.
+
+A runtime adapter moves datagrams, sleeps until the timer and wakes waiters;
+everything it would otherwise decide lives here, written once: which events
+mean a stream has data or ended, which connections are ready for the
+application, which waiters each event should wake. It is pure, like the rest
+of the core.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+
+from ._connection import Connection, ConnectionState
+from ._endpoint import Endpoint
+from ._errors import ConnectionClosed, SansQuicError, StreamResetError, StreamStoppedError
+from ._events import (
+    Authenticated,
+    AuthRejected,
+    ConnectionTerminated,
+    DatagramReceived,
+    HandshakeCompleted,
+    StreamEnded,
+    StreamOpened,
+    StreamReadable,
+    StreamReset,
+    StreamStopped,
+    StreamWritable,
+)
+
+__all__ = ["Dispatcher", "Wake"]
+
+#: A waiter's key: ``("ready", conn)``, ``("accept", conn)``, ``("datagram", conn)``,
+#: ``("read", conn, stream_id)``, ``("write", conn, stream_id)``, ``("closed", conn)``
+#: or ``("incoming",)``.
+Wake = tuple[Hashable, ...]
+
+
+class _Link:
+    """Per-connection state the runtime's objects read."""
+
+    __slots__ = (
+        "datagrams",
+        "ended",
+        "failed",
+        "incoming",
+        "ready",
+        "resets",
+        "stops",
+        "terminated",
+    )
+
+    def __init__(self) -> None:
+        self.ready = False  # handshake done (and, with auth, accepted)
+        self.failed: SansQuicError | None = None  # why it can never become ready
+        self.incoming: deque[int] = deque()  # streams the peer opened, not yet accepted
+        self.datagrams: deque[bytes] = deque()
+        self.ended: set[int] = set()  # streams whose FIN arrived
+        self.resets: dict[int, int] = {}  # stream -> the peer's reset code
+        self.stops: dict[int, int] = {}  # stream -> the peer's STOP_SENDING code
+        self.terminated = False
+
+
+class Dispatcher:
+    """Turns an :class:`Endpoint`'s events into state a runtime can wait on.
+
+    After feeding the endpoint (datagrams, timers, commands), call
+    :meth:`process` and wake every waiter whose key it returns. Waiters then
+    call the query methods below, which say whether to wait again.
+    """
+
+    def __init__(self, endpoint: Endpoint, *, datagram_queue: int = 1024) -> None:
+        self.endpoint = endpoint
+        self._links: dict[Connection, _Link] = {}
+        self._accepted: deque[Connection] = deque()  # server connections ready for the app
+        self._datagram_queue = datagram_queue
+        self._authenticates = endpoint._config.auth is not None
+
+    def watch(self, conn: Connection) -> None:
+        """Track a connection this side opened (server connections are tracked on their own)."""
+        self._links.setdefault(conn, _Link())
+
+    def process(self) -> set[Wake]:
+        """Apply every pending event; return the keys of the waiters to wake."""
+        wake: set[Wake] = set()
+        endpoint = self.endpoint
+        while (item := endpoint.next_event()) is not None:
+            conn, event = item
+            link = self._links.get(conn)
+            if link is None:
+                link = self._links[conn] = _Link()
+            self._apply(conn, link, event, wake)
+        return wake
+
+    def _apply(self, conn: Connection, link: _Link, event: object, wake: set[Wake]) -> None:
+        if isinstance(event, StreamReadable | StreamEnded):
+            if isinstance(event, StreamEnded):
+                link.ended.add(event.stream_id)
+            wake.add(("read", conn, event.stream_id))
+        elif isinstance(event, StreamWritable):
+            wake.add(("write", conn, event.stream_id))
+        elif isinstance(event, StreamOpened):
+            link.incoming.append(event.stream_id)
+            wake.add(("accept", conn))
+        elif isinstance(event, DatagramReceived):
+            if len(link.datagrams) >= self._datagram_queue:
+                link.datagrams.popleft()  # unreliable by nature: the oldest goes
+            link.datagrams.append(event.data)
+            wake.add(("datagram", conn))
+        elif isinstance(event, StreamReset):
+            link.resets[event.stream_id] = event.error_code
+            wake.add(("read", conn, event.stream_id))
+        elif isinstance(event, StreamStopped):
+            link.stops[event.stream_id] = event.error_code
+            wake.add(("write", conn, event.stream_id))
+        elif isinstance(event, HandshakeCompleted | Authenticated):
+            # Without auth the handshake makes a connection ready; with it, acceptance does.
+            needs_auth = (
+                conn.role.value == "server" and self._authenticates
+            ) or conn.config.auth_request is not None
+            if isinstance(event, Authenticated) or not needs_auth:
+                link.ready = True
+                wake.add(("ready", conn))
+                if conn.role.value == "server":
+                    self._accepted.append(conn)
+                    wake.add(("incoming",))
+        elif isinstance(event, AuthRejected):
+            link.failed = ConnectionClosed(event.code, event.reason, by_peer=True, application=True)
+            wake.add(("ready", conn))
+        elif isinstance(event, ConnectionTerminated):
+            # Every waiter on this connection must look again: it will find it closed.
+            link.terminated = True
+            wake.update([("ready", conn), ("accept", conn), ("datagram", conn), ("closed", conn)])
+            for stream_id in conn._streams.records:
+                wake.update([("read", conn, stream_id), ("write", conn, stream_id)])
+
+    # -- queries ---------------------------------------------------------------------
+
+    def ready(self, conn: Connection) -> bool:
+        """True once the connection may be used; raises if it never will be."""
+        link = self._links.get(conn)
+        if link is not None and link.failed is not None:
+            raise link.failed
+        if link is not None and link.ready:
+            return True
+        self._raise_if_closed(conn)
+        return False
+
+    def next_connection(self) -> Connection | None:
+        """A server connection ready for the application (handshake done, auth passed)."""
+        while self._accepted:
+            conn = self._accepted.popleft()
+            if conn.state is not ConnectionState.CLOSED:
+                return conn
+        return None
+
+    def next_stream(self, conn: Connection) -> int | None:
+        """A stream the peer opened, or None to wait ("accept"); raises once closed."""
+        link = self._links.get(conn)
+        if link is not None and link.incoming:
+            return link.incoming.popleft()
+        self._raise_if_closed(conn)
+        return None
+
+    def next_datagram(self, conn: Connection) -> bytes | None:
+        """A received datagram, or None to wait ("datagram"); raises once closed."""
+        link = self._links.get(conn)
+        if link is not None and link.datagrams:
+            return link.datagrams.popleft()
+        self._raise_if_closed(conn)
+        return None
+
+    def receive(self, conn: Connection, stream_id: int, max_bytes: int = -1) -> bytes | None:
+        """Stream data; ``b""`` at the end of the stream; None to wait ("read").
+
+        Raises :class:`StreamResetError` when the peer reset the stream, and
+        the connection's error once it closed with nothing left to read.
+        """
+        data = conn.read(stream_id, max_bytes)
+        if data:
+            return data
+        link = self._links.get(conn)
+        if link is not None and stream_id in link.resets:
+            raise StreamResetError(stream_id, link.resets[stream_id])
+        if link is not None and stream_id in link.ended:
+            return b""
+        self._raise_if_closed(conn)
+        return None
+
+    def can_send(self, conn: Connection, stream_id: int) -> bool:
+        """Whether to send now rather than wait ("write"); raises if the peer stopped
+        the stream or the connection closed."""
+        link = self._links.get(conn)
+        if link is not None and stream_id in link.stops:
+            raise StreamStoppedError(stream_id, link.stops[stream_id])
+        self._raise_if_closed(conn)
+        return conn.writable(stream_id)
+
+    def forget_stream(self, conn: Connection, stream_id: int) -> None:
+        """The application is done with a stream: drop what was kept for it."""
+        link = self._links.get(conn)
+        if link is not None:
+            link.ended.discard(stream_id)
+            link.resets.pop(stream_id, None)
+            link.stops.pop(stream_id, None)
+
+    def forget(self, conn: Connection) -> None:
+        """The application is done with a connection: drop what was kept for it."""
+        self._links.pop(conn, None)
+
+    @staticmethod
+    def _raise_if_closed(conn: Connection) -> None:
+        if conn.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            error = conn._closed_error
+            raise (
+                error
+                if error is not None
+                else ConnectionClosed(0, "closed", by_peer=False, application=True)
+            )
