@@ -35,9 +35,16 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def types(session: nox.Session) -> None:
-    """mypy --strict on the core."""
+    """mypy --strict on the core, the runtimes and the conformance suite."""
     session.install("-e", ".", "mypy")
-    session.run("mypy", "--strict", "sansquic")
+    session.run("mypy", "--strict")  # the files listed in pyproject.toml
+
+
+@nox.session(python=PYTHONS)
+def conformance(session: nox.Session) -> None:
+    """The whole matrix: every case, every client x server runtime pair, over loopback."""
+    session.install("-e", ".")
+    session.run("python", "-m", "conformance", *session.posargs)
 
 
 @nox.session(python=PYTHONS)

@@ -44,6 +44,8 @@ __all__ = ["AUTH_STREAM", "AuthFlow", "AuthState"]
 
 #: The client's first bidirectional stream carries the auth handshake.
 AUTH_STREAM = 0
+#: How long a client waits for the answer after TLS, whatever the server's deadline.
+_CLIENT_ANSWER_WAIT = 10.0
 #: Rejection codes and reasons this side closes with, so a client that never saw
 #: the answer still learns why (from the CONNECTION_CLOSE).
 _CLOSE_CODES = frozenset(
@@ -131,8 +133,9 @@ class AuthFlow:
 
     # -- server ------------------------------------------------------------------
 
-    def handshake_done(self, now: float, policy: AuthPolicy) -> None:
-        self.deadline = now + policy.deadline
+    def handshake_done(self, now: float, policy: AuthPolicy | None) -> None:
+        """Start the clock: the server's policy deadline, or how long a client waits."""
+        self.deadline = now + (policy.deadline if policy is not None else _CLIENT_ANSWER_WAIT)
 
     def hold(self, event: Event) -> None:
         """Keep an event from the application until the client is accepted."""
@@ -166,7 +169,8 @@ class AuthFlow:
 
     @property
     def pending(self) -> bool:
-        return self.server and self.state in (AuthState.WAITING, AuthState.REQUESTED)
+        """Waiting on a decision (server) or an answer (client)."""
+        return self.state in (AuthState.WAITING, AuthState.REQUESTED)
 
     def timer(self) -> float | None:
         return self.deadline if self.pending else None
@@ -175,8 +179,13 @@ class AuthFlow:
         if self.pending and self.deadline is not None and now >= self.deadline:
             self._held.clear()
             self.state = AuthState.REJECTED
-            self._failed(now)
-            self._conn._close_locally(CloseCode.AUTH_TIMEOUT, "no auth decision in time")
+            if self.server:
+                self._failed(now)
+                self._conn._close_locally(CloseCode.AUTH_TIMEOUT, "no auth decision in time")
+            else:
+                reason = "no auth answer from the server (does it have an AuthPolicy?)"
+                self._conn._events.append(AuthRejected(code=CloseCode.AUTH_TIMEOUT, reason=reason))
+                self._conn._close_locally(CloseCode.AUTH_TIMEOUT, reason)
 
     def _decide(self, request: AuthRequest, now: float) -> None:
         policy = self._conn._config.auth

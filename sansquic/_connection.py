@@ -471,19 +471,25 @@ class Connection:
             self._scheduler.enqueue(stream_id, outgoing)
         self._counters.stream_bytes_sent += len(data)
         record.send = new
-        if not self.writable(stream_id):
-            self._waiting_writers.add(stream_id)
+        self.writable(stream_id)  # subscribes the stream to StreamWritable if it is full
         return outgoing.buffer.size
 
     def writable(self, stream_id: int) -> bool:
-        """Whether the stream and the connection are below their send high watermarks."""
+        """Whether the stream and the connection are below their send high watermarks.
+
+        When it is not, ``StreamWritable`` follows once both drained below the
+        low watermarks (asking subscribes, whichever limit was reached).
+        """
         record = self._live_stream(stream_id, "check")
         if record.outgoing is None:
             raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
-        return (
+        writable = (
             record.outgoing.buffer.size < self._config.send_high_watermark
             and self._send_buffered < self._config.connection_send_high_watermark
         )
+        if not writable:
+            self._waiting_writers.add(stream_id)
+        return writable
 
     def buffered(self, stream_id: int) -> int:
         """Bytes the stream has queued in the core, not yet handed to the engine."""
@@ -505,6 +511,7 @@ class Connection:
         Next: :meth:`datagrams_to_send`.
         """
         _check_priority(priority)
+        self._require_engine()
         record = self._live_stream(stream_id, "prioritise")
         outgoing = record.outgoing
         if outgoing is None:
@@ -540,6 +547,8 @@ class Connection:
         data = record.buffer.take(max_bytes)
         if self._engine is not None:
             self._engine.consumed(stream_id, len(data))
+            if self._hooks is not None:
+                self._hooks.touched(self)  # so the credit this returned goes out
         if not record.buffer.size:
             record.readable_signalled = False
             if record.recv is RecvState.FIN_RECEIVED:
@@ -888,8 +897,8 @@ class Connection:
                 self._alpn = ev.alpn
                 if self._state is ConnectionState.HANDSHAKING:
                     self._state = ConnectionState.CONNECTED
-                if auth is not None and auth.server and self._config.auth is not None:
-                    auth.handshake_done(now, self._config.auth)
+                if auth is not None:
+                    auth.handshake_done(now, self._config.auth if auth.server else None)
                 self._events.append(
                     HandshakeCompleted(alpn=ev.alpn)
                 )  # the TLS result, not the peer's

@@ -9,6 +9,7 @@ of the core.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Hashable
 
@@ -76,6 +77,7 @@ class Dispatcher:
         self._accepted: deque[Connection] = deque()  # server connections ready for the app
         self._datagram_queue = datagram_queue
         self._authenticates = endpoint._config.auth is not None
+        self._forgotten: weakref.WeakSet[Connection] = weakref.WeakSet()
 
     def watch(self, conn: Connection) -> None:
         """Track a connection this side opened (server connections are tracked on their own)."""
@@ -89,6 +91,8 @@ class Dispatcher:
             conn, event = item
             link = self._links.get(conn)
             if link is None:
+                if conn in self._forgotten:
+                    continue  # the application is done with it
                 link = self._links[conn] = _Link()
             self._apply(conn, link, event, wake)
         return wake
@@ -208,6 +212,7 @@ class Dispatcher:
     def forget(self, conn: Connection) -> None:
         """The application is done with a connection: drop what was kept for it."""
         self._links.pop(conn, None)
+        self._forgotten.add(conn)
 
     @staticmethod
     def _raise_if_closed(conn: Connection) -> None:

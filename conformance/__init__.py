@@ -1,0 +1,11 @@
+"""The shared conformance suite: cases written once, run for every runtime pair.
+
+``python -m conformance`` prints the matrix (client runtime x server runtime x
+case) and exits non-zero on any failure; ``tests/test_conformance.py`` runs
+the same cases under pytest.
+"""
+
+from .cases import CASES, FAST_CASES
+from .harness import HARNESSES
+
+__all__ = ["CASES", "FAST_CASES", "HARNESSES"]

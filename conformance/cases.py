@@ -1,0 +1,342 @@
+"""Conformance cases: each runs one client harness against one server harness on loopback UDP.
+
+A case raises (AssertionError or the runtime's error) on failure. Cases are
+written once, against the blocking interface of ``harness.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sansquic
+from sansquic import tokens
+
+from .harness import Harness
+
+__all__ = ["CASES", "FAST_CASES", "Case"]
+
+Case = Callable[[Harness, Harness], None]
+CONFIG = sansquic.Config(dev_mode=True)
+_KEYS = {"conformance": b"conformance signing key, 32 bytes"}
+_SIGNER = tokens.TokenSigner(_KEYS, key_id="conformance")
+
+
+@contextlib.contextmanager
+def _pair(
+    client: Harness,
+    server: Harness,
+    handler: Callable[[Any], None],
+    *,
+    server_config: sansquic.Config = CONFIG,
+    client_config: sansquic.Config = CONFIG,
+    authenticator: Any = None,
+    token: str | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    handle = server.serve(handler, server_config, authenticator)
+    try:
+        conn = client.connect(handle.address, client_config, token)
+        try:
+            yield conn, handle
+        finally:
+            with contextlib.suppress(sansquic.SansQuicError):
+                conn.close()
+    finally:
+        handle.close()
+
+
+def _read_all(stream: Any, timeout: float = 20.0) -> bytes:
+    data = bytearray()
+    while chunk := stream.receive(timeout=timeout):
+        data += chunk
+    return bytes(data)
+
+
+def _echo(conn: Any) -> None:
+    """Echo each stream when it ends (one at a time), and each datagram."""
+
+    def datagrams() -> None:
+        with contextlib.suppress(sansquic.SansQuicError, TimeoutError):
+            while True:
+                conn.send_datagram(conn.receive_datagram(timeout=30))
+
+    threading.Thread(target=datagrams, daemon=True).start()
+    for stream in conn:
+        stream.send(_read_all(stream))
+        stream.finish()
+
+
+def _digest(conn: Any) -> None:
+    """Reply to each stream with the sha256 of what it carried."""
+    for stream in conn:
+        stream.send(hashlib.sha256(_read_all(stream)).digest())
+        stream.finish()
+
+
+# -- cases ----------------------------------------------------------------------------------
+
+
+def handshake(client: Harness, server: Harness) -> None:
+    with _pair(client, server, _echo) as (conn, _):
+        assert conn.identity is None
+        assert conn.stats().rtt_smoothed is not None
+
+
+def echo(client: Harness, server: Harness) -> None:
+    with _pair(client, server, _echo) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(b"hello, conformance")
+        stream.finish()
+        assert _read_all(stream) == b"hello, conformance"
+
+
+def streams_1000(client: Harness, server: Harness) -> None:
+    with _pair(client, server, _echo) as (conn, _):
+        sent = {}
+        for i in range(1000):
+            stream = conn.open_stream()
+            sent[stream.id] = (stream, os.urandom(8) + i.to_bytes(4, "big") * 50)
+            stream.send(sent[stream.id][1])
+            stream.finish()
+        for stream, payload in sent.values():
+            assert _read_all(stream) == payload
+
+
+def transfer_10mb(client: Harness, server: Harness) -> None:
+    payload = os.urandom(10_000_000)
+    with _pair(client, server, _digest) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(payload)
+        stream.finish()
+        assert _read_all(stream, timeout=60) == hashlib.sha256(payload).digest()
+
+
+def critical_overtakes_low(client: Harness, server: Harness) -> None:
+    with _pair(client, server, _digest_each_concurrently) as (conn, _):
+        low = conn.open_stream(priority=sansquic.Priority.LOW)
+        low_done = threading.Event()
+
+        def saturate() -> None:
+            low.send(os.urandom(30_000_000))
+            low.finish()
+            _read_all(low, timeout=60)
+            low_done.set()
+
+        worker = threading.Thread(target=saturate)
+        worker.start()
+        time.sleep(0.3)  # the LOW stream fills every window
+        critical = conn.open_stream(priority=sansquic.Priority.CRITICAL)
+        message = os.urandom(64 * 1024)
+        critical.send(message)
+        critical.finish()
+        assert _read_all(critical) == hashlib.sha256(message).digest()
+        assert not low_done.is_set(), "the LOW transfer finished first: nothing was overtaken"
+        worker.join(60)
+        assert low_done.is_set()
+
+
+def _digest_each_concurrently(conn: Any) -> None:
+    def one(stream: Any) -> None:
+        stream.send(hashlib.sha256(_read_all(stream, timeout=60)).digest())
+        stream.finish()
+
+    for stream in conn:
+        threading.Thread(target=one, args=(stream,), daemon=True).start()
+
+
+def slow_reader_bounds_memory(client: Harness, server: Harness) -> None:
+    release = threading.Event()
+
+    def late_reader(conn: Any) -> None:
+        stream = conn.accept_stream(timeout=10)
+        release.wait(10)
+        stream.send(hashlib.sha256(_read_all(stream, timeout=60)).digest())
+        stream.finish()
+
+    payload = os.urandom(20_000_000)
+    with _pair(client, server, late_reader) as (conn, _):
+        stream = conn.open_stream()
+        progress = {"sent": 0}
+
+        def write() -> None:
+            for start in range(0, len(payload), 65_536):
+                stream.send(payload[start : start + 65_536])
+                progress["sent"] = start + 65_536
+            stream.finish()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(1.0)  # nobody reads on the other side
+        stalled_at = progress["sent"]
+        buffered = conn.stats().send_buffered
+        limit = CONFIG.max_stream_data + CONFIG.send_high_watermark + 1_000_000
+        assert stalled_at < limit, f"{stalled_at} bytes accepted with nobody reading"
+        assert buffered <= CONFIG.send_high_watermark + 65_536
+        release.set()
+        writer.join(60)
+        assert _read_all(stream, timeout=60) == hashlib.sha256(payload).digest()
+
+
+def datagrams(client: Harness, server: Harness) -> None:
+    with _pair(client, server, _echo) as (conn, _):
+        echoed = 0
+        for i in range(50):
+            conn.send_datagram(b"datagram %d" % i)
+            with contextlib.suppress(TimeoutError):
+                assert conn.receive_datagram(timeout=0.5).startswith(b"datagram ")
+                echoed += 1
+        assert echoed >= 40  # loopback rarely loses any; datagrams may be lost by design
+
+
+def _token_server(**policy: Any) -> sansquic.Config:
+    verifier = tokens.TokenVerifier(_KEYS)
+    authenticator = tokens.token_authenticator(verifier, token_time=lambda now: time.time())
+    return CONFIG.replace(auth=sansquic.AuthPolicy(authenticator=authenticator, **policy))
+
+
+def auth_accept(client: Harness, server: Harness) -> None:
+    token = _SIGNER.sign("agent", scopes=("x",), ttl=60, now=time.time())
+    with _pair(client, server, _echo, server_config=_token_server(), token=token) as (conn, _):
+        assert conn.identity is not None
+        assert conn.identity.subject == "agent"
+
+
+def auth_reject(client: Harness, server: Harness) -> None:
+    expired = _SIGNER.sign("agent", ttl=1, now=time.time() - 3600)
+    try:
+        with _pair(client, server, _echo, server_config=_token_server(), token=expired):
+            raise AssertionError("an expired token was accepted")
+    except sansquic.ConnectionClosed as exc:
+        assert exc.error_code == sansquic.CloseCode.AUTH_REJECTED, exc
+
+
+def auth_deadline(client: Harness, server: Harness) -> None:
+    config = _token_server(deadline=0.5)
+    with _pair(client, server, _echo, server_config=config) as (conn, _):  # presents nothing
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                conn.open_stream().send(b"x")
+            except sansquic.ConnectionClosed as exc:
+                assert exc.error_code == sansquic.CloseCode.AUTH_TIMEOUT, exc
+                return
+            time.sleep(0.1)
+        raise AssertionError("the server never closed the silent client")
+
+
+def per_address_limit(client: Harness, server: Harness) -> None:
+    limits = sansquic.RateLimits(max_connections_per_address=3, new_connections_per_second=None)
+    handle = server.serve(_echo, CONFIG.replace(rate_limits=limits))
+    conns = []
+    try:
+        for _ in range(3):
+            conns.append(client.connect(handle.address, CONFIG))
+        try:
+            conns.append(client.connect(handle.address, CONFIG))
+            raise AssertionError("the fourth connection from one address was admitted")
+        except sansquic.ConnectionClosed as exc:
+            assert exc.error_code == 0x02 and exc.by_peer, exc  # CONNECTION_REFUSED
+        assert handle.stats().refused == {"connections per address": 1}
+    finally:
+        for conn in conns:
+            conn.close()
+        handle.close()
+
+
+def reset_and_stop(client: Harness, server: Harness) -> None:
+    seen: queue.Queue[object] = queue.Queue()
+
+    def handler(conn: Any) -> None:
+        first = conn.accept_stream(timeout=10)
+        try:
+            _read_all(first)
+        except sansquic.StreamResetError as exc:
+            seen.put(exc.error_code)
+        second = conn.accept_stream(timeout=10)
+        second.stop(77)
+        _echo(conn)
+
+    with _pair(client, server, handler) as (conn, _):
+        first = conn.open_stream()
+        first.send(b"partial")
+        first.reset(55)
+        assert seen.get(timeout=10) == 55
+        second = conn.open_stream()
+        try:
+            for _ in range(200):
+                second.send(b"y" * 10_000)
+                time.sleep(0.01)
+            raise AssertionError("sending went on after STOP_SENDING")
+        except sansquic.StreamStoppedError as exc:
+            assert exc.error_code == 77
+
+
+def idle_timeout(client: Harness, server: Harness) -> None:
+    config = CONFIG.replace(idle_timeout=1.0)
+    with _pair(client, server, _echo, server_config=config, client_config=config) as (conn, _):
+        time.sleep(2.5)
+        try:
+            conn.open_stream().send(b"too late")
+            raise AssertionError("the connection outlived its idle timeout")
+        except sansquic.ConnectionClosed as exc:
+            assert exc.reason == "idle timeout" or exc.by_peer, exc
+
+
+def graceful_close(client: Harness, server: Harness) -> None:
+    seen: queue.Queue[sansquic.ConnectionClosed] = queue.Queue()
+
+    def handler(conn: Any) -> None:
+        first = conn.accept_stream(timeout=10)
+        first.send(_read_all(first))
+        first.finish()
+        try:
+            conn.accept_stream(timeout=10)
+        except sansquic.ConnectionClosed as exc:
+            seen.put(exc)
+
+    with _pair(client, server, handler) as (conn, _):
+        stream = conn.open_stream()  # one round trip: the handler is surely running
+        stream.send(b"ping")
+        stream.finish()
+        assert _read_all(stream) == b"ping"
+        conn.close(42, "bye now")
+        closed = seen.get(timeout=10)
+        assert (closed.error_code, closed.reason, closed.by_peer) == (42, "bye now", True)
+
+
+CASES: dict[str, Case] = {
+    case.__name__: case
+    for case in (
+        handshake,
+        echo,
+        streams_1000,
+        transfer_10mb,
+        critical_overtakes_low,
+        slow_reader_bounds_memory,
+        datagrams,
+        auth_accept,
+        auth_reject,
+        auth_deadline,
+        per_address_limit,
+        reset_and_stop,
+        idle_timeout,
+        graceful_close,
+    )
+}
+#: What CI runs for every runtime pair: quick, and touching every part.
+FAST_CASES = (
+    "handshake",
+    "echo",
+    "datagrams",
+    "auth_accept",
+    "auth_reject",
+    "per_address_limit",
+    "reset_and_stop",
+    "graceful_close",
+)
