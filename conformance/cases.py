@@ -18,6 +18,7 @@ from typing import Any
 import sansquic
 from sansquic import tokens
 
+from . import hq
 from .harness import Harness
 
 __all__ = ["CASES", "FAST_CASES", "Case"]
@@ -310,6 +311,20 @@ def graceful_close(client: Harness, server: Harness) -> None:
         assert (closed.error_code, closed.reason, closed.by_peer) == (42, "bye now", True)
 
 
+def hq_interop_transfer(client: Harness, server: Harness) -> None:
+    files = {"/small": b"hello, interop", "/large": os.urandom(3_000_000)}
+    with _pair(
+        client, server, hq.serve_files(files), server_config=hq.CONFIG, client_config=hq.CONFIG
+    ) as (conn, _):
+        for path, body in files.items():
+            assert hq.get(conn, path) == body
+        try:
+            hq.get(conn, "/missing")
+            raise AssertionError("an unknown path was served")
+        except sansquic.StreamResetError as exc:
+            assert exc.error_code == hq.NOT_FOUND
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -327,6 +342,7 @@ CASES: dict[str, Case] = {
         reset_and_stop,
         idle_timeout,
         graceful_close,
+        hq_interop_transfer,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -339,4 +355,5 @@ FAST_CASES = (
     "per_address_limit",
     "reset_and_stop",
     "graceful_close",
+    "hq_interop_transfer",
 )
