@@ -9,7 +9,7 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ._auth import AuthPolicy, AuthRequest
+from ._auth import Authenticator, AuthPolicy, AuthRequest
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
 from ._validators import bool_, int_in, one_of, positive
@@ -182,6 +182,21 @@ class Config:
                     f"{what}_low_watermark < {what}_high_watermark <= {what}_buffer_limit "
                     f"must hold, not {low}, {high}, {limit}"
                 )
+
+    def with_token(self, token: str | bytes | None) -> Config:
+        """(Clients) A copy that presents ``token`` as a bearer token; None changes nothing."""
+        if token is None:
+            return self
+        credentials = token.encode("utf-8") if isinstance(token, str) else bytes(token)
+        return self.replace(auth_request=AuthRequest(credentials=credentials))
+
+    def with_authenticator(self, authenticator: Authenticator | None) -> Config:
+        """(Servers) A copy whose auth policy decides with ``authenticator``, keeping the
+        policy's other settings; None changes nothing."""
+        if authenticator is None:
+            return self
+        policy = attrs.evolve(self.auth or AuthPolicy(), authenticator=authenticator)
+        return self.replace(auth=policy)
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated.

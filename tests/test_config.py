@@ -120,3 +120,16 @@ def test_turning_dev_mode_off_drops_the_dev_pair() -> None:
     kept = Config(dev_mode=True, certificate=own.certificate, private_key=own.private_key)
     assert not kept.dev_certificate
     assert kept.replace(dev_mode=False).certificate == own.certificate
+
+
+def test_token_and_authenticator_helpers() -> None:
+    client = Config().with_token("abc")
+    assert client.auth_request is not None and client.auth_request.credentials == b"abc"
+    assert Config().with_token(None) == Config()
+
+    def decide(request: object, address: object, now: float) -> sansquic.Identity:
+        return sansquic.Identity(subject="x")
+
+    server = Config(dev_mode=True, auth=sansquic.AuthPolicy(deadline=2.0))
+    policy = server.with_authenticator(decide).auth
+    assert policy is not None and policy.authenticator is decide and policy.deadline == 2.0

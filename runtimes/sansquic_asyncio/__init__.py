@@ -265,10 +265,7 @@ async def connect(
 
     ``token`` is presented as a bearer token. Next: ``open_stream()``.
     """
-    config = config or sansquic.Config()
-    if token is not None:
-        credentials = token.encode() if isinstance(token, str) else token
-        config = config.replace(auth_request=sansquic.AuthRequest(credentials=credentials))
+    config = (config or sansquic.Config()).with_token(token)
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=2)  # SOCK_DGRAM
     remote: Address = (str(infos[0][4][0]), int(infos[0][4][1]))
@@ -328,8 +325,7 @@ async def serve(
 
     With ``authenticator`` only accepted clients reach the handler.
     """
-    if authenticator is not None:
-        config = config.replace(auth=sansquic.AuthPolicy(authenticator=authenticator))
+    config = config.with_authenticator(authenticator)
     loop = asyncio.get_running_loop()
     endpoint = sansquic.Endpoint(config, server=True)
     _, driver = await loop.create_datagram_endpoint(

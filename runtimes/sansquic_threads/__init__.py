@@ -420,10 +420,7 @@ def connect(
     ``token`` is presented as a bearer token; a rejection raises
     :class:`sansquic.ConnectionClosed`. Next: :meth:`Connection.open_stream`.
     """
-    config = config if config is not None else sansquic.Config()
-    if token is not None:
-        credentials = token.encode() if isinstance(token, str) else bytes(token)
-        config = config.replace(auth_request=sansquic.AuthRequest(credentials=credentials))
+    config = (config if config is not None else sansquic.Config()).with_token(token)
     family, remote = _resolve(host, port)
     # Bind where the peer can answer: loopback for a loopback peer, else every interface.
     ip = ipaddress.ip_address(remote[0])
@@ -556,8 +553,7 @@ def serve(
     handler returns until the peer closes it or :meth:`Server.close`.
     Next: connect to ``server.address``.
     """
-    if authenticator is not None:
-        config = config.replace(auth=sansquic.AuthPolicy(authenticator=authenticator))
+    config = config.with_authenticator(authenticator)
     family, bind = _resolve(host, port)
     endpoint = sansquic.Endpoint(config, server=True, now=time.monotonic())
     loop = _Loop(endpoint, bind, family, client=False)
