@@ -22,8 +22,10 @@ and ``connect`` with its stream reader/writer pairs) gets the same windows
 Differences that remain: sansquic grows its receive windows when they limit a
 transfer, and raw aioquic's writer has no backpressure (it buffers every write
 at once); aioquic's client binds a dual-stack socket on "::" (it still talks to
-127.0.0.1). Stacks alternate within each repeat so drift hits all alike.
-Run from the repository root::
+127.0.0.1). Stacks alternate within each repeat so drift hits all alike. Each
+run's line also shows the UDP datagrams the kernel dropped for a full receive
+buffer during bulk/messages/echo (Linux, machine-wide), as loss explains a
+slow run. Run from the repository root::
 
     python benchmarks/runtimes.py --repeat 3
 
@@ -47,9 +49,9 @@ from typing import Protocol
 import aioquic
 import sansquic_asyncio
 import sansquic_threads
-from aioquic.asyncio import QuicConnectionProtocol
-from aioquic.asyncio import connect as raw_connect
-from aioquic.asyncio import serve as raw_serve
+from aioquic.asyncio.client import connect as raw_connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import serve as raw_serve
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificate
@@ -74,6 +76,32 @@ class Result:
     bulk_mb_s: float
     messages_s: float
     echo_ms: list[float]
+    drops: list[int | None]  # UDP receive-buffer drops during bulk, messages, echo
+
+
+def _rcvbuf_errors() -> int | None:
+    """Linux's machine-wide count of UDP datagrams dropped for a full receive buffer."""
+    try:
+        with open("/proc/net/snmp") as snmp:
+            names, counts = (line.split() for line in snmp if line.startswith("Udp:"))
+    except (OSError, ValueError):
+        return None
+    return int(dict(zip(names, counts, strict=True))["RcvbufErrors"])
+
+
+class DropCounter:
+    """``with counter:`` around a measurement appends the drops seen during it."""
+
+    def __init__(self) -> None:
+        self.counts: list[int | None] = []
+        self._before: int | None = None
+
+    def __enter__(self) -> None:
+        self._before = _rcvbuf_errors()
+
+    def __exit__(self, *exc: object) -> None:
+        after, before = _rcvbuf_errors(), self._before
+        self.counts.append(None if after is None or before is None else after - before)
 
 
 def _messages_rate(reply: bytes, elapsed: float) -> float:
@@ -160,15 +188,18 @@ async def _async_measure(
     connection: Callable[[], AsyncIterator[Callable[[], Awaitable[AsyncStream]]]],
 ) -> Result:
     """The three measurements, each on a fresh connection from ``connection``."""
-    fresh = asynccontextmanager(connection)
+    fresh, drops = asynccontextmanager(connection), DropCounter()
     async with asyncio.timeout(RUN_TIMEOUT):
         async with fresh() as open_stream:
-            bulk = await _async_bulk(open_stream)
+            with drops:
+                bulk = await _async_bulk(open_stream)
         async with fresh() as open_stream:
-            messages = await _async_messages(open_stream)
+            with drops:
+                messages = await _async_messages(open_stream)
         async with fresh() as open_stream:
-            echo = await _async_echo(open_stream)
-    return Result(bulk, messages, echo)
+            with drops:
+                echo = await _async_echo(open_stream)
+    return Result(bulk, messages, echo, drops.counts)
 
 
 class _SansquicStream:
@@ -234,26 +265,27 @@ class _RawStream:
             return await self._reader.read(1 << 20)
 
 
-def _raw_configs() -> tuple[QuicConfiguration, QuicConfiguration]:
-    settings = {
-        "alpn_protocols": ["bench"],
-        "max_data": 16 * 1024 * 1024,
-        "max_stream_data": 1024 * 1024,
-        "max_datagram_size": 1200,
-        "congestion_control_algorithm": "reno",
-        "idle_timeout": 30.0,
-    }
-    pair = sansquic.make_dev_certificate()
-    server = QuicConfiguration(is_client=False, **settings)  # type: ignore[arg-type]
-    server.certificate = load_pem_x509_certificate(pair.certificate)
-    server.private_key = load_pem_private_key(pair.private_key, password=None)  # type: ignore[assignment]
-    client = QuicConfiguration(is_client=True, server_name="localhost", **settings)  # type: ignore[arg-type]
-    client.verify_mode = ssl.CERT_NONE
-    return client, server
+def _raw_config(is_client: bool) -> QuicConfiguration:
+    """sansquic's windows, packet size, congestion control and idle timeout."""
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=["bench"],
+        max_data=16 * 1024 * 1024,
+        max_stream_data=1024 * 1024,
+        max_datagram_size=1200,
+        congestion_control_algorithm="reno",
+        idle_timeout=30.0,
+    )
 
 
 async def run_raw_aioquic() -> Result:
-    client_config, server_config = _raw_configs()
+    pair = sansquic.make_dev_certificate()
+    server_config = _raw_config(is_client=False)
+    server_config.certificate = load_pem_x509_certificate(pair.certificate)
+    server_config.private_key = load_pem_private_key(pair.private_key, password=None)
+    client_config = _raw_config(is_client=True)
+    client_config.server_name = "localhost"
+    client_config.verify_mode = ssl.CERT_NONE
     tasks: set[asyncio.Task[None]] = set()
 
     def stream_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -262,7 +294,8 @@ async def run_raw_aioquic() -> Result:
         task.add_done_callback(tasks.discard)
 
     server = await raw_serve(HOST, 0, configuration=server_config, stream_handler=stream_handler)
-    port = server._transport.get_extra_info("sockname")[1]  # QuicServer keeps it private
+    assert server._transport is not None  # QuicServer keeps its socket private
+    port = server._transport.get_extra_info("sockname")[1]
 
     async def connection() -> AsyncIterator[Callable[[], Awaitable[AsyncStream]]]:
         async with raw_connect(HOST, port, configuration=client_config) as client:
@@ -360,13 +393,14 @@ def run_sansquic_threads() -> Result:
                 HOST, server.address[1], config=config, server_name="localhost"
             )
 
-        with fresh() as conn:
+        drops = DropCounter()
+        with fresh() as conn, drops:
             bulk = _threads_bulk(conn)
-        with fresh() as conn:
+        with fresh() as conn, drops:
             messages = _threads_messages(conn)
-        with fresh() as conn:
+        with fresh() as conn, drops:
             echo = _threads_echo(conn)
-        return Result(bulk, messages, echo)
+        return Result(bulk, messages, echo, drops.counts)
     finally:
         server.close(timeout=IO_TIMEOUT)  # joins the handler threads
 
@@ -411,7 +445,8 @@ def main() -> None:
                 values[stack][metric].append(get(result))
                 line.append(f"{metric} {_fmt(get(result))}")
             took = time.perf_counter() - began
-            print(f"  run {repeat + 1} {stack:16} " + ", ".join(line) + f"  ({took:.1f} s)")
+            line.append("rcvbuf drops " + "/".join(str(n) for n in result.drops))
+            print(f"  run {repeat + 1} {stack:16} " + ", ".join(line) + f" ({took:.1f} s)")
 
     print(f"\nmedian [min-max] of {args.repeat} runs")
     print(f"{'metric':12}" + "".join(f"{stack:>24}" for stack in STACKS))
