@@ -310,3 +310,35 @@ def test_writer_held_by_the_connection_watermark_is_woken() -> None:
             b.finish()
             writer.join()
             assert time.monotonic() - start < 2.0
+
+
+def test_bulk_transfer_with_and_without_segmentation_offload() -> None:
+    """GSO batches equal-sized datagrams into one sendmsg; without it, one sendto each."""
+    import hashlib
+    import os
+
+    payload = os.urandom(2_000_000)
+    for gso in (True, False):
+        sansquic_threads.GSO = gso
+        try:
+            config = sansquic.Config(dev_mode=True)
+
+            def handler(conn: sansquic_threads.Connection) -> None:
+                for stream in conn:
+                    data = bytearray()
+                    while chunk := stream.receive(timeout=10):
+                        data += chunk
+                    stream.send(hashlib.sha256(data).digest())
+                    stream.finish()
+
+            with sansquic_threads.serve(handler, "127.0.0.1", 0, config=config) as server:
+                with sansquic_threads.connect(
+                    "127.0.0.1", server.address[1], config=config, server_name="localhost"
+                ) as conn:
+                    stream = conn.open_stream()
+                    stream.send(payload)
+                    stream.finish()
+                    assert stream.receive(timeout=10) == hashlib.sha256(payload).digest()
+                    assert conn._loop._gso is (gso and sys.platform == "linux")
+        finally:
+            sansquic_threads.GSO = True
