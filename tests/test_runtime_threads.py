@@ -331,14 +331,17 @@ def test_bulk_transfer_with_and_without_segmentation_offload() -> None:
                     stream.send(hashlib.sha256(data).digest())
                     stream.finish()
 
-            with sansquic_threads.serve(handler, "127.0.0.1", 0, config=config) as server:
-                with sansquic_threads.connect(
+            server = sansquic_threads.serve(handler, "127.0.0.1", 0, config=config)
+            with (
+                server,
+                sansquic_threads.connect(
                     "127.0.0.1", server.address[1], config=config, server_name="localhost"
-                ) as conn:
-                    stream = conn.open_stream()
-                    stream.send(payload)
-                    stream.finish()
-                    assert stream.receive(timeout=10) == hashlib.sha256(payload).digest()
-                    assert conn._loop._gso is (gso and sys.platform == "linux")
+                ) as conn,
+            ):
+                stream = conn.open_stream()
+                stream.send(payload)
+                stream.finish()
+                assert stream.receive(timeout=10) == hashlib.sha256(payload).digest()
+                assert conn._loop._gso is (gso and sys.platform == "linux")
         finally:
             sansquic_threads.GSO = True
