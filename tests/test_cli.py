@@ -1,0 +1,38 @@
+"""The sansquic command: the demo, and the token and certificate tools."""
+
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from sansquic_cli import main
+
+import sansquic
+from sansquic import tokens
+
+
+def test_demo_runs_and_reports_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--seconds", "1.5", "--clients", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "critical" in out and "accepted as demo-agent" in out
+
+
+def test_token_command_signs_a_verifiable_token(capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "a cli secret of enough length"
+    assert main(["token", "agent-9", "--key", secret, "--scope", "read", "--ttl", "60"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = tokens.TokenVerifier({"cli": secret.encode()}).verify(token, now=time.time())
+    assert (claims.subject, claims.scopes) == ("agent-9", ("read",))
+
+
+def test_cert_command_writes_a_usable_pair(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    assert (
+        main(["cert", "--certificate", str(cert), "--key", str(key), "--name", "example.test"]) == 0
+    )
+    names = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert "example.test" in names.value.get_values_for_type(x509.DNSName)
+    assert key.stat().st_mode & 0o077 == 0  # the key is private to its owner
+    sansquic.Config(certificate=cert, private_key=key)  # loads as a server pair
