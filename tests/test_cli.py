@@ -11,8 +11,9 @@ import sansquic
 from sansquic import tokens
 
 
-def test_demo_runs_and_reports_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--seconds", "1.5", "--clients", "2"]) == 0
+@pytest.mark.parametrize("runtime", ["asyncio", "threads"])
+def test_demo_runs_and_reports_ok(runtime: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--runtime", runtime, "--seconds", "1.5", "--clients", "2"]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "critical" in out and "accepted as demo-agent" in out
 

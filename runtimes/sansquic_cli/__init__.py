@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import sansquic_asyncio as runtime
 from rich.console import Console
@@ -35,6 +38,28 @@ PRIORITIES = {
 
 
 # -- demo ------------------------------------------------------------------------------
+
+#: The demo's streams: priority name and message size, echoed over and over.
+FLOWS = (("critical", 1_000), ("normal", 20_000), ("background", 400_000))
+
+
+def _demo_setup() -> tuple[sansquic.Config, str, sansquic.Authenticator]:
+    """The in-memory dev certificate, a fresh signing key, a token and its checker."""
+    config = sansquic.Config(dev_mode=True)  # in-memory self-signed pair; clients skip checks
+    key = {"demo": secrets.token_bytes(32)}
+    token = tokens.TokenSigner(key, key_id="demo").sign(
+        "demo-agent", scopes=("echo",), ttl=600, now=time.time()
+    )
+    verifier = tokens.TokenVerifier(key)
+    return config, token, tokens.token_authenticator(verifier, token_time=lambda n: time.time())
+
+
+def _finish_demo(console: Console, tally: _Tally, failed: list[BaseException]) -> int:
+    for error in failed:
+        console.print(f"[red]client failed:[/red] {error!r}")
+    ok = not failed and all(tally.latencies.values())
+    console.print("[green]OK[/green]" if ok else "[red]FAILED[/red]")
+    return 0 if ok else 1
 
 
 class _Tally:
@@ -107,15 +132,14 @@ async def _demo_client(
                 pass  # datagrams are unreliable by design
 
     async with asyncio.TaskGroup() as group:
-        group.create_task(flow("critical", 1_000))
-        group.create_task(flow("normal", 20_000))
-        group.create_task(flow("background", 400_000))
+        for name, size in FLOWS:
+            group.create_task(flow(name, size))
         group.create_task(datagrams())
     conn.close(0, "demo over")
     await conn.wait_closed()
 
 
-def _summary(tally: _Tally, elapsed: float, server: runtime.Server) -> Table:
+def _summary(tally: _Tally, elapsed: float, server: Any) -> Table:
     table = Table(title=f"sansquic demo: {elapsed:4.1f} s on loopback UDP")
     table.add_column("priority")
     table.add_column("echo throughput", justify="right")
@@ -139,21 +163,13 @@ def _summary(tally: _Tally, elapsed: float, server: runtime.Server) -> Table:
 
 async def _demo(seconds: float, clients: int) -> int:
     console = Console()
-    config = sansquic.Config(dev_mode=True)  # in-memory self-signed pair; clients skip checks
-    key = {"demo": secrets.token_bytes(32)}
-    signer = tokens.TokenSigner(key, key_id="demo")
-    verifier = tokens.TokenVerifier(key)
+    config, token, authenticator = _demo_setup()
     server = await runtime.serve(
-        _echo_handler,
-        "127.0.0.1",
-        0,
-        config=config,
-        authenticator=tokens.token_authenticator(verifier, token_time=lambda now: time.time()),
+        _echo_handler, "127.0.0.1", 0, config=config, authenticator=authenticator
     )
     tally = _Tally()
     start = time.monotonic()
     until = start + seconds
-    token = signer.sign("demo-agent", scopes=("echo",), ttl=600, now=time.time())
     with Live(console=console, refresh_per_second=4) as live:
         tasks = [
             asyncio.create_task(
@@ -166,12 +182,92 @@ async def _demo(seconds: float, clients: int) -> int:
             await asyncio.sleep(0.25)
         live.update(_summary(tally, time.monotonic() - start, server))
     await server.close()
-    failed = [task.exception() for task in tasks if task.exception() is not None]
-    for error in failed:
-        console.print(f"[red]client failed:[/red] {error!r}")
-    ok = not failed and all(tally.latencies.values())
-    console.print("[green]OK[/green]" if ok else "[red]FAILED[/red]")
-    return 0 if ok else 1
+    failed = [error for task in tasks if (error := task.exception()) is not None]
+    return _finish_demo(console, tally, failed)
+
+
+def _demo_threads(seconds: float, clients: int) -> int:
+    """The same demo on the blocking threads runtime: a thread per flow instead of a task."""
+    import sansquic_threads as blocking
+
+    console = Console()
+    config, token, authenticator = _demo_setup()
+
+    def echo(stream: blocking.Stream) -> None:
+        data = bytearray()
+        while chunk := stream.receive(timeout=30):
+            data += chunk
+        stream.send(bytes(data))
+        stream.finish()
+
+    def handler(conn: blocking.Connection) -> None:
+        def datagrams() -> None:
+            with contextlib.suppress(sansquic.SansQuicError, TimeoutError):
+                while True:
+                    conn.send_datagram(conn.receive_datagram(timeout=seconds + 5))
+
+        threading.Thread(target=datagrams, daemon=True).start()
+        for stream in conn:
+            threading.Thread(target=echo, args=(stream,), daemon=True).start()
+
+    server = blocking.serve(handler, "127.0.0.1", 0, config=config, authenticator=authenticator)
+    tally = _Tally()
+    start = time.monotonic()
+    until = start + seconds
+    failed: list[BaseException] = []
+
+    def client(name: str) -> None:
+        try:
+            conn = blocking.connect(
+                "127.0.0.1", server.address[1], config=config, server_name="localhost", token=token
+            )
+            tally.auth.append(
+                f"{name}: accepted as {conn.identity.subject if conn.identity else '?'}"
+            )
+
+            def flow(priority_name: str, size: int) -> None:
+                payload = secrets.token_bytes(size)
+                while time.monotonic() < until:
+                    begin = time.monotonic()
+                    stream = conn.open_stream(priority=PRIORITIES[priority_name])
+                    stream.send(payload)
+                    stream.finish()
+                    received = bytearray()
+                    while chunk := stream.receive(timeout=30):
+                        received += chunk
+                    if bytes(received) != payload:
+                        raise RuntimeError(f"{name}: a {priority_name} echo came back altered")
+                    tally.bytes[priority_name] += 2 * size
+                    tally.latencies[priority_name].append(time.monotonic() - begin)
+
+            def datagrams() -> None:
+                while time.monotonic() < until:
+                    conn.send_datagram(b"ping")
+                    tally.datagrams_sent += 1
+                    with contextlib.suppress(TimeoutError):
+                        conn.receive_datagram(timeout=0.2)
+                        tally.datagrams_echoed += 1
+
+            workers = [threading.Thread(target=flow, args=f) for f in FLOWS]
+            workers.append(threading.Thread(target=datagrams))
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            conn.close(0, "demo over")
+        except BaseException as exc:  # reported in the summary, as the asyncio demo does
+            failed.append(exc)
+
+    threads = [threading.Thread(target=client, args=(f"client {i}",)) for i in range(clients)]
+    with Live(console=console, refresh_per_second=4) as live:
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            live.update(_summary(tally, time.monotonic() - start, server))
+            time.sleep(0.25)
+        live.update(_summary(tally, time.monotonic() - start, server))
+    server.close()
+    return _finish_demo(console, tally, failed)
 
 
 # -- serve / connect / token / cert ------------------------------------------------------
@@ -246,7 +342,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="server and clients on loopback, live summary")
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--clients", type=int, default=3)
-    demo.add_argument("--runtime", choices=["asyncio"], default="asyncio")
+    demo.add_argument("--runtime", choices=["asyncio", "threads"], default="asyncio")
     serve = commands.add_parser("serve", help="an echo or sink server")
     serve.add_argument("mode", choices=["echo", "sink"], nargs="?", default="echo")
     serve.add_argument("--host", default="127.0.0.1")
@@ -279,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sansquic`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "demo":
+        if args.runtime == "threads":
+            return _demo_threads(args.seconds, args.clients)
         return asyncio.run(_demo(args.seconds, args.clients))
     if args.command == "serve":
         return asyncio.run(_serve(args))
