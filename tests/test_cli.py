@@ -37,3 +37,41 @@ def test_cert_command_writes_a_usable_pair(tmp_path: Path) -> None:
     assert "example.test" in names.value.get_values_for_type(x509.DNSName)
     assert key.stat().st_mode & 0o077 == 0  # the key is private to its owner
     sansquic.Config(certificate=cert, private_key=key)  # loads as a server pair
+
+
+def test_serve_and_connect_echo_over_loopback() -> None:
+    import subprocess
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sansquic_cli", "serve", "echo", "--port", "0", "--seconds", "20"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()  # "sansquic echo server on 127.0.0.1:PORT"
+        port = banner.rsplit(":", 1)[1].strip()
+        reply = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sansquic_cli",
+                "connect",
+                "127.0.0.1",
+                port,
+                "--insecure",
+                "--server-name",
+                "localhost",
+            ],
+            input=b"hello from stdin\n" * 1000,
+            capture_output=True,
+            timeout=20,
+            check=True,
+        )
+        assert reply.stdout == b"hello from stdin\n" * 1000
+    finally:
+        server.terminate()
+        server.wait(10)
+        if server.stdout is not None:
+            server.stdout.close()
