@@ -219,19 +219,14 @@ def encode_stateless_reset(token: bytes, filler: bytes) -> bytes:
     return bytes([first]) + filler[1:] + token
 
 
-def initial_destination_cid(data: bytes, cid_length: int) -> bytes | None:
+def initial_destination_cid(data: bytes) -> bytes | None:
     """Return the destination connection id if ``data`` can start a server connection.
 
-    That is a client Initial of QUIC version 1 padded to at least 1200 bytes;
-    anything else gives ``None``.
+    That is a client Initial of a supported version padded to at least 1200
+    bytes; anything else gives ``None``.
     """
-    if len(data) < _SMALLEST_INITIAL:
-        return None
-    try:
-        header = pull_quic_header(Buffer(data=data), host_cid_length=cid_length)
-    except (ValueError, BufferReadError):
-        return None
-    if header.packet_type != QuicPacketType.INITIAL or header.version != 1:
+    header = parse_header(data) if len(data) >= _SMALLEST_INITIAL else None
+    if header is None or not header.initial or header.version not in SUPPORTED_VERSIONS:
         return None
     return header.destination_cid
 

@@ -77,7 +77,6 @@ class _Hooks(Protocol):
 
 
 _MAX_CODE = 2**62 - 1
-_CID_LENGTH = 8  # aioquic's connection id length, which the server role parses
 # A datagram's cost against the send budget beyond its payload: frame and packet overhead.
 _DATAGRAM_OVERHEAD = 32
 
@@ -173,14 +172,14 @@ class Connection:
     raise :class:`~sansquic.ConnectionClosed`.
     """
 
+    _engine: AioquicEngine | None  # None only for a server before the client's first Initial
+
     def __init__(
         self, config: Config, *, role: Role = Role.CLIENT, server_name: str | None = None
     ) -> None:
         self._setup(config, role, server_name)
         if role is Role.CLIENT:
             self._engine = AioquicEngine(config, is_client=True, server_name=server_name)
-
-    _engine: AioquicEngine | None
 
     def _setup(self, config: Config, role: Role, server_name: str | None) -> None:
         """Check the arguments and set up everything but the engine."""
@@ -334,7 +333,7 @@ class Connection:
         if engine is None:
             if self._state is not ConnectionState.IDLE:
                 return  # a server closed before its first Initial
-            odcid = initial_destination_cid(data, _CID_LENGTH)
+            odcid = initial_destination_cid(data)
             if odcid is None:
                 counters.udp_datagrams_dropped += 1
                 return

@@ -201,14 +201,6 @@ class Dispatcher:
         self._raise_if_closed(conn)
         return conn.writable(stream_id)
 
-    def forget_stream(self, conn: Connection, stream_id: int) -> None:
-        """The application is done with a stream: drop what was kept for it."""
-        link = self._links.get(conn)
-        if link is not None:
-            link.ended.discard(stream_id)
-            link.resets.pop(stream_id, None)
-            link.stops.pop(stream_id, None)
-
     def forget(self, conn: Connection) -> None:
         """The application is done with a connection: drop what was kept for it."""
         self._links.pop(conn, None)
