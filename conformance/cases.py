@@ -311,6 +311,43 @@ def graceful_close(client: Harness, server: Harness) -> None:
         assert (closed.error_code, closed.reason, closed.by_peer) == (42, "bye now", True)
 
 
+def _closed_by_server_within(conn: Any, seconds: float) -> sansquic.ConnectionClosed:
+    """Wait until using ``conn`` raises ConnectionClosed; return that error."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            conn.open_stream().send(b"anyone there?")
+        except sansquic.ConnectionClosed as exc:
+            return exc
+        time.sleep(0.05)
+    raise AssertionError("the server left the connection open with nothing serving it")
+
+
+def raising_handler(client: Harness, server: Harness) -> None:
+    def handler(conn: Any) -> None:
+        _read_all(conn.accept_stream(timeout=10))
+        raise RuntimeError("a bug in the handler")
+
+    with _pair(client, server, handler) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(b"trigger")
+        stream.finish()
+        closed = _closed_by_server_within(conn, 10)
+        assert closed.error_code == sansquic.CloseCode.INTERNAL_ERROR and closed.by_peer, closed
+
+
+def uncaught_peer_reset(client: Harness, server: Harness) -> None:
+    def handler(conn: Any) -> None:
+        _read_all(conn.accept_stream(timeout=10))  # StreamResetError escapes the handler
+
+    with _pair(client, server, handler) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(b"partial")
+        stream.reset(9)
+        closed = _closed_by_server_within(conn, 10)
+        assert closed.error_code == sansquic.CloseCode.INTERNAL_ERROR and closed.by_peer, closed
+
+
 def hq_interop_transfer(client: Harness, server: Harness) -> None:
     files = {"/small": b"hello, interop", "/large": os.urandom(3_000_000)}
     with _pair(
@@ -342,6 +379,8 @@ CASES: dict[str, Case] = {
         reset_and_stop,
         idle_timeout,
         graceful_close,
+        raising_handler,
+        uncaught_peer_reset,
         hq_interop_transfer,
     )
 }
@@ -355,5 +394,6 @@ FAST_CASES = (
     "per_address_limit",
     "reset_and_stop",
     "graceful_close",
+    "raising_handler",
     "hq_interop_transfer",
 )

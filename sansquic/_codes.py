@@ -20,3 +20,8 @@ class CloseCode(enum.IntEnum):
     AUTH_MALFORMED = 0x5351_0004
     #: The client sent more streams, bytes or datagrams than allowed before acceptance.
     AUTH_BUDGET_EXCEEDED = 0x5351_0005
+    #: The peer reset or stopped the auth stream before the auth handshake ended.
+    AUTH_STREAM_ABORTED = 0x5351_0006
+    #: This side failed: a handler raised (or let a peer's reset escape), or an
+    #: authenticator raised. The runtime logs the exception.
+    INTERNAL_ERROR = 0x5351_0007

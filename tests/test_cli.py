@@ -1,9 +1,16 @@
 """The sansquic command: the demo, and the token and certificate tools."""
 
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sansquic_asyncio
 from cryptography import x509
 from sansquic_cli import main
 
@@ -40,9 +47,6 @@ def test_cert_command_writes_a_usable_pair(tmp_path: Path) -> None:
 
 
 def test_serve_and_connect_echo_over_loopback() -> None:
-    import subprocess
-    import sys
-
     server = subprocess.Popen(
         [sys.executable, "-m", "sansquic_cli", "serve", "echo", "--port", "0", "--seconds", "20"],
         stdout=subprocess.PIPE,
@@ -75,3 +79,69 @@ def test_serve_and_connect_echo_over_loopback() -> None:
         server.wait(10)
         if server.stdout is not None:
             server.stdout.close()
+
+
+@contextlib.contextmanager
+def cli_server(mode: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``sansquic serve MODE`` in a process of its own, and its port."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sansquic_cli", "serve", mode, "--port", "0", "--seconds", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        yield server, int(server.stdout.readline().rsplit(":", 1)[1])
+    finally:
+        server.terminate()
+        server.wait(10)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+CLIENT = sansquic.Config(dev_mode=True)
+
+
+def test_serve_echo_streams_the_reply_before_the_request_ends() -> None:
+    async def scenario(port: int) -> bytes:
+        async with await sansquic_asyncio.connect(
+            "127.0.0.1", port, config=CLIENT, server_name="localhost"
+        ) as conn:
+            stream = await conn.open_stream()
+            await stream.send(b"e" * 200_000)  # no FIN: a buffering server answers nothing
+            return await stream.receive(timeout=10)
+
+    with cli_server("echo") as (_, port):
+        first = asyncio.run(scenario(port))
+    assert first and set(first) == {ord("e")}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+def test_serve_sink_holds_bounded_memory_whatever_the_peer_sends() -> None:
+    chunk = os.urandom(1 << 20)
+
+    async def scenario(port: int, pid: int) -> tuple[int, int]:
+        async with await sansquic_asyncio.connect(
+            "127.0.0.1", port, config=CLIENT, server_name="localhost"
+        ) as conn:
+            stream = await conn.open_stream()
+            await stream.send(chunk * 4)
+            before = _rss(pid)  # the server is warm: buffers and code paths in use
+            for _ in range(40):  # 40 MiB more, never finished
+                await stream.send(chunk)
+            # One round trip on another stream: the sink has read everything before it.
+            probe = await conn.open_stream()
+            await probe.finish()
+            assert await probe.receive(timeout=30) == b""
+            return before, _rss(pid)
+
+    with cli_server("sink") as (server, port):
+        before, after = asyncio.run(scenario(port, server.pid))
+    assert after - before < 16 << 20, f"the sink grew by {(after - before) >> 20} MiB"

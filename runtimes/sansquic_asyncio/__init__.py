@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
 
@@ -23,6 +24,7 @@ import sansquic
 __all__ = ["Connection", "Server", "Stream", "connect", "serve"]
 
 Address = tuple[str, int]
+_log = logging.getLogger(__name__)
 _CLOSE_WAIT = 2.0  # seconds close() waits for the peer to confirm
 
 
@@ -339,6 +341,12 @@ async def serve(
             await handler(conn)
         except sansquic.ConnectionClosed:
             pass  # the peer went away mid-handler: nothing to report
+        except Exception:
+            # Nothing serves the connection any more: say so rather than leave it open.
+            _log.exception("sansquic_asyncio handler failed")
+            with contextlib.suppress(sansquic.SansQuicError):
+                core.close(sansquic.CloseCode.INTERNAL_ERROR, "handler failed")
+                driver.kick()
         finally:
             driver.dispatcher.forget(core)
 

@@ -16,7 +16,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -279,20 +279,38 @@ def _server_config(args: argparse.Namespace) -> sansquic.Config:
     return sansquic.Config(dev_mode=True)
 
 
+#: The most ``sansquic serve`` reads from a stream at once.
+_SERVE_CHUNK = 64 * 1024
+
+
+def _serve_handler(mode: str) -> Callable[[runtime.Connection], Awaitable[None]]:
+    """The ``sansquic serve`` handler: echo every stream back, or read it and drop it."""
+
+    async def serve_stream(stream: runtime.Stream) -> None:
+        # Chunk by chunk: what the server holds per stream is bounded by the read size
+        # and the send buffer, however much the peer sends.
+        with contextlib.suppress(
+            sansquic.StreamResetError, sansquic.StreamStoppedError, sansquic.ConnectionClosed
+        ):
+            while chunk := await stream.receive(_SERVE_CHUNK):
+                if mode == "echo":
+                    await stream.send(chunk)
+            await stream.finish()
+
+    async def handler(conn: runtime.Connection) -> None:
+        async with asyncio.TaskGroup() as group:
+            async for stream in conn:
+                group.create_task(serve_stream(stream))
+
+    return handler
+
+
 async def _serve(args: argparse.Namespace) -> int:
     authenticator = None
     if args.token_key:
         verifier = tokens.TokenVerifier({"cli": args.token_key.encode()})
         authenticator = tokens.token_authenticator(verifier, token_time=lambda now: time.time())
-
-    async def handler(conn: runtime.Connection) -> None:
-        async for stream in conn:
-            data = bytearray()
-            while chunk := await stream.receive():
-                data += chunk
-            if args.mode == "echo":
-                await stream.send(bytes(data))
-            await stream.finish()
+    handler = _serve_handler(args.mode)
 
     server = await runtime.serve(
         handler, args.host, args.port, config=_server_config(args), authenticator=authenticator

@@ -532,7 +532,7 @@ class Server:
         except Exception:
             _log.exception("sansquic_threads handler failed")
             with loop.lock, contextlib.suppress(sansquic.SansQuicError):
-                core.close(1, "internal error")
+                core.close(sansquic.CloseCode.INTERNAL_ERROR, "handler failed")
                 loop.flush()
         finally:
             with loop.lock:
