@@ -231,6 +231,30 @@ def auth_deadline(client: Harness, server: Harness) -> None:
         raise AssertionError("the server never closed the silent client")
 
 
+def unready_connections_leave_nothing(client: Harness, server: Harness) -> None:
+    """Clients that finish TLS and never pass auth leave no state once the server dropped them."""
+    handle = server.serve(_echo, _token_server(deadline=0.3))
+    silent = []
+    try:
+        for _ in range(3):  # a bad token: rejected at once
+            try:
+                client.connect(handle.address, CONFIG, "not a token").close()
+                raise AssertionError("a bad token was accepted")
+            except sansquic.ConnectionClosed as exc:
+                assert exc.error_code == sansquic.CloseCode.AUTH_REJECTED, exc
+        for _ in range(6):  # no token at all: the deadline closes each
+            silent.append(client.connect(handle.address, CONFIG))
+        deadline = time.monotonic() + 5
+        while (handle.stats().active or handle.tracked()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (handle.stats().active, handle.tracked()) == (0, 0)
+        assert handle.stats().auth_failures == 9
+    finally:
+        for conn in silent:
+            conn.close()
+        handle.close()
+
+
 def per_address_limit(client: Harness, server: Harness) -> None:
     limits = sansquic.RateLimits(max_connections_per_address=3, new_connections_per_second=None)
     handle = server.serve(_echo, CONFIG.replace(rate_limits=limits))
@@ -375,6 +399,7 @@ CASES: dict[str, Case] = {
         auth_accept,
         auth_reject,
         auth_deadline,
+        unready_connections_leave_nothing,
         per_address_limit,
         reset_and_stop,
         idle_timeout,
@@ -391,6 +416,7 @@ FAST_CASES = (
     "datagrams",
     "auth_accept",
     "auth_reject",
+    "unready_connections_leave_nothing",
     "per_address_limit",
     "reset_and_stop",
     "graceful_close",

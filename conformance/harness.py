@@ -29,6 +29,10 @@ class ServerHandle(Protocol):
 
     def stats(self) -> sansquic.EndpointStats: ...
 
+    def tracked(self) -> int:
+        """Connections the runtime's Dispatcher keeps state for (a leak check)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -193,6 +197,9 @@ class _AsyncServer:
         stats: sansquic.EndpointStats = self._loop.run(_get(self._server.stats))
         return stats
 
+    def tracked(self) -> int:
+        return int(self._loop.run(_get(lambda: self._server._driver.dispatcher.tracked)))
+
     def close(self) -> None:
         self._loop.run(self._server.close())
         self._loop.stop()
@@ -239,6 +246,24 @@ class AsyncioHarness:
         return _AsyncConnection(loop, conn, owns_loop=True)
 
 
+class _ThreadsServer:
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self.address: tuple[str, int] = server.address
+
+    def stats(self) -> sansquic.EndpointStats:
+        stats: sansquic.EndpointStats = self._server.stats()
+        return stats
+
+    def tracked(self) -> int:
+        loop = self._server._loop
+        with loop.lock:
+            return int(loop.dispatcher.tracked)
+
+    def close(self) -> None:
+        self._server.close()
+
+
 class ThreadsHarness:
     """sansquic_threads is already blocking: the harness only fixes the arguments."""
 
@@ -247,8 +272,10 @@ class ThreadsHarness:
     def serve(self, handler: Handler, config: sansquic.Config, authenticator: Any = None) -> Any:
         import sansquic_threads
 
-        return sansquic_threads.serve(
-            handler, "127.0.0.1", 0, config=config, authenticator=authenticator
+        return _ThreadsServer(
+            sansquic_threads.serve(
+                handler, "127.0.0.1", 0, config=config, authenticator=authenticator
+            )
         )
 
     def connect(

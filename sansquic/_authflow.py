@@ -27,7 +27,7 @@ from ._auth import (
 )
 from ._codes import CloseCode
 from ._engine import Address
-from ._errors import LocalProtocolError
+from ._errors import LocalProtocolError, SansQuicError
 from ._events import (
     Authenticated,
     AuthRejected,
@@ -54,6 +54,8 @@ _CLOSE_CODES = frozenset(
         CloseCode.AUTH_TIMEOUT,
         CloseCode.AUTH_MALFORMED,
         CloseCode.AUTH_BUDGET_EXCEEDED,
+        CloseCode.AUTH_STREAM_ABORTED,
+        CloseCode.INTERNAL_ERROR,
     }
 )
 
@@ -106,6 +108,39 @@ class AuthFlow:
                 self._reject(AuthRejection(code=CloseCode.AUTH_MALFORMED, reason=str(exc)), now)
             else:
                 self._conn._close_locally(CloseCode.AUTH_MALFORMED, f"bad auth answer: {exc}")
+
+    def stream_finished(self, now: float) -> None:
+        """The peer's FIN arrived on the auth stream: a message still incomplete never will be."""
+        if self.state is not AuthState.WAITING:
+            return
+        if self.server:
+            reason = "the auth request ended before it was complete"
+            self._reject(AuthRejection(code=CloseCode.AUTH_MALFORMED, reason=reason), now)
+        else:
+            self.state = AuthState.REJECTED
+            reason = "the auth answer ended before it was complete"
+            self._conn._events.append(AuthRejected(code=CloseCode.AUTH_MALFORMED, reason=reason))
+            self._conn._close_locally(CloseCode.AUTH_MALFORMED, reason)
+
+    def stream_aborted(self, what: str, now: float) -> None:
+        """The peer reset or stopped the auth stream (``what`` says which).
+
+        Before the handshake ended that is a protocol violation: the connection
+        closes with ``AUTH_STREAM_ABORTED``. Afterwards both sides are done with
+        the stream and it changes nothing.
+        """
+        if not self.pending:
+            return
+        reason = f"the peer {what} the auth stream before the auth handshake ended"
+        self._held.clear()
+        self.state = AuthState.REJECTED
+        if self.server:
+            self._failed(now)
+        else:
+            self._conn._events.append(
+                AuthRejected(code=CloseCode.AUTH_STREAM_ABORTED, reason=reason)
+            )
+        self._conn._close_locally(CloseCode.AUTH_STREAM_ABORTED, reason)
 
     # -- client ------------------------------------------------------------------
 
@@ -196,7 +231,14 @@ class AuthFlow:
                 code=CloseCode.AUTH_REJECTED, reason="mutual TLS is not offered by this engine"
             )
         elif policy.authenticator is not None:
-            outcome = policy.authenticator(request, address, now)
+            try:
+                outcome = policy.authenticator(request, address, now)
+            except Exception:
+                # The peer's input must not crash the caller's I/O loop; the client
+                # learns only that the server failed, not how.
+                outcome = AuthRejection(
+                    code=CloseCode.INTERNAL_ERROR, reason="the server's authenticator failed"
+                )
         elif request.method is AuthMethod.NONE and policy.allow_anonymous:
             outcome = Identity(subject="anonymous")
         else:
@@ -209,9 +251,8 @@ class AuthFlow:
             self.state = AuthState.REQUESTED
             self._conn._events.append(AuthRequested(request=request, address=address))
         else:
-            raise TypeError(
-                f"an authenticator must return Identity or AuthRejection, not {outcome!r}"
-            )
+            reason = "the server's authenticator returned neither Identity nor AuthRejection"
+            self._reject(AuthRejection(code=CloseCode.INTERNAL_ERROR, reason=reason), now)
 
     def accept(self, identity: Identity) -> None:
         self._require_pending("accept_auth")
@@ -232,7 +273,8 @@ class AuthFlow:
     def _accept(self, identity: Identity) -> None:
         conn = self._conn
         self.state, self.identity = AuthState.ACCEPTED, identity
-        conn.send(AUTH_STREAM, encode_accepted(identity), end=True)
+        if not self._answer(encode_accepted(identity)):
+            return
         conn._events.append(Authenticated(identity=identity))
         conn._events.extend(self._held)  # everything the client sent, in order
         self._held.clear()
@@ -242,9 +284,26 @@ class AuthFlow:
         self.state = AuthState.REJECTED
         self._held.clear()  # discarded: the application never hears of it
         self._failed(now)
-        conn.send(AUTH_STREAM, encode_rejected(rejection), end=True)
-        # Close once the answer is on its way, so the client can read the code.
-        conn._close_after_flush(CloseCode.AUTH_REJECTED, rejection.reason)
+        if not self._answer(encode_rejected(rejection)):
+            return
+        # Close once the answer is on its way, so the client can read the code. The
+        # close carries sansquic's own code (malformed, internal error) when it is one.
+        code = rejection.code if rejection.code in _CLOSE_CODES else CloseCode.AUTH_REJECTED
+        conn._close_after_flush(code, rejection.reason)
+
+    def _answer(self, message: bytes) -> bool:
+        """Send the answer and FIN on the auth stream; False (and closed) if it cannot go."""
+        try:
+            self._conn.send(AUTH_STREAM, message, end=True)
+        except SansQuicError:
+            # The peer already stopped the stream (or closed): it gave up on the answer.
+            self._held.clear()
+            self.state = AuthState.REJECTED
+            self._conn._close_locally(
+                CloseCode.AUTH_STREAM_ABORTED, "the auth answer could not be sent"
+            )
+            return False
+        return True
 
     def _failed(self, now: float) -> None:
         hooks = self._conn._hooks

@@ -869,6 +869,10 @@ class Connection:
             elif isinstance(ev, CidIssued | CidRetired):
                 if self._hooks is not None:
                     self._hooks.cid_changed(self, ev.cid, isinstance(ev, CidIssued))
+            elif isinstance(ev, StreamResetByPeer | StopSendingByPeer) and (
+                auth is not None and ev.stream_id == AUTH_STREAM
+            ):
+                self._auth_stream_aborted(auth, ev, now)
             elif isinstance(ev, StreamResetByPeer):
                 record = self._peer_stream(ev.stream_id, emit)
                 if record is None:
@@ -949,10 +953,34 @@ class Connection:
         if ev.data:
             self._engine.consumed(AUTH_STREAM, len(ev.data))  # type: ignore[union-attr]
             auth.stream_data(ev.data, now, self._last_address)
+        if ev.fin:
+            auth.stream_finished(now)
         record = self._streams.records.get(AUTH_STREAM)
         if ev.fin and record is not None and record.recv is RecvState.OPEN:
             record.recv = RecvState.FINISHED
             self._streams.drop_if_done(record)
+
+    def _auth_stream_aborted(
+        self, auth: AuthFlow, ev: StreamResetByPeer | StopSendingByPeer, now: float
+    ) -> None:
+        """The peer reset or stopped the auth stream: never surfaced, and before the
+        answer a violation (see :meth:`AuthFlow.stream_aborted`)."""
+        reset = isinstance(ev, StreamResetByPeer)
+        auth.stream_aborted("reset" if reset else "stopped", now)
+        record = self._streams.records.get(AUTH_STREAM)
+        if record is None:
+            return
+        if reset:
+            recv = RECV_TRANSITIONS.get((record.recv, RecvInput.PEER_RESET))
+            if recv is not None:
+                record.buffer.clear()
+                record.recv = recv
+        else:
+            send = SEND_TRANSITIONS.get((record.send, SendInput.PEER_STOP))
+            if send is not None:
+                self._discard_outgoing(record)
+                record.send = send
+        self._streams.drop_if_done(record)
 
     def _begin_close(self, ev: Terminated) -> None:
         """Refuse further commands with the error that describes this close."""

@@ -42,6 +42,7 @@ class _Link:
     """Per-connection state the runtime's objects read."""
 
     __slots__ = (
+        "claimed",
         "datagrams",
         "ended",
         "failed",
@@ -53,6 +54,9 @@ class _Link:
     )
 
     def __init__(self) -> None:
+        # Whether the application holds the connection (watch() or next_connection()):
+        # only then does the link outlive the connection, until forget().
+        self.claimed = False
         self.ready = False  # handshake done (and, with auth, accepted)
         self.failed: SansQuicError | None = None  # why it can never become ready
         self.incoming: deque[int] = deque()  # streams the peer opened, not yet accepted
@@ -69,19 +73,29 @@ class Dispatcher:
     After feeding the endpoint (datagrams, timers, commands), call
     :meth:`process` and wake every waiter whose key it returns. Waiters then
     call the query methods below, which say whether to wait again.
+
+    What it keeps for a connection the application never took (one that
+    failed TLS or auth, or closed before it was ready) is dropped when the
+    connection ends; for one the application holds, at :meth:`forget`.
     """
 
     def __init__(self, endpoint: Endpoint, *, datagram_queue: int = 1024) -> None:
         self.endpoint = endpoint
         self._links: dict[Connection, _Link] = {}
-        self._accepted: deque[Connection] = deque()  # server connections ready for the app
+        # Server connections ready for the app, oldest first (a dict: an ordered set).
+        self._accepted: dict[Connection, None] = {}
         self._datagram_queue = datagram_queue
         self._authenticates = endpoint._config.auth is not None
         self._forgotten: weakref.WeakSet[Connection] = weakref.WeakSet()
 
     def watch(self, conn: Connection) -> None:
         """Track a connection this side opened (server connections are tracked on their own)."""
-        self._links.setdefault(conn, _Link())
+        self._links.setdefault(conn, _Link()).claimed = True
+
+    @property
+    def tracked(self) -> int:
+        """How many connections the dispatcher keeps state for (zero once all are over)."""
+        return len(self._links)
 
     def process(self) -> set[Wake]:
         """Apply every pending event; return the keys of the waiters to wake."""
@@ -127,7 +141,7 @@ class Dispatcher:
                 link.ready = True
                 wake.add(("ready", conn))
                 if conn.role.value == "server":
-                    self._accepted.append(conn)
+                    self._accepted[conn] = None
                     wake.add(("incoming",))
         elif isinstance(event, AuthRejected):
             link.failed = ConnectionClosed(event.code, event.reason, by_peer=True, application=True)
@@ -138,6 +152,10 @@ class Dispatcher:
             wake.update([("ready", conn), ("accept", conn), ("datagram", conn), ("closed", conn)])
             for stream_id in conn._streams.records:
                 wake.update([("read", conn, stream_id), ("write", conn, stream_id)])
+            if not link.claimed:
+                # Nobody will ever ask about it: it ends here, whoever ended it.
+                self._accepted.pop(conn, None)
+                self.forget(conn)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -154,8 +172,11 @@ class Dispatcher:
     def next_connection(self) -> Connection | None:
         """A server connection ready for the application (handshake done, auth passed)."""
         while self._accepted:
-            conn = self._accepted.popleft()
-            if conn.state is not ConnectionState.CLOSED:
+            conn = next(iter(self._accepted))
+            del self._accepted[conn]
+            link = self._links.get(conn)
+            if link is not None and conn.state is not ConnectionState.CLOSED:
+                link.claimed = True
                 return conn
         return None
 

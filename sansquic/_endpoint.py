@@ -29,9 +29,10 @@ from ._aioquic import (
     encode_version_negotiation,
     parse_header,
 )
+from ._codes import CloseCode
 from ._config import Config
 from ._connection import Connection, ConnectionState
-from ._engine import Address
+from ._engine import Address, ClosedBy, Terminated
 from ._errors import LocalProtocolError
 from ._events import Event
 from ._retry import RetryTokens
@@ -76,6 +77,10 @@ class EndpointStats:
     tracked_addresses: int
     #: Clients that failed the auth handshake (rejected, malformed or too slow).
     auth_failures: int
+    #: Connections closed because the core itself raised while handling them (a bug
+    #: in sansquic or the engine, never the peer's doing): zero, or a bug to report.
+    #: The last exception is :attr:`Endpoint.last_internal_error`.
+    internal_errors: int = 0
 
     def outcomes(self) -> int:
         """Datagrams by what became of them; equals ``datagrams_received`` (each counts once)."""
@@ -187,6 +192,9 @@ class Endpoint:
         self._received = self._routed = 0
         self._refused: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
+        self._internal_errors = 0
+        #: The exception behind the last ``stats().internal_errors``, for the runtime to log.
+        self.last_internal_error: Exception | None = None
 
     # -- inputs -----------------------------------------------------------------
 
@@ -250,7 +258,10 @@ class Endpoint:
             due.append(conn)
         # Each due connection runs once per call, even if its timer stays due.
         for conn in due:
-            conn.handle_timer(now)
+            try:
+                conn.handle_timer(now)
+            except Exception as exc:
+                self._internal_error(conn, exc)
             self._dirty[conn] = None
             self._after(conn)
 
@@ -265,7 +276,10 @@ class Endpoint:
         while self._dirty:
             dirty, self._dirty = self._dirty, {}
             for conn in dirty:
-                out += conn.datagrams_to_send(now)
+                try:
+                    out += conn.datagrams_to_send(now)
+                except Exception as exc:
+                    self._internal_error(conn, exc)
                 self._after(conn)
         return out
 
@@ -320,6 +334,7 @@ class Endpoint:
             dropped=MappingProxyType(dict(self._dropped)),
             tracked_addresses=tracked,
             auth_failures=self._auth_failure_count,
+            internal_errors=self._internal_errors,
         )
 
     # -- hooks the connections call ----------------------------------------------
@@ -360,21 +375,32 @@ class Endpoint:
         self._outbox.append((data, address))
         return True
 
+    def _address_allows(self, address: Address, now: float) -> str | None:
+        """Apply the per-address pre-handshake limit to a datagram that would earn a
+        stateless answer; return its address key, or None (counted) when over it."""
+        limits = self._limits
+        key = address_key(address, limits.ipv4_prefix, limits.ipv6_prefix)
+        if self._prehandshake is not None and not self._prehandshake.get(key, now).allow(now):
+            # Before the shared answer budget: one address cannot spend everyone's.
+            self._dropped["flood (pre-handshake rate)"] += 1
+            return None
+        return key
+
     def _negotiate_version(self, header: Header, size: int, address: Address, now: float) -> None:
         # Only a datagram as large as an Initial earns an answer (no amplification).
         if size < _SMALLEST_INITIAL or not self._server:
             self._dropped["unsupported version"] += 1
+        elif self._address_allows(address, now) is None:
+            return
         elif self._respond(encode_version_negotiation(header), address, now, "version"):
             self._negotiations += 1
 
     def _admit(self, header: Header, data: bytes, address: Address, now: float) -> None:
-        limits = self._limits
         if len(data) < _SMALLEST_INITIAL:
             self._dropped["short initial"] += 1
             return
-        key = address_key(address, limits.ipv4_prefix, limits.ipv6_prefix)
-        if self._prehandshake is not None and not self._prehandshake.get(key, now).allow(now):
-            self._dropped["flood (pre-handshake rate)"] += 1
+        key = self._address_allows(address, now)
+        if key is None:
             return
         odcid, retry_scid = header.destination_cid, None
         if header.token:
@@ -445,6 +471,8 @@ class Endpoint:
         if len(data) <= _MIN_RESET:
             self._dropped["unknown connection"] += 1
             return
+        if self._address_allows(address, now) is None:
+            return
         header = parse_header(data)
         assert header is not None  # the caller parsed it already
         size = min(len(data) - 1, _MAX_RESET)
@@ -454,9 +482,27 @@ class Endpoint:
             self._resets += 1
 
     def _feed(self, conn: Connection, data: bytes, address: Address, now: float) -> None:
-        conn.receive_datagram(data, address, now)
+        try:
+            conn.receive_datagram(data, address, now)
+        except Exception as exc:
+            self._internal_error(conn, exc)
         self._dirty[conn] = None
         self._after(conn)
+
+    def _internal_error(self, conn: Connection, exc: Exception) -> None:
+        """The core raised handling ``conn``: close that one connection, keep serving the rest.
+
+        A peer must never be able to stop the caller's I/O loop; the exception
+        is kept for the runtime to log, and counted so tests can insist on zero.
+        """
+        self._internal_errors += 1
+        self.last_internal_error = exc
+        try:
+            conn._close_locally(CloseCode.INTERNAL_ERROR, "internal error")
+        except Exception:
+            conn._terminate(
+                Terminated(CloseCode.INTERNAL_ERROR, "internal error", ClosedBy.LOCAL, True)
+            )
 
     def _reset_token(self, cid: bytes) -> bytes:
         return hmac.new(self._reset_key, cid, hashlib.sha256).digest()[:16]
