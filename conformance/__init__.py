@@ -5,7 +5,7 @@ case) and exits non-zero on any failure; ``tests/test_conformance.py`` runs
 the same cases under pytest.
 """
 
-from .cases import CASES, FAST_CASES
+from .cases import CASES, CROSS_CASES, FAST_CASES
 from .harness import HARNESSES
 
-__all__ = ["CASES", "FAST_CASES", "HARNESSES"]
+__all__ = ["CASES", "CROSS_CASES", "FAST_CASES", "HARNESSES"]

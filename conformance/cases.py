@@ -21,7 +21,7 @@ from sansquic import tokens
 from . import hq
 from .harness import Harness
 
-__all__ = ["CASES", "FAST_CASES", "Case"]
+__all__ = ["CASES", "CROSS_CASES", "FAST_CASES", "Case"]
 
 Case = Callable[[Harness, Harness], None]
 CONFIG = sansquic.Config(dev_mode=True)
@@ -372,6 +372,121 @@ def uncaught_peer_reset(client: Harness, server: Harness) -> None:
         assert closed.error_code == sansquic.CloseCode.INTERNAL_ERROR and closed.by_peer, closed
 
 
+def send_larger_than_the_buffer_limit(client: Harness, server: Harness) -> None:
+    """One send() of 1 MiB with a 64 KiB buffer whose watermark is the limit: split, not refused."""
+    tight = CONFIG.replace(
+        send_high_watermark=64 * 1024,
+        send_low_watermark=16 * 1024,
+        send_buffer_limit=64 * 1024,
+    )
+    payload = os.urandom(1 << 20)
+
+    def handler(conn: Any) -> None:
+        for stream in conn:
+            stream.send(_read_all(stream))  # the reply, 1 MiB in one call too
+            stream.finish()
+
+    with _pair(client, server, handler, server_config=tight, client_config=tight) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(payload, timeout=20)
+        stream.finish()
+        assert hashlib.sha256(_read_all(stream)).digest() == hashlib.sha256(payload).digest()
+
+
+def receive_sizes(client: Harness, server: Harness) -> None:
+    """receive(0) is refused, receive(n) returns at most n, and the helpers read whole replies."""
+    with _pair(client, server, _echo) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(b"0123456789" * 100)
+        stream.finish()
+        try:
+            stream.receive(0, timeout=5)
+            raise AssertionError("receive(0) returned instead of raising")
+        except ValueError:
+            pass
+        first = stream.receive(7, timeout=10)
+        assert 1 <= len(first) <= 7
+        rest = stream.receive_exactly(1000 - len(first) - 3, timeout=10)
+        assert first + rest == (b"0123456789" * 100)[:-3]
+        try:
+            stream.receive_exactly(10, timeout=10)
+            raise AssertionError("receive_exactly read past the end of the stream")
+        except sansquic.IncompleteRead as exc:
+            assert exc.partial == b"789", exc
+        second = conn.open_stream()
+        second.send(b"whole reply " * 5000)
+        second.finish()
+        assert second.read_all(timeout=20) == b"whole reply " * 5000
+
+
+def concurrent_receive_is_busy(client: Harness, server: Harness) -> None:
+    """A second task receiving on the same stream is refused at once; the first is unharmed."""
+    release: queue.Queue[bytes] = queue.Queue()
+
+    def handler(conn: Any) -> None:
+        stream = conn.accept_stream(timeout=10)
+        stream.receive(timeout=10)
+        stream.send(release.get(timeout=10))
+        stream.finish()
+
+    with _pair(client, server, handler) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(b"start")
+        first: queue.Queue[object] = queue.Queue()
+        reader = threading.Thread(target=lambda: first.put(_try(stream.receive, timeout=10)))
+        reader.start()
+        try:
+            time.sleep(0.3)  # the first receive is waiting now
+            try:
+                stream.receive(timeout=1)
+                raise AssertionError("a second concurrent receive was allowed")
+            except sansquic.BusyError:
+                pass
+        finally:
+            release.put(b"for the first reader")
+            reader.join(15)
+        assert first.get(timeout=1) == b"for the first reader"
+
+
+def _try(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> object:
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        return exc
+
+
+def timeouts_leave_the_connection_usable(client: Harness, server: Harness) -> None:
+    """A send or receive that times out (mid-way) leaves the connection usable."""
+    hold: queue.Queue[None] = queue.Queue()
+
+    def handler(conn: Any) -> None:
+        stalled = conn.accept_stream(timeout=10)  # never read until told: the sender blocks
+        hold.get(timeout=20)
+        stalled.stop(1)
+        _echo(conn)
+
+    with _pair(client, server, handler) as (conn, _):
+        stalled = conn.open_stream()
+        try:
+            stalled.send(os.urandom(8 << 20), timeout=0.5)  # far beyond every window
+            raise AssertionError("8 MiB went out to a peer that reads nothing")
+        except TimeoutError:
+            pass
+        silent = conn.open_stream()
+        silent.send(b"nobody answers this yet")
+        try:
+            silent.receive(timeout=0.2)
+            raise AssertionError("a reply came from a handler that sends none")
+        except TimeoutError:
+            pass
+        hold.put(None)
+        silent.finish()  # the echo handler serves streams in turn: let it past this one
+        again = conn.open_stream()
+        again.send(b"still usable")
+        again.finish()
+        assert _read_all(again) == b"still usable"
+
+
 def hq_interop_transfer(client: Harness, server: Harness) -> None:
     files = {"/small": b"hello, interop", "/large": os.urandom(3_000_000)}
     with _pair(
@@ -406,6 +521,10 @@ CASES: dict[str, Case] = {
         graceful_close,
         raising_handler,
         uncaught_peer_reset,
+        send_larger_than_the_buffer_limit,
+        receive_sizes,
+        concurrent_receive_is_busy,
+        timeouts_leave_the_connection_usable,
         hq_interop_transfer,
     )
 }
@@ -421,5 +540,10 @@ FAST_CASES = (
     "reset_and_stop",
     "graceful_close",
     "raising_handler",
+    "send_larger_than_the_buffer_limit",
+    "receive_sizes",
+    "concurrent_receive_is_busy",
     "hq_interop_transfer",
 )
+#: What CI runs for every pair of different runtimes: the quickest that cross every path.
+CROSS_CASES = ("handshake", "echo", "datagrams", "auth_reject", "reset_and_stop")

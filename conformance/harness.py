@@ -1,26 +1,25 @@
-"""The harness interface every runtime plugs into, and the asyncio and threads harnesses.
+"""The harness every runtime plugs into: blocking objects with the threads runtime's shape.
 
-Cases talk to a runtime through blocking objects with the threads runtime's
-shape (``open_stream``, ``accept_stream``, ``send``, ``receive(timeout=)``,
-...). The threads runtime is already that; the asyncio harness runs its loop
-in a thread and forwards each call to it, so the same case code drives both,
-on either side of the connection.
+Cases are written once against blocking objects (``open_stream``,
+``accept_stream``, ``send``, ``receive(timeout=)``, ...). The threads runtime
+is already that. Every async runtime runs its own event loop in a thread of
+its own (anyio's blocking portal, which drives asyncio and trio alike), and
+the harness forwards each call to it, so the same case code drives every
+runtime, on either side of the connection, against any other.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import CancelledError, Future
-from typing import Any, Protocol, TypeVar
+import functools
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import sansquic
 
 __all__ = ["HARNESSES", "Harness", "ServerHandle"]
 
-T = TypeVar("T")
 Handler = Callable[[Any], None]  # receives a blocking connection
 
 
@@ -30,7 +29,7 @@ class ServerHandle(Protocol):
     def stats(self) -> sansquic.EndpointStats: ...
 
     def tracked(self) -> int:
-        """Connections the runtime's Dispatcher keeps state for (a leak check)."""
+        """Connections the runtime keeps state for (a leak check)."""
         ...
 
     def close(self) -> None: ...
@@ -50,118 +49,121 @@ class Harness(Protocol):
     ) -> Any: ...
 
 
-# -- asyncio ------------------------------------------------------------------------------
+# -- async runtimes, through a blocking portal ---------------------------------------------
 
 
-class _Loop:
-    """An asyncio loop in its own thread, and a way to run coroutines on it from others."""
+class _Portal:
+    """An event loop (asyncio or trio) in its own thread, and calls into it from others."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="asyncio-harness")
-        self.thread.start()
-        self._pending: set[Future[Any]] = set()
+    def __init__(self, backend: str) -> None:
+        from anyio.from_thread import start_blocking_portal
+
+        self._cm = start_blocking_portal(backend)
+        self.portal = self._cm.__enter__()
         self._stopped = False
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._stopped:
-            coro.close()
             raise sansquic.ConnectionClosed(0, "harness stopped", by_peer=False, application=True)
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        self._pending.add(future)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
-        except CancelledError:
-            if self._stopped:  # the harness went away under this call: the connection is gone
-                raise sansquic.ConnectionClosed(
-                    0, "harness stopped", by_peer=False, application=True
-                ) from None
-            raise
-        finally:
-            self._pending.discard(future)
+        return self.portal.call(functools.partial(fn, *args, **kwargs))
 
     def stop(self) -> None:
-        """Cancel what other threads still wait on, then stop: nothing blocks forever."""
+        """Cancel what is still running in the loop, then end its thread."""
         if self._stopped:
             return
         self._stopped = True
-
-        async def drain() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(drain(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+            self.portal.call(self.portal.stop, True)
+        with contextlib.suppress(Exception):
+            self._cm.__exit__(None, None, None)
 
 
-class _AsyncStream:
-    def __init__(self, loop: _Loop, stream: Any) -> None:
-        self._loop, self._stream, self.id = loop, stream, stream.id
+async def _plain(fn: Callable[[], Any]) -> Any:
+    """Run a plain call on the loop thread (the runtime objects are not thread-safe)."""
+    return fn()
+
+
+class _Stream:
+    def __init__(self, portal: _Portal, stream: Any) -> None:
+        self._portal, self._stream, self.id = portal, stream, stream.id
 
     def send(self, data: bytes, timeout: float | None = None) -> None:
-        self._loop.run(self._stream.send(data, timeout=timeout))
+        self._portal.call(self._stream.send, data, timeout=timeout)
 
     def receive(self, max_bytes: int = -1, timeout: float | None = None) -> bytes:
-        data: bytes = self._loop.run(self._stream.receive(max_bytes, timeout=timeout))
+        data: bytes = self._portal.call(self._stream.receive, max_bytes, timeout=timeout)
+        return data
+
+    def receive_exactly(self, size: int, timeout: float | None = None) -> bytes:
+        data: bytes = self._portal.call(self._stream.receive_exactly, size, timeout=timeout)
+        return data
+
+    def read_all(self, timeout: float | None = None) -> bytes:
+        data: bytes = self._portal.call(self._stream.read_all, timeout=timeout)
         return data
 
     def finish(self) -> None:
-        self._loop.run(self._stream.finish())
+        self._portal.call(self._stream.finish)
 
     def reset(self, code: int = 0) -> None:
-        self._loop.run(self._stream.reset(code))
+        self._portal.call(self._stream.reset, code)
 
     def stop(self, code: int = 0) -> None:
-        self._loop.run(self._stream.stop(code))
+        self._portal.call(self._stream.stop, code)
 
     @property
     def priority(self) -> int:
-        return int(self._loop.run(_get(lambda: self._stream.priority)))
+        return int(self._portal.call(_plain, lambda: self._stream.priority))
 
     @priority.setter
     def priority(self, value: int) -> None:
-        self._loop.run(_get(lambda: setattr(self._stream, "priority", value)))
+        self._portal.call(_plain, lambda: setattr(self._stream, "priority", value))
 
 
-async def _get(function: Callable[[], T]) -> T:
-    """Run a plain call on the loop thread (the core is not thread-safe)."""
-    return function()
-
-
-class _AsyncConnection:
-    def __init__(self, loop: _Loop, conn: Any, owns_loop: bool) -> None:
-        self._loop, self._conn, self._owns_loop = loop, conn, owns_loop
+class _Connection:
+    def __init__(self, portal: _Portal, conn: Any, exit_cm: Callable[[], Any] | None) -> None:
+        self._portal, self._conn, self._exit_cm = portal, conn, exit_cm
         self._closed = False
+
+    def _get(self, name: str) -> Any:
+        return self._portal.call(_plain, lambda: getattr(self._conn, name))
 
     @property
     def identity(self) -> sansquic.Identity | None:
-        identity: sansquic.Identity | None = self._loop.run(_get(lambda: self._conn.identity))
+        identity: sansquic.Identity | None = self._get("identity")
         return identity
 
+    @property
+    def alpn(self) -> str | None:
+        alpn: str | None = self._get("alpn")
+        return alpn
+
+    @property
+    def remote_address(self) -> sansquic.Address | None:
+        address: sansquic.Address | None = self._get("remote_address")
+        return address
+
+    @property
+    def max_datagram_size(self) -> int | None:
+        size: int | None = self._get("max_datagram_size")
+        return size
+
     def stats(self) -> sansquic.ConnectionStats:
-        stats: sansquic.ConnectionStats = self._loop.run(_get(self._conn.stats))
+        stats: sansquic.ConnectionStats = self._portal.call(_plain, self._conn.stats)
         return stats
 
     def open_stream(
         self, bidirectional: bool = True, priority: int = sansquic.Priority.NORMAL
-    ) -> _AsyncStream:
-        stream = self._loop.run(
-            self._conn.open_stream(bidirectional=bidirectional, priority=priority)
+    ) -> _Stream:
+        stream = self._portal.call(
+            self._conn.open_stream, bidirectional=bidirectional, priority=priority
         )
-        return _AsyncStream(self._loop, stream)
+        return _Stream(self._portal, stream)
 
-    def accept_stream(self, timeout: float | None = None) -> _AsyncStream:
-        return _AsyncStream(self._loop, self._loop.run(self._conn.accept_stream(timeout=timeout)))
+    def accept_stream(self, timeout: float | None = None) -> _Stream:
+        return _Stream(self._portal, self._portal.call(self._conn.accept_stream, timeout=timeout))
 
-    def __iter__(self) -> Iterator[_AsyncStream]:
+    def __iter__(self) -> Iterator[_Stream]:
         while True:
             try:
                 yield self.accept_stream()
@@ -169,81 +171,110 @@ class _AsyncConnection:
                 return
 
     def send_datagram(self, data: bytes) -> None:
-        self._loop.run(self._conn.send_datagram(data))
+        self._portal.call(self._conn.send_datagram, data)
 
     def receive_datagram(self, timeout: float | None = None) -> bytes:
-        data: bytes = self._loop.run(self._conn.receive_datagram(timeout=timeout))
+        data: bytes = self._portal.call(self._conn.receive_datagram, timeout=timeout)
         return data
 
     def close(self, code: int = 0, reason: str = "") -> None:
-        async def close() -> None:
-            self._conn.close(code, reason)
-            await self._conn.wait_closed()
-
         if self._closed:
             return  # closing is idempotent, as in the runtimes
         self._closed = True
-        self._loop.run(close())
-        if self._owns_loop:
-            self._loop.stop()
+        try:
+            self._portal.call(self._conn.close, code, reason)
+            if self._exit_cm is not None:
+                self._exit_cm()  # leaves connect()'s task group
+        finally:
+            if self._exit_cm is not None:
+                self._portal.stop()
 
 
-class _AsyncServer:
-    def __init__(self, loop: _Loop, server: Any) -> None:
-        self._loop, self._server = loop, server
+class _Server:
+    def __init__(self, portal: _Portal, server: Any) -> None:
+        self._portal, self._server = portal, server
         self.address: tuple[str, int] = server.address
 
     def stats(self) -> sansquic.EndpointStats:
-        stats: sansquic.EndpointStats = self._loop.run(_get(self._server.stats))
+        stats: sansquic.EndpointStats = self._portal.call(_plain, self._server.stats)
         return stats
 
     def tracked(self) -> int:
-        return int(self._loop.run(_get(lambda: self._server._driver.dispatcher.tracked)))
+        return int(self._portal.call(_plain, lambda: self._server.tracked))
 
     def close(self) -> None:
-        self._loop.run(self._server.close())
-        self._loop.stop()
+        try:
+            self._portal.call(self._server.close)
+        finally:
+            self._portal.stop()
 
 
-class AsyncioHarness:
-    """sansquic_asyncio behind the blocking harness interface."""
+class AsyncHarness:
+    """An async runtime (``module``) on an anyio portal ``backend`` ("asyncio" or "trio").
 
-    name = "asyncio"
+    ``structured`` runtimes serve with ``task_status`` (trio's idiom);
+    the others return a server already serving in the background (asyncio's).
+    """
+
+    def __init__(self, name: str, module: str, backend: str, *, structured: bool) -> None:
+        self.name, self._module, self._backend, self._structured = name, module, backend, structured
+
+    def _runtime(self) -> Any:
+        return importlib.import_module(self._module)
 
     def serve(
         self, handler: Handler, config: sansquic.Config, authenticator: Any = None
-    ) -> _AsyncServer:
-        import sansquic_asyncio
+    ) -> _Server:
+        import anyio
+        import anyio.to_thread
 
-        loop = _Loop()
+        runtime, portal = self._runtime(), _Portal(self._backend)
+        limiter: list[anyio.CapacityLimiter] = []
 
         async def run_handler(conn: Any) -> None:
-            # Case handlers are blocking: they run in a thread of their own.
-            await asyncio.to_thread(handler, _AsyncConnection(loop, conn, owns_loop=False))
+            if not limiter:  # made in the loop: handlers are threads, many may be alive at once
+                limiter.append(anyio.CapacityLimiter(1000))
+            blocking = _Connection(portal, conn, exit_cm=None)
+            await anyio.to_thread.run_sync(handler, blocking, limiter=limiter[0])
 
-        server = loop.run(
-            sansquic_asyncio.serve(
-                run_handler, "127.0.0.1", 0, config=config, authenticator=authenticator
-            )
-        )
-        return _AsyncServer(loop, server)
+        try:
+            if self._structured:
+                start = functools.partial(
+                    runtime.serve, run_handler, "127.0.0.1", 0, config, authenticator=authenticator
+                )
+                _, server = portal.portal.start_task(start)
+            else:
+                server = portal.call(
+                    runtime.serve,
+                    run_handler,
+                    "127.0.0.1",
+                    0,
+                    config=config,
+                    authenticator=authenticator,
+                )
+        except BaseException:
+            portal.stop()
+            raise
+        return _Server(portal, server)
 
     def connect(
         self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> _AsyncConnection:
-        import sansquic_asyncio
-
-        loop = _Loop()
+    ) -> _Connection:
+        runtime, portal = self._runtime(), _Portal(self._backend)
         try:
-            conn = loop.run(
-                sansquic_asyncio.connect(
+            cm = portal.portal.wrap_async_context_manager(
+                runtime.connect(
                     address[0], address[1], config=config, server_name="localhost", token=token
                 )
             )
+            conn = cm.__enter__()
         except BaseException:
-            loop.stop()
+            portal.stop()
             raise
-        return _AsyncConnection(loop, conn, owns_loop=True)
+        return _Connection(portal, conn, exit_cm=lambda: cm.__exit__(None, None, None))
+
+
+# -- threads ------------------------------------------------------------------------------
 
 
 class _ThreadsServer:
@@ -256,9 +287,7 @@ class _ThreadsServer:
         return stats
 
     def tracked(self) -> int:
-        loop = self._server._loop
-        with loop.lock:
-            return int(loop.dispatcher.tracked)
+        return int(self._server.tracked)
 
     def close(self) -> None:
         self._server.close()
@@ -289,13 +318,35 @@ class ThreadsHarness:
 
 
 def _available() -> dict[str, Harness]:
-    harnesses: dict[str, Harness] = {"asyncio": AsyncioHarness()}
-    try:
-        import sansquic_threads  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        harnesses["threads"] = ThreadsHarness()
+    """Every runtime whose framework is installed (the test extra installs them all)."""
+    candidates: list[tuple[str, Callable[[], Harness]]] = [
+        (
+            "asyncio",
+            lambda: AsyncHarness("asyncio", "sansquic_asyncio", "asyncio", structured=False),
+        ),
+        ("threads", ThreadsHarness),
+        ("trio", lambda: AsyncHarness("trio", "sansquic_trio", "trio", structured=True)),
+        (
+            "anyio-asyncio",
+            lambda: AsyncHarness("anyio-asyncio", "sansquic_anyio", "asyncio", structured=True),
+        ),
+        (
+            "anyio-trio",
+            lambda: AsyncHarness("anyio-trio", "sansquic_anyio", "trio", structured=True),
+        ),
+    ]
+    harnesses: dict[str, Harness] = {}
+    for name, make in candidates:
+        harness = make()
+        module = getattr(harness, "_module", "sansquic_threads")
+        try:
+            importlib.import_module(module)
+            importlib.import_module("anyio")
+            if getattr(harness, "_backend", None) == "trio":
+                importlib.import_module("trio")
+        except ImportError:
+            continue
+        harnesses[name] = harness
     return harnesses
 
 

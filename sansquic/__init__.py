@@ -24,9 +24,12 @@ from ._dispatch import Dispatcher
 from ._endpoint import Endpoint, EndpointStats
 from ._engine import Address
 from ._errors import (
+    BusyError,
     ConfigError,
     ConnectionClosed,
+    IncompleteRead,
     LocalProtocolError,
+    ReadLimitExceeded,
     RemoteProtocolError,
     SansQuicError,
     SendBufferFull,
@@ -58,6 +61,9 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Address",
+    "BusyError",
+    "IncompleteRead",
+    "ReadLimitExceeded",
     "AuthFormatError",
     "AuthMethod",
     "AuthPolicy",

@@ -78,6 +78,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_events"),  # skip draining when empty
     ("QuicConnection", "_peer_cid"),  # short-header size for datagram capacity
     ("QuicConnection", "_loss"),  # RTT and congestion window
+    ("QuicConnection", "_network_paths"),  # the peer's current address
     ("QuicPacketRecovery", "_rtt_smoothed"),
     ("QuicPacketRecovery", "_rtt_min"),
     ("QuicPacketRecovery", "_rtt_initialized"),
@@ -708,6 +709,14 @@ class AioquicEngine:
     def stream_count(self) -> int:
         """Streams the engine still holds state for (acks may still be due)."""
         return len(self._quic._streams)
+
+    def peer_address(self) -> Address | None:
+        """The address of the path in use (the engine moves it on validated migration)."""
+        paths = self._quic._network_paths
+        if not paths:
+            return None
+        addr = paths[0].addr
+        return (str(addr[0]), int(addr[1]))
 
     def path_stats(self) -> tuple[float | None, float | None, int, int]:
         """(smoothed RTT, minimum RTT, congestion window, bytes in flight)."""

@@ -198,6 +198,7 @@ class AuthFlow:
         ):
             self._held.clear()
             self.state = AuthState.REJECTED
+            self._failed(self._conn._now_hint())  # flooding before acceptance counts to lockout
             self._conn._close_locally(
                 CloseCode.AUTH_BUDGET_EXCEEDED, "sent too much before being accepted"
             )

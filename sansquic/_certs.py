@@ -16,8 +16,8 @@ __all__ = ["CertificatePair", "make_dev_certificate"]
 
 # Fixed validity bounds keep the core free of clock reads; a dev pair is never
 # meant to be trusted beyond the developer's own machine.
-_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
-_NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.timezone.utc)
+_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+_NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
 
 
 @attrs.frozen(kw_only=True)

@@ -276,6 +276,13 @@ class Connection:
         return self._alpn
 
     @property
+    def remote_address(self) -> Address | None:
+        """The peer's address on the path in use; ``None`` before any datagram."""
+        if self._engine is None:
+            return None
+        return self._engine.peer_address()
+
+    @property
     def identity(self) -> Identity | None:
         """Who the auth handshake accepted (both sides), or ``None`` until then."""
         return None if self._auth is None else self._auth.identity
@@ -304,7 +311,7 @@ class Connection:
         if self._role is not Role.CLIENT:
             raise LocalProtocolError("connect() is for clients; a server waits for an Initial")
         if self._closed_error is not None:
-            raise self._closed_error
+            raise self._closed()
         if self._state is not ConnectionState.IDLE:
             raise LocalProtocolError(f"connect() was already called (state {self._state.value})")
         assert self._engine is not None  # a client always has its engine
@@ -712,7 +719,7 @@ class Connection:
 
     def _require_engine(self) -> AioquicEngine:
         if self._closed_error is not None:
-            raise self._closed_error
+            raise self._closed()
         if self._hooks is not None:
             # A command is coming: the owning Endpoint must flush this connection.
             self._hooks.touched(self)
@@ -981,6 +988,20 @@ class Connection:
                 self._discard_outgoing(record)
                 record.send = send
         self._streams.drop_if_done(record)
+
+    def _closed(self) -> ConnectionClosed:
+        """A fresh copy of the error that describes this close, to raise.
+
+        Raising the stored instance again and again would chain every raise's
+        traceback onto it (and keep their frames alive) for as long as the
+        connection lives.
+        """
+        error = self._closed_error
+        if error is None:
+            return ConnectionClosed(0, "closed", by_peer=False, application=True)
+        return type(error)(
+            error.error_code, error.reason, by_peer=error.by_peer, application=error.application
+        )
 
     def _begin_close(self, ev: Terminated) -> None:
         """Refuse further commands with the error that describes this close."""

@@ -199,9 +199,13 @@ class Dispatcher:
     def receive(self, conn: Connection, stream_id: int, max_bytes: int = -1) -> bytes | None:
         """Stream data; ``b""`` at the end of the stream; None to wait ("read").
 
+        ``max_bytes`` is positive, or negative for everything buffered; zero
+        raises ``ValueError``, since ``b""`` can only mean the end of the stream.
         Raises :class:`StreamResetError` when the peer reset the stream, and
         the connection's error once it closed with nothing left to read.
         """
+        if max_bytes == 0:
+            raise ValueError("max_bytes must be positive, or negative for all that arrived")
         data = conn.read(stream_id, max_bytes)
         if data:
             return data
@@ -222,6 +226,40 @@ class Dispatcher:
         self._raise_if_closed(conn)
         return conn.writable(stream_id)
 
+    def send_piece(self, conn: Connection, stream_id: int, data: memoryview) -> int | None:
+        """Queue as much of ``data`` as the stream takes now; None to wait ("write").
+
+        The piece never passes the high watermark's worth nor either hard buffer
+        limit, so a large send is split, and waits, instead of raising
+        :class:`~sansquic.SendBufferFull`. ``b""`` queues nothing and returns 0.
+        Raises like :meth:`can_send`.
+        """
+        if not self.can_send(conn, stream_id):
+            return None  # asking subscribed the stream to StreamWritable
+        config = conn.config
+        piece = min(
+            len(data),
+            config.send_high_watermark,
+            config.send_buffer_limit - conn.buffered(stream_id),
+            config.connection_send_buffer_limit - conn._send_buffered,
+        )
+        if piece <= 0 and data:
+            conn.writable(stream_id)  # full to the hard limit: wait for StreamWritable
+            return None
+        conn.send(stream_id, bytes(data[:piece]))
+        return piece
+
+    def release(self, conn: Connection) -> None:
+        """The application is done with a connection that may still be open (a
+        handler returned): keep its state until it ends, then drop it."""
+        link = self._links.get(conn)
+        if link is None:
+            return
+        if link.terminated:
+            self.forget(conn)
+        else:
+            link.claimed = False
+
     def forget(self, conn: Connection) -> None:
         """The application is done with a connection: drop what was kept for it."""
         self._links.pop(conn, None)
@@ -230,9 +268,4 @@ class Dispatcher:
     @staticmethod
     def _raise_if_closed(conn: Connection) -> None:
         if conn.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
-            error = conn._closed_error
-            raise (
-                error
-                if error is not None
-                else ConnectionClosed(0, "closed", by_peer=False, application=True)
-            )
+            raise conn._closed()

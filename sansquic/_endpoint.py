@@ -108,9 +108,20 @@ def _bucket_factory(rate: float) -> Callable[[float], TokenBucket]:
 class _Entry:
     """What the endpoint keeps per connection."""
 
-    __slots__ = ("address_key", "cids", "deadline", "handshaking", "queued_for_events", "remote")
+    __slots__ = (
+        "address_key",
+        "cids",
+        "conn",
+        "deadline",
+        "handshaking",
+        "queued_for_events",
+        "remote",
+    )
 
-    def __init__(self, remote: Address, key: str, handshaking: bool) -> None:
+    def __init__(self, conn: Connection, remote: Address, key: str, handshaking: bool) -> None:
+        # The timer heap holds entries, not connections: a forgotten entry drops its
+        # connection at once, however long its stale heap item waits to be popped.
+        self.conn: Connection | None = conn
         self.remote = remote
         self.address_key = key
         self.cids: set[bytes] = set()
@@ -155,7 +166,7 @@ class Endpoint:
         self._by_remote: dict[Address, set[Connection]] = {}
         self._dirty: dict[Connection, None] = {}  # an ordered set
         self._event_queue: deque[Connection] = deque()
-        self._heap: list[tuple[float, int, Connection]] = []
+        self._heap: list[tuple[float, int, _Entry]] = []
         self._heap_seq = 0
         self._outbox: list[tuple[bytes, Address]] = []
         if reset_key is not None and len(reset_key) < 16:
@@ -250,9 +261,9 @@ class Endpoint:
         heap = self._heap
         due: list[Connection] = []
         while heap and heap[0][0] <= now:
-            deadline, _, conn = heapq.heappop(heap)
-            entry = self._entries.get(conn)
-            if entry is None or entry.deadline != deadline:
+            deadline, _, entry = heapq.heappop(heap)
+            conn = entry.conn
+            if conn is None or entry.deadline != deadline:
                 continue  # stale: the connection's timer moved or it is gone
             entry.deadline = None
             due.append(conn)
@@ -287,9 +298,8 @@ class Endpoint:
         """The earliest deadline over all connections, or ``None``."""
         heap = self._heap
         while heap:
-            deadline, _, conn = heap[0]
-            entry = self._entries.get(conn)
-            if entry is not None and entry.deadline == deadline:
+            deadline, _, entry = heap[0]
+            if entry.conn is not None and entry.deadline == deadline:
                 return deadline
             heapq.heappop(heap)
         return None
@@ -514,7 +524,7 @@ class Endpoint:
     ) -> None:
         limits = self._limits
         key = key or address_key(remote, limits.ipv4_prefix, limits.ipv6_prefix)
-        self._entries[conn] = _Entry(remote, key, handshaking)
+        self._entries[conn] = _Entry(conn, remote, key, handshaking)
         self._per_address[key] += 1
         if handshaking:
             self._handshakes += 1
@@ -546,22 +556,20 @@ class Endpoint:
             entry.deadline = deadline
             if deadline is not None:
                 self._heap_seq += 1
-                heapq.heappush(self._heap, (deadline, self._heap_seq, conn))
+                heapq.heappush(self._heap, (deadline, self._heap_seq, entry))
                 if len(self._heap) > 2 * len(self._entries) + 64:
                     self._compact_heap()
 
     def _compact_heap(self) -> None:
         """Drop stale heap entries, which pile up as busy connections move their timers."""
-        entries = self._entries
         self._heap = [
-            item
-            for item in self._heap
-            if (entry := entries.get(item[2])) is not None and entry.deadline == item[0]
+            item for item in self._heap if item[2].conn is not None and item[2].deadline == item[0]
         ]
         heapq.heapify(self._heap)
 
     def _forget(self, conn: Connection, entry: _Entry) -> None:
         del self._entries[conn]
+        entry.conn = entry.deadline = None
         for cid in entry.cids:
             if self._routes.get(cid) is conn:
                 del self._routes[cid]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "ConfigError",
     "ConnectionClosed",
+    "IncompleteRead",
     "LocalProtocolError",
+    "ReadLimitExceeded",
     "RemoteProtocolError",
     "SansQuicError",
     "SendBufferFull",
@@ -91,3 +94,29 @@ class StreamStoppedError(SansQuicError):
         super().__init__(f"stream {stream_id} was stopped by the peer (error code {error_code})")
         self.stream_id = stream_id
         self.error_code = error_code
+
+
+class BusyError(LocalProtocolError):
+    """Another task is already receiving (or sending) on this stream.
+
+    Two readers of one stream would each get arbitrary pieces of it, so the
+    second one is refused at once, before anything is read (trio's
+    ``BusyResourceError`` model).
+    """
+
+
+class IncompleteRead(SansQuicError):
+    """The stream ended before the bytes asked for arrived; ``partial`` holds what did."""
+
+    def __init__(self, expected: int, partial: bytes) -> None:
+        super().__init__(f"the stream ended after {len(partial)} of the {expected} bytes asked for")
+        self.expected = expected
+        self.partial = partial
+
+
+class ReadLimitExceeded(SansQuicError):
+    """The stream sent more than the ``limit`` a whole-stream read allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the stream sent more than the limit of {limit} bytes")
+        self.limit = limit

@@ -7,6 +7,9 @@ failed on both runtimes over loopback.
 
 from __future__ import annotations
 
+import gc
+import traceback
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +20,7 @@ from sansquic import (
     AuthRequest,
     CloseCode,
     Config,
+    ConnectionClosed,
     ConnectionState,
     Dispatcher,
     Endpoint,
@@ -193,3 +197,38 @@ def test_a_truncated_auth_request_with_fin_is_rejected_at_once(cut: int) -> None
     assert world.run_until(lambda: client.close_code is not None, 5)
     assert client.close_code == CloseCode.AUTH_MALFORMED
     assert world.net.now - started < 0.5  # not the 2 s deadline
+
+
+def test_a_closed_connection_is_released_while_others_live() -> None:
+    """The endpoint's timer heap must not keep a finished connection alive."""
+    world = World()
+    keep, gone = world.raw_client(), world.raw_client()
+    world.handshake(keep, gone)
+    for client in (keep, gone):
+        client.quic.send_stream_data(0, auth_request(), end_stream=True)
+    assert world.run_until(lambda: len(world.ready) == 2, 5)
+    target = next(c for c in world.ready if c.remote_address == ("10.0.1.2", 5000))  # type: ignore[attr-defined]
+    ref = weakref.ref(target)
+    world.dispatcher.forget(target)  # type: ignore[arg-type]
+    world.ready.clear()
+    del target
+    gone.quic.close(error_code=0)
+    assert world.run_until(lambda: len(world.server.connections) == 1, 10)
+    gc.collect()
+    assert ref() is None
+
+
+def test_raising_a_closed_error_again_and_again_keeps_it_small() -> None:
+    world = World()
+    client = world.raw_client()
+    world.handshake(client)
+    [conn] = world.server.connections
+    conn.close()
+    depths = []
+    for _ in range(50):
+        try:
+            conn.open_stream()
+        except ConnectionClosed as exc:
+            depths.append(len(traceback.extract_tb(exc.__traceback__)))
+    assert len(depths) == 50
+    assert len(set(depths)) == 1  # each raise is a fresh exception, not one growing chain

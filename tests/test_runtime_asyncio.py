@@ -31,7 +31,7 @@ def test_a_cancelled_receive_leaves_nothing_behind_and_the_connection_works() ->
             with contextlib.suppress(asyncio.CancelledError):
                 await waiting
             assert waiting.cancelled()
-            assert not conn._driver._waiters.get(("read", conn._core, silent.id))
+            assert not conn._driver.backend._waiters.get(("read", conn._core, silent.id))
             stream = await conn.open_stream()
             await stream.send(b"still fine")
             await stream.finish()

@@ -135,8 +135,7 @@ async def _demo_client(
         for name, size in FLOWS:
             group.create_task(flow(name, size))
         group.create_task(datagrams())
-    conn.close(0, "demo over")
-    await conn.wait_closed()
+    await conn.close(0, "demo over")
 
 
 def _summary(tally: _Tally, elapsed: float, server: Any) -> Table:
@@ -326,7 +325,7 @@ async def _serve(args: argparse.Namespace) -> int:
 async def _connect(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
     config = sansquic.Config(dev_mode=args.insecure, ca_certs=args.ca)
-    async with await runtime.connect(
+    async with runtime.connect(
         args.host, args.port, config=config, token=args.token, server_name=args.server_name
     ) as conn:
         stream = await conn.open_stream()

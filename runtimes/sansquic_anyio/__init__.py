@@ -1,0 +1,169 @@
+"""sansquic on anyio: runs on anyio's asyncio and trio backends alike.
+
+Only anyio's primitives live here; the behaviour is ``sansquic_runtime``'s,
+the same on every runtime. A connection's I/O task runs in a task group that
+``async with connect(...)`` opens and closes; ``serve()`` runs until
+cancelled (start it with ``task_group.start``, which hands back the
+:class:`Server`).
+
+    async with sansquic_anyio.connect("localhost", 4433, config=cfg) as conn:
+        stream = await conn.open_stream()
+        await stream.send(b"hello")
+        await stream.finish()
+        reply = await stream.read_all()
+
+    async with anyio.create_task_group() as group:
+        server = await group.start(sansquic_anyio.serve, handler, "127.0.0.1", 4433, config)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from typing import Any
+
+try:
+    import anyio
+    import anyio.abc
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from exc
+
+from sansquic_runtime import Connect, Connection, Server, Stream, UdpSocket, open_server
+
+import sansquic
+
+__all__ = ["Connection", "Server", "Stream", "connect", "serve"]
+
+
+class _Group:
+    """An anyio task group seen as the layer's task group."""
+
+    def __init__(self, group: anyio.abc.TaskGroup) -> None:
+        self._group = group
+
+    def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        self._group.start_soon(fn, *args)
+
+    def cancel(self) -> None:
+        self._group.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _open_group() -> AsyncIterator[_Group]:
+    async with anyio.create_task_group() as group:
+        yield _Group(group)
+
+
+class _Backend:
+    """anyio's primitives for one socket."""
+
+    logger_name = "sansquic_anyio"
+
+    def __init__(self) -> None:
+        self._events: dict[Hashable, anyio.Event] = {}
+        self._parked: dict[Hashable, int] = {}
+        self._scope: anyio.CancelScope | None = None
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+    def guard(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()  # one thread runs the loop: nothing to lock
+
+    async def park(self, key: Hashable, deadline: float | None) -> None:
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = anyio.Event()
+        self._parked[key] = self._parked.get(key, 0) + 1
+        try:
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                await event.wait()
+        finally:
+            # The last one out forgets the key: keys hold connections.
+            self._parked[key] -= 1
+            if not self._parked[key]:
+                del self._parked[key]
+                if self._events.get(key) is event:
+                    del self._events[key]
+
+    def parked(self) -> int:
+        return sum(self._parked.values())
+
+    def wake(self, key: Hashable) -> None:
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def wake_all(self) -> None:
+        for key in list(self._events):
+            self.wake(key)
+
+    async def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None:
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            self._scope = scope
+            try:
+                await anyio.wait_readable(sock.sock)
+            finally:
+                self._scope = None
+
+    def nudge(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def release(self, sock: UdpSocket) -> None:
+        anyio.notify_closing(sock.sock)
+
+    def task_group(self) -> contextlib.AbstractAsyncContextManager[_Group]:
+        return _open_group()
+
+    def background(self) -> None:
+        return None  # structured only: connect() is used with async with
+
+    async def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        return int(family), (str(sockaddr[0]), int(sockaddr[1]))
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    config: sansquic.Config | None = None,
+    server_name: str | None = None,
+    token: str | bytes | None = None,
+    timeout: float | None = 10.0,
+) -> Connect:
+    """Connect to ``host:port``: ``async with connect(...) as conn``.
+
+    Waits until the connection is ready (and authenticated: ``token`` is
+    presented as a bearer token; a rejection raises
+    :class:`sansquic.ConnectionClosed`). Leaving the block closes it.
+    Next: ``await conn.open_stream()``.
+    """
+    options = {"config": config, "server_name": server_name, "token": token, "timeout": timeout}
+    return Connect(_Backend, host, port, **options)
+
+
+async def serve(
+    handler: Callable[[Connection], Awaitable[object]],
+    host: str,
+    port: int,
+    config: sansquic.Config,
+    *,
+    authenticator: sansquic.Authenticator | None = None,
+    task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host:port`` (port 0 picks one) and serve until cancelled or closed.
+
+    Each ready connection (authenticated, with ``authenticator``) runs
+    ``handler(conn)`` in the server's task group. ``await group.start(serve, ...)``
+    returns the :class:`Server` once it listens.
+    """
+    server = await open_server(
+        _Backend(), handler, host, port, config=config, authenticator=authenticator
+    )
+    task_status.started(server)
+    await server.serve_forever()

@@ -1,0 +1,30 @@
+"""The runtime layer, written once, that every sansquic runtime is built on.
+
+A runtime supplies the primitives of :class:`AsyncBackend` (or
+:class:`SyncBackend` for blocking threads): a clock, parking and waking tasks
+by key, waiting for a socket to be readable, task groups. Everything else --
+the I/O loop, Stream, Connection, Server, the rules for send pieces, receive
+sizes, handler failure and close waits -- is here, once, so runtimes cannot
+disagree. The blocking twin (``_sync.py``) is generated from the async
+original (``_async.py``) by ``scripts/unasync.py``.
+"""
+
+from ._async import Connection, Server, Stream, open_connection, open_server
+from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
+from ._connect import Connect
+from ._udp import UdpSocket, client_bind
+
+__all__ = [
+    "AsyncBackend",
+    "AsyncTaskGroup",
+    "Connect",
+    "Connection",
+    "Server",
+    "Stream",
+    "SyncBackend",
+    "SyncTaskGroup",
+    "UdpSocket",
+    "client_bind",
+    "open_connection",
+    "open_server",
+]

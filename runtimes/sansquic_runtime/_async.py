@@ -1,0 +1,660 @@
+"""The runtime layer, written once: Stream, Connection, Server and the I/O loop.
+
+Everything here is runtime-neutral; a framework only supplies the primitives
+of :class:`~sansquic_runtime._backend.AsyncBackend`. This file is the async
+original: ``_sync.py`` is generated from it by ``scripts/unasync.py`` for the
+blocking runtime, and ``tests/test_unasync.py`` fails when the two drift.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import TypeVar
+
+import sansquic
+
+from ._backend import AsyncBackend, AsyncTaskGroup
+from ._udp import UdpSocket, client_bind
+
+__all__ = ["Connection", "Server", "Stream", "open_connection", "open_server"]
+
+_T = TypeVar("_T")
+#: Seconds ``close()`` waits for the peer to confirm before letting go.
+CLOSE_WAIT = 2.0
+#: What ``Stream.read_all()`` accepts at most unless told otherwise.
+READ_ALL_LIMIT = 16 * 1024 * 1024
+
+
+def _only_closed(exc: BaseException) -> bool:
+    """Whether ``exc`` means only that the connection went away (groups included)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_closed(inner) for inner in exc.exceptions)
+    return isinstance(exc, sansquic.ConnectionClosed)
+
+
+def _closed(core: sansquic.Connection) -> Callable[[], bool | None]:
+    """A check for :meth:`_Driver.until`: done once ``core`` is CLOSED."""
+    return lambda: True if core.state is sansquic.ConnectionState.CLOSED else None
+
+
+class _Driver:
+    """One UDP socket: its Endpoint and Dispatcher, the I/O loop, and waiting on keys.
+
+    Every use of the endpoint, its connections or the dispatcher happens
+    under ``backend.guard()``.
+    """
+
+    def __init__(
+        self, backend: AsyncBackend, endpoint: sansquic.Endpoint, sock: UdpSocket, *, client: bool
+    ) -> None:
+        self.backend = backend
+        self.endpoint = endpoint
+        self.dispatcher = sansquic.Dispatcher(endpoint)
+        self.sock = sock
+        self.log = logging.getLogger(backend.logger_name)
+        # A client's loop ends with its last connection, so a connection never closed
+        # cannot keep a process alive past its idle timeout; a server's runs until stop().
+        self._client = client
+        self._sleep_until = math.inf  # when the I/O loop will next look at the timer
+        self._stopping = False
+        self._started = False
+        self.stopped = False
+        self._socket_closed = False
+        self._failure: BaseException | None = None
+
+    def deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else self.backend.now() + timeout
+
+    async def run(self) -> None:
+        """The I/O loop: wait for datagrams or the timer, feed the endpoint, flush."""
+        backend, endpoint, sock = self.backend, self.endpoint, self.sock
+        with backend.guard():
+            self._started = True
+        try:
+            while True:
+                with backend.guard():
+                    if self._stopping or (self._client and not endpoint.connections):
+                        return
+                    deadline = endpoint.timer()
+                    self._sleep_until = math.inf if deadline is None else deadline
+                await backend.wait_readable(sock, deadline)
+                batch = sock.receive_ready()  # every ready datagram before one send pass
+                with backend.guard():
+                    self._sleep_until = -math.inf  # awake: flush() need not nudge
+                    now = backend.now()
+                    for data, addr in batch:
+                        endpoint.receive_datagram(data, addr, now)
+                    due = endpoint.timer()
+                    if due is not None and due <= now:
+                        endpoint.handle_timer(now)
+                    self.flush()
+        except Exception as exc:  # a bug below us: fail every waiter rather than hang it
+            self.log.exception("sansquic I/O loop failed")
+            self._failure = exc
+        finally:
+            with backend.guard():
+                self.stopped = True
+                backend.wake_all()
+
+    def flush(self) -> None:
+        """Send what the endpoint has, then wake the waiters the dispatcher names."""
+        backend, endpoint = self.backend, self.endpoint
+        self.sock.send(endpoint.datagrams_to_send(backend.now()))
+        for key in self.dispatcher.process():
+            backend.wake(key)
+        if endpoint.last_internal_error is not None:
+            error, endpoint.last_internal_error = endpoint.last_internal_error, None
+            self.log.error("sansquic closed a connection on an internal error", exc_info=error)
+        deadline = endpoint.timer()
+        if deadline is not None and deadline < self._sleep_until:
+            # A command moved the timer earlier than the I/O loop's sleep: wake it.
+            self._sleep_until = deadline
+            backend.nudge()
+
+    async def until(
+        self,
+        check: Callable[[], _T | None],
+        key: Hashable,
+        deadline: float | None,
+        *,
+        after_stop: bool = False,
+    ) -> _T:
+        """Call ``check`` until it returns non-None, parking on ``key`` in between.
+
+        Raises ``TimeoutError`` past ``deadline`` and, unless ``after_stop``,
+        ``ConnectionClosed`` once the I/O loop ended.
+        """
+        backend = self.backend
+        with backend.guard():
+            while True:
+                result = check()
+                if result is not None:
+                    return result
+                if self.stopped and not after_stop:
+                    raise self._stopped_error()
+                if deadline is not None and backend.now() >= deadline:
+                    raise TimeoutError
+                await backend.park(key, deadline)
+
+    def _stopped_error(self) -> sansquic.SansQuicError:
+        if self._failure is not None:
+            error = sansquic.SansQuicError("the sansquic I/O loop failed")
+            error.__cause__ = self._failure
+            return error
+        return sansquic.ConnectionClosed(
+            0, "the endpoint was closed", by_peer=False, application=True
+        )
+
+    async def stop(self) -> None:
+        """End the I/O loop, wait until it has, and close the socket (idempotent)."""
+        with self.backend.guard():
+            self._stopping = True
+            if not self._started:
+                # It never ran, and will return at once if it starts now.
+                self.stopped = True
+            self.backend.nudge()
+        await self.until(
+            lambda: True if self.stopped else None, ("stopped",), None, after_stop=True
+        )
+        self.close_socket()
+
+    def close_socket(self) -> None:
+        with self.backend.guard():
+            if self._socket_closed:
+                return
+            self._socket_closed = True
+        self.backend.release(self.sock)
+        self.sock.close()
+
+
+class Stream:
+    """One QUIC stream: :meth:`send` then :meth:`finish`; :meth:`receive` until ``b""``.
+
+    One task may receive and one may send at a time; a second raises
+    :class:`sansquic.BusyError`.
+    """
+
+    def __init__(self, conn: Connection, stream_id: int) -> None:
+        self._driver = conn._driver
+        self._core = conn._core
+        #: The QUIC stream id.
+        self.id = stream_id
+        self._receiving = self._sending = False
+
+    def __repr__(self) -> str:
+        return f"<sansquic Stream id={self.id}>"
+
+    @property
+    def priority(self) -> int:
+        """Send priority, 0-255, higher first (see :class:`sansquic.Priority`); settable."""
+        with self._driver.backend.guard():
+            return self._core.priority(self.id)
+
+    @priority.setter
+    def priority(self, value: int) -> None:
+        with self._driver.backend.guard():
+            self._core.set_priority(self.id, value)
+            self._driver.flush()
+
+    async def send(
+        self, data: bytes | bytearray | memoryview, *, timeout: float | None = None
+    ) -> None:
+        """Queue ``data``, waiting whenever the stream is above its send high watermark.
+
+        Data of any size is split to fit the send buffer. Raises
+        :class:`sansquic.StreamStoppedError` if the peer stopped the stream;
+        after a timeout or cancellation a first part of ``data`` may be queued.
+        Next: more :meth:`send` calls, then :meth:`finish`.
+        """
+        view = memoryview(data).cast("B")
+        driver, core, sid = self._driver, self._core, self.id
+        with driver.backend.guard():
+            if self._sending:
+                raise sansquic.BusyError(f"another task is sending on stream {sid}")
+            if not view:
+                core.send(sid, b"")  # nothing to queue, but misuse still raises
+                return
+            self._sending = True
+        deadline = driver.deadline(timeout)
+        try:
+            offset = 0
+            while offset < len(view):
+                offset += await driver.until(
+                    _SendAttempt(driver, core, sid, view[offset:]), ("write", core, sid), deadline
+                )
+        finally:
+            self._sending = False
+
+    async def finish(self) -> None:
+        """End the sending side (FIN). Next: :meth:`receive` the reply, if any."""
+        with self._driver.backend.guard():
+            self._core.finish(self.id)
+            self._driver.flush()
+
+    async def receive(self, max_bytes: int = -1, *, timeout: float | None = None) -> bytes:
+        """The next bytes that arrived (at most ``max_bytes`` when positive); ``b""`` at the end.
+
+        One chunk, not the whole reply: use :meth:`read_all` or
+        :meth:`receive_exactly` for that. Raises :class:`sansquic.StreamResetError`
+        if the peer reset the stream, ``ConnectionClosed`` once the connection
+        closed, and ``ValueError`` for ``max_bytes=0``.
+        """
+        driver, core, sid = self._driver, self._core, self.id
+        dispatcher = driver.dispatcher
+
+        def attempt() -> bytes | None:
+            data = dispatcher.receive(core, sid, max_bytes)
+            if data:
+                driver.flush()  # reading returned credit the peer may be waiting for
+            return data
+
+        with driver.backend.guard():
+            if self._receiving:
+                raise sansquic.BusyError(f"another task is receiving on stream {sid}")
+            self._receiving = True
+        try:
+            return await driver.until(attempt, ("read", core, sid), driver.deadline(timeout))
+        finally:
+            self._receiving = False
+
+    async def receive_exactly(self, size: int, *, timeout: float | None = None) -> bytes:
+        """Exactly ``size`` bytes; raises :class:`sansquic.IncompleteRead` if the stream
+        ends first."""
+        if size < 0:
+            raise ValueError(f"size must be >= 0, not {size}")
+        deadline = self._driver.deadline(timeout)
+        data = bytearray()
+        while len(data) < size:
+            remaining = (
+                None if deadline is None else max(0.0, deadline - self._driver.backend.now())
+            )
+            chunk = await self.receive(size - len(data), timeout=remaining)
+            if not chunk:
+                raise sansquic.IncompleteRead(size, bytes(data))
+            data += chunk
+        return bytes(data)
+
+    async def read_all(self, *, limit: int = READ_ALL_LIMIT, timeout: float | None = None) -> bytes:
+        """Everything until the end of the stream (at most ``limit`` bytes, else
+        :class:`sansquic.ReadLimitExceeded`)."""
+        deadline = self._driver.deadline(timeout)
+        data = bytearray()
+        while True:
+            remaining = (
+                None if deadline is None else max(0.0, deadline - self._driver.backend.now())
+            )
+            chunk = await self.receive(timeout=remaining)
+            if not chunk:
+                return bytes(data)
+            data += chunk
+            if len(data) > limit:
+                raise sansquic.ReadLimitExceeded(limit)
+
+    async def reset(self, code: int = 0) -> None:
+        """Abandon the sending side with ``code``; unsent data is dropped."""
+        with self._driver.backend.guard():
+            self._core.reset(self.id, code)
+            self._driver.flush()
+
+    async def stop(self, code: int = 0) -> None:
+        """Ask the peer to stop sending, with ``code``; unread data is dropped."""
+        with self._driver.backend.guard():
+            self._core.stop(self.id, code)
+            self._driver.flush()
+
+
+class _SendAttempt:
+    """One try at queueing the rest of a send (a class: a closure in a loop would
+    capture the loop variable)."""
+
+    __slots__ = ("core", "data", "driver", "sid")
+
+    def __init__(
+        self, driver: _Driver, core: sansquic.Connection, sid: int, data: memoryview
+    ) -> None:
+        self.driver, self.core, self.sid, self.data = driver, core, sid, data
+
+    def __call__(self) -> int | None:
+        queued = self.driver.dispatcher.send_piece(self.core, self.sid, self.data)
+        if queued:
+            self.driver.flush()
+        return queued
+
+
+class Connection:
+    """A QUIC connection: :meth:`open_stream`, or iterate it to accept the peer's streams.
+
+    Use ``async with`` (or call :meth:`close`) when done.
+    """
+
+    def __init__(self, driver: _Driver, core: sansquic.Connection, *, owns_driver: bool) -> None:
+        self._driver = driver
+        self._core = core
+        self._owns_driver = owns_driver
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<sansquic Connection {self._core.role.value} {self._core.state.value}>"
+
+    @property
+    def identity(self) -> sansquic.Identity | None:
+        """Who the auth handshake accepted (both sides), or ``None`` without auth."""
+        with self._driver.backend.guard():
+            return self._core.identity
+
+    @property
+    def alpn(self) -> str | None:
+        """The negotiated ALPN protocol (one port can serve several)."""
+        with self._driver.backend.guard():
+            return self._core.alpn
+
+    @property
+    def remote_address(self) -> sansquic.Address | None:
+        """The peer's address on the path in use."""
+        with self._driver.backend.guard():
+            return self._core.remote_address
+
+    @property
+    def max_datagram_size(self) -> int | None:
+        """The largest datagram :meth:`send_datagram` takes now (``None``: datagrams off)."""
+        with self._driver.backend.guard():
+            return self._core.max_datagram_size
+
+    def stats(self) -> sansquic.ConnectionStats:
+        """A snapshot of the connection's counters and path estimates."""
+        with self._driver.backend.guard():
+            return self._core.stats()
+
+    async def open_stream(
+        self, *, bidirectional: bool = True, priority: int = sansquic.Priority.NORMAL
+    ) -> Stream:
+        """Open a stream. Next: :meth:`Stream.send` (the peer learns of it with the first data)."""
+        with self._driver.backend.guard():
+            stream_id = self._core.open_stream(bidirectional, priority)
+            self._driver.flush()
+        return Stream(self, stream_id)
+
+    async def accept_stream(self, *, timeout: float | None = None) -> Stream:
+        """The next stream the peer opened; raises ``ConnectionClosed`` once closed.
+
+        Next: :meth:`Stream.receive`.
+        """
+        driver, core = self._driver, self._core
+        dispatcher = driver.dispatcher
+        stream_id = await driver.until(
+            lambda: dispatcher.next_stream(core), ("accept", core), driver.deadline(timeout)
+        )
+        return Stream(self, stream_id)
+
+    def __aiter__(self) -> AsyncIterator[Stream]:
+        """Accepted streams, one by one, until the connection closes."""
+        return self._streams()
+
+    async def _streams(self) -> AsyncIterator[Stream]:
+        while True:
+            try:
+                stream = await self.accept_stream()
+            except sansquic.ConnectionClosed:
+                return
+            yield stream
+
+    async def send_datagram(self, data: bytes) -> None:
+        """Send an unreliable datagram (at most :attr:`max_datagram_size` bytes)."""
+        with self._driver.backend.guard():
+            self._core.send_datagram(data)
+            self._driver.flush()
+
+    async def receive_datagram(self, *, timeout: float | None = None) -> bytes:
+        """The next datagram that arrived; raises ``ConnectionClosed`` once closed."""
+        driver, core = self._driver, self._core
+        dispatcher = driver.dispatcher
+        return await driver.until(
+            lambda: dispatcher.next_datagram(core), ("datagram", core), driver.deadline(timeout)
+        )
+
+    async def close(self, code: int = 0, reason: str = "") -> None:
+        """Close with an application ``code`` and ``reason``, then release what it holds.
+
+        Waits (up to a few seconds) for the peer to confirm; a client
+        connection then ends its I/O loop and closes its socket. Idempotent.
+        """
+        driver, core = self._driver, self._core
+        with driver.backend.guard():
+            if self._closed:
+                return
+            self._closed = True
+            if not driver.stopped:
+                core.close(code, reason)
+                driver.flush()
+        try:
+            await driver.until(_closed(core), ("closed", core), driver.deadline(CLOSE_WAIT))
+        except (TimeoutError, sansquic.SansQuicError):
+            pass  # the peer did not confirm in time, or the endpoint is gone: let go anyway
+        finally:
+            with driver.backend.guard():
+                driver.dispatcher.forget(core)
+            if self._owns_driver:
+                await driver.stop()
+
+    async def aclose(self) -> None:  # unasync: remove
+        """Close with code 0: the trio idiom for :meth:`close`."""  # unasync: remove
+        await self.close()  # unasync: remove
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def open_connection(
+    backend: AsyncBackend,
+    group: AsyncTaskGroup,
+    host: str,
+    port: int,
+    *,
+    config: sansquic.Config | None = None,
+    server_name: str | None = None,
+    token: str | bytes | None = None,
+    timeout: float | None = 10.0,
+) -> Connection:
+    """Connect to ``host:port``, running the I/O loop in ``group``, and wait until
+    the connection is ready (and authenticated, with ``token`` or ``config.auth_request``).
+
+    A rejection raises ``ConnectionClosed`` with the server's code.
+    """
+    config = (config if config is not None else sansquic.Config()).with_token(token)
+    family, remote = await backend.resolve(host, port)
+    sock = UdpSocket(family, client_bind(remote))
+    try:
+        endpoint = sansquic.Endpoint(config, now=backend.now())
+        driver = _Driver(backend, endpoint, sock, client=True)
+        with backend.guard():
+            core = endpoint.connect(remote, backend.now(), server_name=server_name or host)
+            driver.dispatcher.watch(core)
+            driver.flush()
+    except BaseException:
+        sock.close()
+        raise
+    group.start_soon(driver.run)
+    dispatcher = driver.dispatcher
+    try:
+        await driver.until(
+            lambda: True if dispatcher.ready(core) else None,
+            ("ready", core),
+            driver.deadline(timeout),
+        )
+    except BaseException:
+        with backend.guard():
+            if not driver.stopped and core.state is not sansquic.ConnectionState.CLOSED:
+                core.close()  # tell the server now rather than leave it to its idle timeout
+                driver.flush()
+        await driver.stop()
+        raise
+    return Connection(driver, core, owns_driver=True)
+
+
+class Server:
+    """A listening endpoint running ``handler(conn)`` for each ready connection.
+
+    :meth:`serve_forever` runs it; :meth:`close` (or leaving ``async with``)
+    closes every connection and stops it.
+    """
+
+    def __init__(self, driver: _Driver, handler: Callable[[Connection], Awaitable[object]]) -> None:
+        self._driver = driver
+        self._handler = handler
+        self._closing = False
+        self._serving = False
+        self._served = False
+        self._group: AsyncTaskGroup | None = None
+        self._background: AsyncTaskGroup | None = None
+        #: The bound ``(host, port)``; the real port when 0 was asked for.
+        self.address: tuple[str, int] = driver.sock.address
+
+    def stats(self) -> sansquic.EndpointStats:
+        """A snapshot of the endpoint's counters."""
+        with self._driver.backend.guard():
+            return self._driver.endpoint.stats()
+
+    @property
+    def tracked(self) -> int:
+        """Connections the runtime keeps state for (zero once all are over)."""
+        with self._driver.backend.guard():
+            return self._driver.dispatcher.tracked
+
+    def start_serving(self, group: AsyncTaskGroup) -> None:
+        """Run :meth:`serve_forever` as a task of ``group`` (kept alive with the server)."""
+        self._background = group
+        group.start_soon(self.serve_forever)
+
+    async def serve_forever(self) -> None:
+        """Accept connections and run the handler for each, until :meth:`close`.
+
+        When the server is already serving (``serve()`` started it in the
+        background), this waits until it stops.
+        """
+        driver = self._driver
+        with driver.backend.guard():
+            serving, self._serving = self._serving, True
+        if serving:
+            await driver.until(
+                lambda: True if self._served else None, ("served",), None, after_stop=True
+            )
+            return
+        try:
+            async with driver.backend.task_group() as group:
+                self._group = group
+                group.start_soon(driver.run)
+                try:
+                    while True:
+                        core = await driver.until(
+                            driver.dispatcher.next_connection, ("incoming",), None
+                        )
+                        if self._closing:
+                            core.close()
+                        else:
+                            group.start_soon(self._serve_one, core)
+                        del core  # held here, it would outlive its connection
+                except sansquic.SansQuicError:
+                    pass  # the I/O loop ended: close() was called
+                finally:
+                    self._abandon()
+                    group.cancel()  # handlers still running are cut off
+        finally:
+            driver.close_socket()
+            with driver.backend.guard():
+                self._served = True
+                driver.backend.wake(("served",))
+
+    def _abandon(self) -> None:
+        """Leaving without close(): say goodbye to every peer and stop the loop, at once."""
+        driver = self._driver
+        with driver.backend.guard():
+            if not driver.stopped:
+                for core in driver.endpoint.connections:
+                    core.close()
+                driver.flush()
+            driver._stopping = True
+            driver.backend.nudge()
+
+    async def _serve_one(self, core: sansquic.Connection) -> None:
+        driver = self._driver
+        try:
+            await self._handler(Connection(driver, core, owns_driver=False))
+        except Exception as exc:
+            if not _only_closed(exc):  # a peer that went away mid-handler is no failure
+                # Nothing serves the connection any more: say so rather than leave it open.
+                driver.log.exception("sansquic handler failed")
+                with driver.backend.guard():
+                    if not driver.stopped and core.state is sansquic.ConnectionState.CONNECTED:
+                        core.close(sansquic.CloseCode.INTERNAL_ERROR, "handler failed")
+                        driver.flush()
+        finally:
+            with driver.backend.guard():
+                # The connection outlives a handler that returned (closing it could cut
+                # short a reply still in flight); it is forgotten once it ends.
+                driver.dispatcher.release(core)
+
+    async def close(self, *, timeout: float | None = None) -> None:
+        """Close every connection (code 0), stop the I/O loop, close the socket, and
+        wait for the handlers (``TimeoutError`` if they outlast ``timeout``)."""
+        driver = self._driver
+        with driver.backend.guard():
+            if self._closing:
+                return
+            self._closing = True
+            cores = [] if driver.stopped else driver.endpoint.connections
+            for core in cores:
+                core.close()
+            driver.flush()
+        wait_end = driver.deadline(CLOSE_WAIT)
+        for core in cores:
+            try:
+                await driver.until(_closed(core), ("closed", core), wait_end)
+            except (TimeoutError, sansquic.SansQuicError):
+                break  # the rest had the same time: go on closing
+        await driver.stop()  # every handler still waiting wakes to a closed connection
+        if self._serving:
+            with driver.backend.guard():
+                if self._group is not None:
+                    self._group.cancel()
+            await driver.until(
+                lambda: True if self._served else None,
+                ("served",),
+                driver.deadline(timeout),
+                after_stop=True,
+            )
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def open_server(
+    backend: AsyncBackend,
+    handler: Callable[[Connection], Awaitable[object]],
+    host: str,
+    port: int,
+    *,
+    config: sansquic.Config,
+    authenticator: sansquic.Authenticator | None = None,
+) -> Server:
+    """Bind ``host:port`` (port 0 picks one) and return the :class:`Server`, not yet serving.
+
+    With ``authenticator`` (or ``config.auth``) only accepted clients reach
+    the handler. Next: :meth:`Server.serve_forever`.
+    """
+    config = config.with_authenticator(authenticator)
+    family, bind = await backend.resolve(host, port)
+    sock = UdpSocket(family, bind)
+    try:
+        endpoint = sansquic.Endpoint(config, server=True, now=backend.now())
+    except BaseException:
+        sock.close()
+        raise
+    return Server(_Driver(backend, endpoint, sock, client=False), handler)

@@ -1,0 +1,126 @@
+"""The primitives a runtime supplies: all the layer above needs from a framework.
+
+One backend object serves one UDP socket (one Endpoint). ``AsyncBackend`` is
+for event-loop frameworks, ``SyncBackend`` for blocking threads; they differ
+only in ``async``. Keys name what a task waits for, exactly as
+:meth:`sansquic.Dispatcher.process` names what to wake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Hashable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Any, Protocol
+
+import sansquic
+
+from ._udp import UdpSocket
+
+__all__ = ["AsyncBackend", "AsyncTaskGroup", "SyncBackend", "SyncTaskGroup"]
+
+
+class AsyncTaskGroup(Protocol):
+    """Tasks that end together (a trio nursery, an asyncio task set)."""
+
+    def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None: ...
+
+    def cancel(self) -> None:
+        """Cancel every task still running in the group."""
+        ...
+
+
+class AsyncBackend(Protocol):
+    """An event-loop framework's primitives."""
+
+    #: The logger the layer reports handler and core failures to.
+    logger_name: str
+
+    def now(self) -> float:
+        """The framework's monotonic clock, in seconds: the core's ``now``."""
+        ...
+
+    def guard(self) -> AbstractContextManager[Any]:
+        """Held around every use of the core (one loop thread: a no-op)."""
+        ...
+
+    async def park(self, key: Hashable, deadline: float | None) -> None:
+        """Sleep until :meth:`wake` names ``key`` or ``deadline`` passes (then return).
+
+        Called under :meth:`guard`. Cancellation is the framework's own.
+        """
+        ...
+
+    def wake(self, key: Hashable) -> None:
+        """Wake every task parked on ``key``."""
+        ...
+
+    def parked(self) -> int:
+        """How many tasks are parked now (tests check that cancellation leaves none)."""
+        ...
+
+    def wake_all(self) -> None:
+        """Wake every parked task (the I/O loop ended)."""
+        ...
+
+    async def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None:
+        """Return once ``sock`` is readable, ``deadline`` passed, or :meth:`nudge` was called."""
+        ...
+
+    def nudge(self) -> None:
+        """Make a pending :meth:`wait_readable` return now (the timer moved earlier)."""
+        ...
+
+    def release(self, sock: UdpSocket) -> None:
+        """Forget ``sock`` before it is closed."""
+        ...
+
+    def task_group(self) -> AbstractAsyncContextManager[AsyncTaskGroup]:
+        """A structured task group; leaving it waits for its tasks."""
+        ...
+
+    def background(self) -> AsyncTaskGroup | None:
+        """A group that outlives the caller (asyncio tasks, threads), or None where
+        the framework has no such thing (trio: use ``async with`` forms instead)."""
+        ...
+
+    async def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]:
+        """``(address family, (ip, port))`` for a UDP peer or bind address."""
+        ...
+
+
+class SyncTaskGroup(Protocol):
+    """Threads that end together."""
+
+    def start_soon(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+class SyncBackend(Protocol):
+    """The blocking twin of :class:`AsyncBackend` (threads)."""
+
+    logger_name: str
+
+    def now(self) -> float: ...
+
+    def guard(self) -> AbstractContextManager[Any]: ...
+
+    def park(self, key: Hashable, deadline: float | None) -> None: ...
+
+    def wake(self, key: Hashable) -> None: ...
+
+    def parked(self) -> int: ...
+
+    def wake_all(self) -> None: ...
+
+    def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None: ...
+
+    def nudge(self) -> None: ...
+
+    def release(self, sock: UdpSocket) -> None: ...
+
+    def task_group(self) -> AbstractContextManager[SyncTaskGroup]: ...
+
+    def background(self) -> SyncTaskGroup | None: ...
+
+    def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]: ...

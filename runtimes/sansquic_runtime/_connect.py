@@ -1,0 +1,78 @@
+"""``connect()`` for the async runtimes: ``async with connect(...)``, or ``await`` it.
+
+``async with`` runs the connection's I/O loop in a task group that ends with
+the block (structured, every framework). ``await connect(...)`` runs it in the
+background, where the framework has one (asyncio, curio); trio and anyio ask
+for ``async with`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import sansquic
+
+from ._async import Connection, open_connection
+from ._backend import AsyncBackend, AsyncTaskGroup
+
+__all__ = ["Connect"]
+
+
+class Connect:
+    """What ``connect()`` returns: an awaitable and an async context manager."""
+
+    def __init__(
+        self,
+        make_backend: Callable[[], AsyncBackend],
+        host: str,
+        port: int,
+        **options: Any,
+    ) -> None:
+        self._make_backend = make_backend
+        self._host, self._port, self._options = host, port, options
+        self._group_cm: AbstractAsyncContextManager[AsyncTaskGroup] | None = None
+        self._conn: Connection | None = None
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        return self._background().__await__()
+
+    async def _background(self) -> Connection:
+        backend = self._make_backend()
+        group = backend.background()
+        if group is None:
+            raise TypeError(
+                "this runtime runs a connection inside a task group: "
+                "use 'async with connect(...) as conn:'"
+            )
+        return await open_connection(backend, group, self._host, self._port, **self._options)
+
+    async def __aenter__(self) -> Connection:
+        if self._group_cm is not None:
+            raise sansquic.LocalProtocolError("this connect() was entered already")
+        backend = self._make_backend()
+        self._group_cm = backend.task_group()
+        group = await self._group_cm.__aenter__()
+        try:
+            self._conn = await open_connection(
+                backend, group, self._host, self._port, **self._options
+            )
+        except BaseException:
+            # open_connection() ended the I/O task: leave the group cleanly, so the
+            # caller sees the error itself rather than a group wrapping it (trio).
+            await self._group_cm.__aexit__(None, None, None)
+            raise
+        return self._conn
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._group_cm is not None
+        assert self._conn is not None
+        try:
+            await self._conn.close()  # ends the I/O task
+        finally:
+            try:
+                # The body's own exception propagates as it is, never inside a group.
+                await self._group_cm.__aexit__(None, None, None)
+            finally:
+                self._conn._driver.close_socket()  # in case a cancellation cut close() short

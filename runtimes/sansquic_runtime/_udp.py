@@ -1,0 +1,109 @@
+"""The UDP socket every runtime drives: open, drain every ready datagram, send a batch.
+
+Plain non-blocking stdlib sockets: each runtime only waits for readability
+its own way, so batching and segmentation offload are written once here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import socket
+import struct
+import sys
+
+import sansquic
+
+__all__ = ["UdpSocket", "client_bind"]
+
+_RECV_SIZE = 65_535  # the largest UDP payload, so no datagram is ever truncated
+_RCVBUF = 1 << 20  # room for a congestion window's burst; the kernel may cap it lower
+#: At most this many datagrams are read before the endpoint gets to answer them.
+_MAX_BATCH = 256
+# UDP generic segmentation offload (Linux 4.18+): one sendmsg carries many datagrams.
+_SOL_UDP = getattr(socket, "SOL_UDP", 17)
+_UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+_GSO_MAX_SEGMENTS = 64
+
+
+def client_bind(remote: sansquic.Address) -> tuple[str, int]:
+    """Where a client binds to reach ``remote``: loopback for a loopback peer, else any."""
+    ip = ipaddress.ip_address(remote[0])
+    if ip.is_loopback:
+        return (str(ip), 0)
+    return ("::" if ip.version == 6 else "0.0.0.0", 0)
+
+
+class UdpSocket:
+    """A bound, non-blocking UDP socket with batched receive and send."""
+
+    #: Set to False before opening sockets to send every datagram on its own (for measuring).
+    gso = True
+
+    def __init__(self, family: int, bind: tuple[str, int]) -> None:
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            self.sock.bind(bind)
+            self.sock.setblocking(False)
+        except BaseException:
+            self.sock.close()
+            raise
+        host, port = self.sock.getsockname()[:2]
+        #: The bound ``(host, port)``; the real port when 0 was asked for.
+        self.address: tuple[str, int] = (str(host), int(port))
+        self._gso = UdpSocket.gso and sys.platform == "linux"  # UDP_SEGMENT is Linux-only
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive_ready(self) -> list[tuple[bytes, sansquic.Address]]:
+        """Every datagram ready now (up to a batch), without blocking."""
+        batch: list[tuple[bytes, sansquic.Address]] = []
+        recvfrom = self.sock.recvfrom
+        while len(batch) < _MAX_BATCH:
+            try:
+                data, addr = recvfrom(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # an ICMP error surfacing on UDP: loss recovery covers it
+            batch.append((data, (addr[0], addr[1])))
+        return batch
+
+    def send(self, datagrams: list[tuple[bytes, sansquic.Address]]) -> None:
+        """Send a batch: runs of equal-sized datagrams to one address go out as one
+        sendmsg with UDP generic segmentation offload where the kernel has it."""
+        sock, index = self.sock, 0
+        while index < len(datagrams):
+            data, addr = datagrams[index]
+            run = 1
+            if self._gso:
+                size = len(data)
+                while (
+                    index + run < len(datagrams)
+                    and run < _GSO_MAX_SEGMENTS
+                    and datagrams[index + run][1] == addr
+                    and len(datagrams[index + run][0]) <= size
+                ):
+                    run += 1
+                    if len(datagrams[index + run - 1][0]) < size:
+                        break  # only the last segment may be shorter
+            try:
+                if run == 1:
+                    sock.sendto(data, addr)
+                else:
+                    segments = b"".join(d for d, _ in datagrams[index : index + run])
+                    option = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(data)))]
+                    sock.sendmsg([segments], option, 0, addr)
+            except OSError as exc:
+                if run > 1 and exc.errno in (errno.EINVAL, errno.ENOPROTOOPT, errno.EIO):
+                    self._gso = False  # no offload here: send them one by one from now on
+                    continue
+                # Otherwise a full socket buffer: loss, which QUIC recovers from.
+            index += run
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,162 @@
+"""sansquic on trio: ``connect()``, ``serve()``, nurseries and cancel scopes.
+
+Only trio's primitives live here; the behaviour is ``sansquic_runtime``'s,
+the same on every runtime. A connection's I/O task runs in a nursery that
+``async with connect(...)`` opens and closes; ``serve()`` runs until cancelled
+(start it with ``nursery.start``, which hands back the :class:`Server`).
+
+    async with sansquic_trio.connect("localhost", 4433, config=cfg) as conn:
+        stream = await conn.open_stream()
+        await stream.send(b"hello")
+        await stream.finish()
+        reply = await stream.read_all()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(sansquic_trio.serve, handler, "127.0.0.1", 4433, config)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from typing import Any
+
+try:
+    import trio
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("sansquic_trio needs trio: pip install 'sansquic[trio]'") from exc
+
+from sansquic_runtime import Connect, Connection, Server, Stream, UdpSocket, open_server
+
+import sansquic
+
+__all__ = ["Connection", "Server", "Stream", "connect", "serve"]
+
+
+class _Nursery:
+    """A nursery seen as the layer's task group."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        self._nursery.start_soon(fn, *args)
+
+    def cancel(self) -> None:
+        self._nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _open_nursery() -> AsyncIterator[_Nursery]:
+    async with trio.open_nursery() as nursery:
+        yield _Nursery(nursery)
+
+
+class _Backend:
+    """trio's primitives for one socket."""
+
+    logger_name = "sansquic_trio"
+
+    def __init__(self) -> None:
+        self._lots: dict[Hashable, trio.lowlevel.ParkingLot] = {}
+        self._scope: trio.CancelScope | None = None
+
+    def now(self) -> float:
+        return trio.current_time()
+
+    def guard(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()  # one thread runs trio: nothing to lock
+
+    async def park(self, key: Hashable, deadline: float | None) -> None:
+        lot = self._lots.get(key)
+        if lot is None:
+            lot = self._lots[key] = trio.lowlevel.ParkingLot()
+        try:
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await lot.park()
+        finally:
+            if not lot and self._lots.get(key) is lot:
+                del self._lots[key]
+
+    def parked(self) -> int:
+        return sum(len(lot) for lot in self._lots.values())
+
+    def wake(self, key: Hashable) -> None:
+        lot = self._lots.pop(key, None)
+        if lot is not None:
+            lot.unpark_all()
+
+    def wake_all(self) -> None:
+        for key in list(self._lots):
+            self.wake(key)
+
+    async def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None:
+        with trio.move_on_at(math.inf if deadline is None else deadline) as scope:
+            self._scope = scope
+            try:
+                await trio.lowlevel.wait_readable(sock.sock)
+            finally:
+                self._scope = None
+
+    def nudge(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def release(self, sock: UdpSocket) -> None:
+        trio.lowlevel.notify_closing(sock.sock)
+
+    def task_group(self) -> contextlib.AbstractAsyncContextManager[_Nursery]:
+        return _open_nursery()
+
+    def background(self) -> None:
+        return None  # trio has no background tasks: connect() is used with async with
+
+    async def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        return int(family), (str(sockaddr[0]), int(sockaddr[1]))
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    config: sansquic.Config | None = None,
+    server_name: str | None = None,
+    token: str | bytes | None = None,
+    timeout: float | None = 10.0,
+) -> Connect:
+    """Connect to ``host:port``: ``async with connect(...) as conn``.
+
+    Waits until the connection is ready (and authenticated: ``token`` is
+    presented as a bearer token; a rejection raises
+    :class:`sansquic.ConnectionClosed`). Leaving the block closes it.
+    Next: ``await conn.open_stream()``.
+    """
+    options = {"config": config, "server_name": server_name, "token": token, "timeout": timeout}
+    return Connect(_Backend, host, port, **options)
+
+
+async def serve(
+    handler: Callable[[Connection], Awaitable[object]],
+    host: str,
+    port: int,
+    config: sansquic.Config,
+    *,
+    authenticator: sansquic.Authenticator | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host:port`` (port 0 picks one) and serve until cancelled or closed.
+
+    Each ready connection (authenticated, with ``authenticator``) runs
+    ``handler(conn)`` in the server's nursery. ``await nursery.start(serve, ...)``
+    returns the :class:`Server` once it listens (its ``address``, ``stats()``,
+    ``close()``).
+    """
+    server = await open_server(
+        _Backend(), handler, host, port, config=config, authenticator=authenticator
+    )
+    task_status.started(server)
+    await server.serve_forever()
