@@ -1,6 +1,8 @@
 """Sessions: ``nox -s tests lint types`` for everyday work, ``ci`` is what CI runs.
 
-``fuzz`` and ``bench`` are long and stay out of CI.
+``tests`` runs on every supported Python (``requires-python`` is true to the
+code only if each passes). ``conformance`` (the whole runtime matrix),
+``fuzz``, ``bench`` and ``soak`` are long and stay out of CI.
 """
 
 import nox
@@ -8,7 +10,8 @@ import nox
 nox.options.sessions = ["lint", "types", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-PYTHONS = ["3.11"]
+#: Every Python the package supports (pyproject: requires-python >= 3.11).
+PYTHONS = ["3.11", "3.12"]
 
 
 @nox.session(python=PYTHONS)
@@ -25,7 +28,7 @@ def ci(session: nox.Session) -> None:
     session.run("pytest", env={"CI": "true"})
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
     session.install("ruff")
@@ -33,21 +36,21 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS[0])
 def types(session: nox.Session) -> None:
     """mypy --strict on the core, the runtimes and the conformance suite."""
-    session.install("-e", ".", "mypy")
+    session.install("-e", ".[all]", "mypy")
     session.run("mypy", "--strict")  # the files listed in pyproject.toml
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS[0])
 def conformance(session: nox.Session) -> None:
     """The whole matrix: every case, every client x server runtime pair, over loopback."""
-    session.install("-e", ".")
+    session.install("-e", ".[all]")
     session.run("python", "-m", "conformance", *session.posargs)
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS[0])
 def fuzz(session: nox.Session) -> None:
     """The property and fuzz tests with thousands of examples each (bounded: 2,000 per test)."""
     session.install("-e", ".[test]")
@@ -55,17 +58,28 @@ def fuzz(session: nox.Session) -> None:
         "pytest",
         "tests/test_properties.py",
         "tests/test_fuzz.py",
+        "tests/test_hostile_peer.py",
         "-x",
         *session.posargs,
         env={"HYPOTHESIS_PROFILE": "fuzz"},
     )
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
-    """Throughput of the core on the simnet against raw aioquic, same run."""
-    session.install("-e", ".")
+    """Throughput of the core on the simnet, then every runtime on loopback, each beside
+    raw aioquic measured in the same run."""
+    session.install("-e", ".[all]")
     session.run("python", "benchmarks/simnet_throughput.py", *session.posargs)
+    session.run("python", "benchmarks/runtimes.py", "--json", "bench-runtimes.json")
+
+
+@nox.session(python=PYTHONS[0])
+def soak(session: nox.Session) -> None:
+    """1,000 connections x 10 echo streams for 3 minutes per runtime: RSS, failures, drain."""
+    session.install("-e", ".[all]")
+    args = session.posargs or ["--connections", "1000", "--streams", "10", "--seconds", "180"]
+    session.run("python", "benchmarks/soak.py", "--runtime", "all", *args, "--json", "soak.json")
 
 
 @nox.session(python=PYTHONS)

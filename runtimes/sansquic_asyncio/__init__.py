@@ -21,7 +21,7 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
 
-from sansquic_runtime import Connect, Connection, Server, Stream, UdpSocket, open_server
+from sansquic_runtime import Connection, Connector, Server, Stream, UdpSocket, open_server
 
 import sansquic
 
@@ -141,23 +141,8 @@ class _Backend:
         return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
-def connect(
-    host: str,
-    port: int,
-    *,
-    config: sansquic.Config | None = None,
-    server_name: str | None = None,
-    token: str | bytes | None = None,
-    timeout: float | None = 10.0,
-) -> Connect:
-    """Connect to ``host:port``: ``async with connect(...) as conn`` (or ``await`` it).
-
-    Waits until the connection is ready (and authenticated: ``token`` is
-    presented as a bearer token; a rejection raises
-    :class:`sansquic.ConnectionClosed`). Next: ``await conn.open_stream()``.
-    """
-    options = {"config": config, "server_name": server_name, "token": token, "timeout": timeout}
-    return Connect(_Backend, host, port, **options)
+#: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).
+connect = Connector(_Backend)
 
 
 async def serve(

@@ -11,13 +11,14 @@ original (``_async.py``) by ``scripts/unasync.py``.
 
 from ._async import Connection, Server, Stream, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
-from ._connect import Connect
+from ._connect import Connect, Connector, serve_until_closed
 from ._udp import UdpSocket, client_bind
 
 __all__ = [
     "AsyncBackend",
     "AsyncTaskGroup",
     "Connect",
+    "Connector",
     "Connection",
     "Server",
     "Stream",
@@ -27,4 +28,5 @@ __all__ = [
     "client_bind",
     "open_connection",
     "open_server",
+    "serve_until_closed",
 ]

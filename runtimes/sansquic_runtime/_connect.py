@@ -8,16 +8,16 @@ for ``async with`` instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import sansquic
 
-from ._async import Connection, open_connection
+from ._async import Connection, Server, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup
 
-__all__ = ["Connect"]
+__all__ = ["Connect", "Connector", "serve_until_closed"]
 
 
 class Connect:
@@ -76,3 +76,51 @@ class Connect:
                 await self._group_cm.__aexit__(None, None, None)
             finally:
                 self._conn._driver.close_socket()  # in case a cancellation cut close() short
+
+
+class Connector:
+    """A runtime's ``connect`` function, bound to its backend (written once for all)."""
+
+    def __init__(self, make_backend: Callable[[], AsyncBackend]) -> None:
+        self._make_backend = make_backend
+
+    def __call__(
+        self,
+        host: str,
+        port: int,
+        *,
+        config: sansquic.Config | None = None,
+        server_name: str | None = None,
+        token: str | bytes | None = None,
+        timeout: float | None = 10.0,
+    ) -> Connect:
+        """Connect to ``host:port``: ``async with connect(...) as conn``.
+
+        Waits (up to ``timeout``) until the connection is ready and, with
+        ``token`` (a bearer token) or ``config.auth_request``, authenticated;
+        a rejection raises :class:`sansquic.ConnectionClosed` with the
+        server's code. Leaving the block closes the connection. Where the
+        framework has background tasks (asyncio, curio), ``conn = await
+        connect(...)`` works too; then ``await conn.close()`` when done.
+        Next: ``await conn.open_stream()``.
+        """
+        options = {"config": config, "server_name": server_name, "token": token}
+        return Connect(self._make_backend, host, port, timeout=timeout, **options)
+
+
+async def serve_until_closed(
+    backend: AsyncBackend,
+    handler: Callable[[Connection], Awaitable[object]],
+    host: str,
+    port: int,
+    config: sansquic.Config,
+    authenticator: sansquic.Authenticator | None,
+    started: Callable[[Server], object],
+) -> None:
+    """Structured serving (trio's idiom): bind, hand the :class:`Server` to ``started``
+    (a ``task_status.started``), then serve until cancelled or closed."""
+    server = await open_server(
+        backend, handler, host, port, config=config, authenticator=authenticator
+    )
+    started(server)
+    await server.serve_forever()

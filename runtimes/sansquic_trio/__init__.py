@@ -28,7 +28,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("sansquic_trio needs trio: pip install 'sansquic[trio]'") from exc
 
-from sansquic_runtime import Connect, Connection, Server, Stream, UdpSocket, open_server
+from sansquic_runtime import Connection, Connector, Server, Stream, UdpSocket, serve_until_closed
 
 import sansquic
 
@@ -119,24 +119,8 @@ class _Backend:
         return int(family), (str(sockaddr[0]), int(sockaddr[1]))
 
 
-def connect(
-    host: str,
-    port: int,
-    *,
-    config: sansquic.Config | None = None,
-    server_name: str | None = None,
-    token: str | bytes | None = None,
-    timeout: float | None = 10.0,
-) -> Connect:
-    """Connect to ``host:port``: ``async with connect(...) as conn``.
-
-    Waits until the connection is ready (and authenticated: ``token`` is
-    presented as a bearer token; a rejection raises
-    :class:`sansquic.ConnectionClosed`). Leaving the block closes it.
-    Next: ``await conn.open_stream()``.
-    """
-    options = {"config": config, "server_name": server_name, "token": token, "timeout": timeout}
-    return Connect(_Backend, host, port, **options)
+#: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).
+connect = Connector(_Backend)
 
 
 async def serve(
@@ -155,8 +139,6 @@ async def serve(
     returns the :class:`Server` once it listens (its ``address``, ``stats()``,
     ``close()``).
     """
-    server = await open_server(
-        _Backend(), handler, host, port, config=config, authenticator=authenticator
+    await serve_until_closed(
+        _Backend(), handler, host, port, config, authenticator, task_status.started
     )
-    task_status.started(server)
-    await server.serve_forever()
