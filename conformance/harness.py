@@ -317,36 +317,48 @@ class ThreadsHarness:
         )
 
 
+def _curio() -> Harness:
+    from .curio_harness import CurioHarness  # curio itself is imported only when used
+
+    return CurioHarness()
+
+
 def _available() -> dict[str, Harness]:
-    """Every runtime whose framework is installed (the test extra installs them all)."""
-    candidates: list[tuple[str, Callable[[], Harness]]] = [
+    """Every runtime whose framework is installed (the test extra installs them all;
+    curio 1.6 does not import on Python 3.12+, so there it is left out)."""
+    portal = ("anyio",)  # async runtimes are driven through anyio's blocking portal
+    candidates: list[tuple[str, tuple[str, ...], Callable[[], Harness]]] = [
         (
             "asyncio",
+            ("sansquic_asyncio", *portal),
             lambda: AsyncHarness("asyncio", "sansquic_asyncio", "asyncio", structured=False),
         ),
-        ("threads", ThreadsHarness),
-        ("trio", lambda: AsyncHarness("trio", "sansquic_trio", "trio", structured=True)),
+        ("threads", ("sansquic_threads",), ThreadsHarness),
+        (
+            "trio",
+            ("sansquic_trio", "trio", *portal),
+            lambda: AsyncHarness("trio", "sansquic_trio", "trio", structured=True),
+        ),
         (
             "anyio-asyncio",
+            ("sansquic_anyio", *portal),
             lambda: AsyncHarness("anyio-asyncio", "sansquic_anyio", "asyncio", structured=True),
         ),
         (
             "anyio-trio",
+            ("sansquic_anyio", "trio", *portal),
             lambda: AsyncHarness("anyio-trio", "sansquic_anyio", "trio", structured=True),
         ),
+        ("curio", ("sansquic_curio",), _curio),
     ]
     harnesses: dict[str, Harness] = {}
-    for name, make in candidates:
-        harness = make()
-        module = getattr(harness, "_module", "sansquic_threads")
+    for name, modules, make in candidates:
         try:
-            importlib.import_module(module)
-            importlib.import_module("anyio")
-            if getattr(harness, "_backend", None) == "trio":
-                importlib.import_module("trio")
+            for module in modules:
+                importlib.import_module(module)
         except ImportError:
             continue
-        harnesses[name] = harness
+        harnesses[name] = make()
     return harnesses
 
 

@@ -29,6 +29,7 @@ from ._events import (
     StreamStopped,
     StreamWritable,
 )
+from ._state import RecvState
 
 __all__ = ["Dispatcher", "Wake"]
 
@@ -44,7 +45,6 @@ class _Link:
     __slots__ = (
         "claimed",
         "datagrams",
-        "ended",
         "failed",
         "incoming",
         "ready",
@@ -61,9 +61,10 @@ class _Link:
         self.failed: SansQuicError | None = None  # why it can never become ready
         self.incoming: deque[int] = deque()  # streams the peer opened, not yet accepted
         self.datagrams: deque[bytes] = deque()
-        self.ended: set[int] = set()  # streams whose FIN arrived
-        self.resets: dict[int, int] = {}  # stream -> the peer's reset code
-        self.stops: dict[int, int] = {}  # stream -> the peer's STOP_SENDING code
+        # The peer's reset / STOP_SENDING codes, kept for streams the core may already
+        # have closed, until the application has seen them (see Dispatcher._prune).
+        self.resets: dict[int, int] = {}
+        self.stops: dict[int, int] = {}
         self.terminated = False
 
 
@@ -113,14 +114,13 @@ class Dispatcher:
 
     def _apply(self, conn: Connection, link: _Link, event: object, wake: set[Wake]) -> None:
         if isinstance(event, StreamReadable | StreamEnded):
-            if isinstance(event, StreamEnded):
-                link.ended.add(event.stream_id)
             wake.add(("read", conn, event.stream_id))
         elif isinstance(event, StreamWritable):
             wake.add(("write", conn, event.stream_id))
         elif isinstance(event, StreamOpened):
             link.incoming.append(event.stream_id)
             wake.add(("accept", conn))
+            self._prune(conn, link)
         elif isinstance(event, DatagramReceived):
             if len(link.datagrams) >= self._datagram_queue:
                 link.datagrams.popleft()  # unreliable by nature: the oldest goes
@@ -129,9 +129,11 @@ class Dispatcher:
         elif isinstance(event, StreamReset):
             link.resets[event.stream_id] = event.error_code
             wake.add(("read", conn, event.stream_id))
+            self._prune(conn, link)
         elif isinstance(event, StreamStopped):
             link.stops[event.stream_id] = event.error_code
             wake.add(("write", conn, event.stream_id))
+            self._prune(conn, link)
         elif isinstance(event, HandshakeCompleted | Authenticated):
             # Without auth the handshake makes a connection ready; with it, acceptance does.
             needs_auth = (
@@ -210,10 +212,13 @@ class Dispatcher:
         if data:
             return data
         link = self._links.get(conn)
+        record = conn._streams.records.get(stream_id)
         if link is not None and stream_id in link.resets:
-            raise StreamResetError(stream_id, link.resets[stream_id])
-        if link is not None and stream_id in link.ended:
-            return b""
+            # Sticky while the stream lives; once the core closed it, said once is enough.
+            code = link.resets[stream_id] if record is not None else link.resets.pop(stream_id)
+            raise StreamResetError(stream_id, code)
+        if record is None or record.recv in (RecvState.FINISHED, RecvState.STOPPED):
+            return b""  # read to its end (or closed, or stopped by this side)
         self._raise_if_closed(conn)
         return None
 
@@ -222,7 +227,9 @@ class Dispatcher:
         the stream or the connection closed."""
         link = self._links.get(conn)
         if link is not None and stream_id in link.stops:
-            raise StreamStoppedError(stream_id, link.stops[stream_id])
+            live = stream_id in conn._streams.records
+            code = link.stops[stream_id] if live else link.stops.pop(stream_id)
+            raise StreamStoppedError(stream_id, code)
         self._raise_if_closed(conn)
         return conn.writable(stream_id)
 
@@ -259,6 +266,23 @@ class Dispatcher:
             self.forget(conn)
         else:
             link.claimed = False
+
+    @staticmethod
+    def _prune(conn: Connection, link: _Link) -> None:
+        """Bound what is kept per stream by the streams the core still has.
+
+        A peer that opens and resets streams the application never looks at
+        would otherwise grow these without end. Once they outnumber the live
+        streams, entries for streams the core has closed go: a stream reset
+        before it was accepted is never offered, and an unseen reset of a
+        closed stream reads as its end.
+        """
+        records = conn._streams.records
+        if len(link.incoming) + len(link.resets) + len(link.stops) <= 2 * len(records) + 64:
+            return
+        link.incoming = deque(s for s in link.incoming if s in records)
+        link.resets = {s: c for s, c in link.resets.items() if s in records}
+        link.stops = {s: c for s, c in link.stops.items() if s in records}
 
     def forget(self, conn: Connection) -> None:
         """The application is done with a connection: drop what was kept for it."""

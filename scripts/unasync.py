@@ -1,27 +1,31 @@
-"""Generate the blocking twin of the runtime layer: ``_async.py`` -> ``_sync.py``.
+"""Generate the blocking twins of the async originals: ``_async.py`` -> ``_sync.py``.
 
-The async original is the one to edit. ``python scripts/unasync.py`` rewrites
-``_sync.py``; ``--check`` exits 1 when it is out of date (``tests/test_unasync.py``
-runs that), so the two can never drift. Lines ending in ``# unasync: remove``
-exist only in the async original (e.g. trio's ``aclose()`` alias).
+Two pairs (see ``PAIRS``): the runtime layer (``runtimes/sansquic_runtime``)
+and the ``sansquic demo`` (``runtimes/sansquic_cli``). The async original is the
+one to edit. ``python scripts/unasync.py`` rewrites every twin; ``--check``
+exits 1 when any is out of date (``tests/test_unasync.py`` runs that), so no
+pair can drift. Lines ending in ``# unasync: remove`` exist only in the async
+original (e.g. trio's ``aclose()`` alias).
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-LAYER = Path(__file__).resolve().parent.parent / "runtimes" / "sansquic_runtime"
+RUNTIMES = Path(__file__).resolve().parent.parent / "runtimes"
+LAYER = RUNTIMES / "sansquic_runtime"
 SOURCE, TARGET = LAYER / "_async.py", LAYER / "_sync.py"
 
-#: Exact lines replaced first.
+#: Exact lines replaced first (the runtime layer's).
 _LINES = {
     "from collections.abc import AsyncIterator, Awaitable, Callable, Hashable": (
         "from collections.abc import Callable, Hashable, Iterator"
     ),
 }
-#: Whole-word replacements, in order.
+#: Whole-word replacements, in order (every pair).
 _WORDS = {
     "AsyncIterator": "Iterator",
     "AsyncBackend": "SyncBackend",
@@ -50,16 +54,52 @@ The blocking twin of the runtime layer, for the threads runtime.
 '''
 
 
-def unasync(text: str) -> str:
+@dataclass(frozen=True)
+class Pair:
+    """An async original, its generated twin, and the rules of that pair."""
+
+    source: Path
+    target: Path
+    #: The twin's module docstring (the original's is replaced).
+    header: str
+    #: Exact lines replaced first.
+    lines: dict[str, str] = field(default_factory=dict)
+    #: Whole-word replacements applied before the shared ``_WORDS``.
+    words: dict[str, str] = field(default_factory=dict)
+
+
+CLI = RUNTIMES / "sansquic_cli"
+PAIRS = [
+    Pair(SOURCE, TARGET, _HEADER, _LINES),
+    Pair(
+        CLI / "_demo_async.py",
+        CLI / "_demo_sync.py",
+        '''"""GENERATED from ``_demo_async.py`` by ``scripts/unasync.py``: edit that file instead.
+
+The blocking twin of ``sansquic demo``, for the threads runtime.
+"""
+''',
+        lines={
+            "from sansquic_runtime import Connection, Stream": (
+                "from sansquic_runtime._sync import Connection, Stream"
+            ),
+        },
+        words={"AsyncRuntime": "SyncRuntime"},
+    ),
+]
+
+
+def unasync(text: str, pair: Pair = PAIRS[0]) -> str:
+    """The blocking twin of ``text`` under ``pair``'s rules (the runtime layer's by default)."""
     lines = [
-        _LINES.get(line, line)
+        pair.lines.get(line, line)
         for line in text.splitlines()
         if not line.rstrip().endswith("# unasync: remove")
     ]
     out = "\n".join(lines) + "\n"
     # The module docstring is the async one's; the twin gets its own.
-    out = re.sub(r'\A""".*?"""\n', _HEADER, out, count=1, flags=re.S)
-    for word, replacement in _WORDS.items():
+    out = re.sub(r'\A""".*?"""\n', lambda _: pair.header, out, count=1, flags=re.S)
+    for word, replacement in {**pair.words, **_WORDS}.items():
         out = re.sub(rf"\b{word}\b", replacement, out)
     for pattern, replacement in _REGEXES:
         out = pattern.sub(replacement, out)
@@ -67,14 +107,17 @@ def unasync(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    generated = unasync(SOURCE.read_text())
-    if "--check" in argv:
-        if TARGET.read_text() != generated:
-            print(f"{TARGET} is out of date: run python scripts/unasync.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(generated)
-    return 0
+    stale = []
+    for pair in PAIRS:
+        generated = unasync(pair.source.read_text(), pair)
+        if "--check" in argv:
+            if not pair.target.exists() or pair.target.read_text() != generated:
+                stale.append(pair.target)
+        else:
+            pair.target.write_text(generated)
+    for target in stale:
+        print(f"{target} is out of date: run python scripts/unasync.py", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

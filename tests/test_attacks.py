@@ -232,3 +232,31 @@ def test_raising_a_closed_error_again_and_again_keeps_it_small() -> None:
             depths.append(len(traceback.extract_tb(exc.__traceback__)))
     assert len(depths) == 50
     assert len(set(depths)) == 1  # each raise is a fresh exception, not one growing chain
+
+
+def test_per_stream_state_does_not_outlive_the_streams() -> None:
+    """Thousands of streams through one connection leave the Dispatcher's tables as they
+    were: what it keeps per stream follows the streams the core still has."""
+    world = World(Config(dev_mode=True))
+    world.net = SimNetwork(3, conditions=LinkConditions(delay=0.001), keep_trace=False)
+    world.net.add(SERVER, world.server)
+    world.net.step_hooks.append(world._application)
+    client = world.raw_client()
+    world.handshake(client)
+    assert world.run_until(lambda: len(world.ready) == 1, 5)
+    [conn] = world.server.connections
+    link = world.dispatcher._links[conn]
+
+    def burst(count: int) -> None:
+        # A peer that opens uni streams and resets them at once, and bidi streams it
+        # finishes, none of which the application ever accepts or reads.
+        for _ in range(count):
+            uni = client.quic.get_next_available_stream_id(is_unidirectional=True)
+            client.quic.send_stream_data(uni, b"x")
+            client.quic.reset_stream(uni, 5)
+        world.net.run_for(0.05)
+
+    for _ in range(40):  # 4,000 streams, within the peer's stream credit as it returns
+        burst(100)
+    assert len(link.incoming) + len(link.resets) <= 2 * len(conn._streams.records) + 64 + 100
+    assert world.server.stats().internal_errors == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import threading
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -83,3 +84,64 @@ def test_cancelled_send_and_receive_leave_the_connection_usable(
             assert len(asyncio.all_tasks()) == tasks_before  # the I/O task ended with it
 
     anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize(("backend", "module"), RUNTIMES, ids=[f"{m}-{b}" for b, m in RUNTIMES])
+def test_a_cancelled_connection_still_says_goodbye(
+    server: sansquic_threads.Server, backend: str, module: str
+) -> None:
+    """Cancelling the scope around ``async with connect()`` cancels its I/O task too; the
+    peer must still get the CONNECTION_CLOSE, not wait for its idle timeout."""
+    runtime = importlib.import_module(module)
+    before = server.stats().active
+
+    async def main() -> None:
+        with anyio.move_on_after(0.5):
+            async with runtime.connect(
+                "127.0.0.1", server.address[1], config=CONFIG, server_name="localhost"
+            ) as conn:
+                await conn.open_stream()
+                await anyio.sleep(10)  # cancelled here
+
+    for _ in range(3):  # the I/O task may be cancelled before or after the body
+        anyio.run(main, backend=backend)
+    deadline = time.monotonic() + 3
+    while server.stats().active > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.stats().active == before
+
+
+STRUCTURED = [("trio", "sansquic_trio"), ("asyncio", "sansquic_anyio"), ("trio", "sansquic_anyio")]
+
+
+@pytest.mark.parametrize(("backend", "module"), STRUCTURED, ids=[f"{m}-{b}" for b, m in STRUCTURED])
+def test_cancelling_a_structured_server_tells_its_clients(backend: str, module: str) -> None:
+    runtime = importlib.import_module(module)
+    ready: list[tuple[str, int]] = []
+    told: list[sansquic.ConnectionClosed] = []
+
+    def client() -> None:
+        while not ready:
+            time.sleep(0.01)
+        with sansquic_threads.connect(
+            *ready[0], config=CONFIG, server_name="localhost", timeout=5
+        ) as conn:
+            try:
+                conn.accept_stream(timeout=5)  # the server never opens one: it goes away
+            except sansquic.ConnectionClosed as exc:
+                told.append(exc)
+
+    async def handler(conn: object) -> None:
+        await anyio.sleep(30)
+
+    async def main() -> None:
+        with anyio.move_on_after(1.0):
+            async with anyio.create_task_group() as group:
+                server = await group.start(runtime.serve, handler, "127.0.0.1", 0, CONFIG)
+                ready.append(server.address)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    anyio.run(main, backend=backend)
+    thread.join(10)
+    assert told and told[0].by_peer, told  # told by the server, not by a timeout

@@ -17,12 +17,36 @@ from sansquic_cli import main
 import sansquic
 from sansquic import tokens
 
+#: Every ``sansquic demo --runtime``: one demo, written once, on each.
+DEMO_RUNTIMES = ["asyncio", "trio", "anyio", "anyio-trio", "curio", "threads"]
 
-@pytest.mark.parametrize("runtime", ["asyncio", "threads"])
+
+@pytest.mark.parametrize("runtime", DEMO_RUNTIMES)
 def test_demo_runs_and_reports_ok(runtime: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if runtime == "curio":
+        pytest.importorskip("sansquic_curio", reason="sansquic_curio cannot be imported")
     assert main(["demo", "--runtime", runtime, "--seconds", "1.5", "--clients", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "OK" in out and "critical" in out and "accepted as demo-agent" in out
+    out = " ".join(capsys.readouterr().out.split())  # the table wraps its caption anywhere
+    assert "OK" in out and "critical" in out and "background" in out
+    assert out.count("accepted as demo-agent") >= 2  # both clients' tokens
+    assert "auth failures 0" in out and "FAILED" not in out
+
+
+@pytest.mark.parametrize(
+    ("runtime", "framework"),
+    [("trio", "trio"), ("anyio", "anyio"), ("anyio-trio", "trio"), ("curio", "curio")],
+)
+def test_demo_without_its_framework_names_the_extra(runtime: str, framework: str) -> None:
+    # A None entry in sys.modules makes "import trio" fail as if trio were not installed.
+    code = (
+        f"import sys; sys.modules[{framework!r}] = None; from sansquic_cli import main; "
+        f"sys.exit(main(['demo', '--runtime', {runtime!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"sansquic demo: --runtime {runtime} needs {framework}: pip install 'sansquic[{framework}]'"
+    ]
 
 
 def test_token_command_signs_a_verifiable_token(capsys: pytest.CaptureFixture[str]) -> None:

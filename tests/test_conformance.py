@@ -1,12 +1,14 @@
 """The conformance matrix under pytest.
 
 Every case runs for each runtime against itself; for every pair of different
-runtimes (25 pairs with anyio on both backends counted once each) the
+runtimes (six harnesses: asyncio, threads, trio, anyio on asyncio and on trio,
+curio; 30 pairs) the
 quickest cases that still cross every path run here, and
 `nox -s conformance` (`python -m conformance`) runs the whole matrix.
 """
 
 import itertools
+import sys
 
 import pytest
 
@@ -21,8 +23,12 @@ RUNS = [
 
 
 def test_every_runtime_takes_part() -> None:
-    # The test extra installs every framework, so none may be missing here.
-    assert set(HARNESSES) == {"asyncio", "threads", "trio", "anyio-asyncio", "anyio-trio"}
+    # The test extra installs every framework, so none may be missing here, except
+    # curio on Python 3.12+, where its last release (1.6) does not import.
+    expected = {"asyncio", "threads", "trio", "anyio-asyncio", "anyio-trio"}
+    if sys.version_info < (3, 12):
+        expected.add("curio")
+    assert set(HARNESSES) == expected
 
 
 @pytest.mark.parametrize(

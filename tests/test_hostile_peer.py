@@ -937,11 +937,11 @@ class DispatcherApp(HostilePeers):
                 ready = False
             assert not ready or conn.identity is not None, "ready() before acceptance"
         for conn, link in self.dispatcher._links.items():
-            kept = (link.incoming, link.datagrams, link.ended, link.resets, link.stops)
+            kept = (link.incoming, link.datagrams, link.resets, link.stops)
             if conn.identity is None:
                 assert not link.ready, "a link is ready before its client was accepted"
                 assert not any(kept), f"the dispatcher keeps {kept!r} of an unaccepted client"
-            for keyed in (link.incoming, link.ended, link.resets, link.stops):
+            for keyed in (link.incoming, link.resets, link.stops):
                 assert AUTH_STREAM not in keyed, (
                     f"the auth stream surfaced in the dispatcher: {kept}"
                 )

@@ -33,6 +33,10 @@ def no_leaks() -> Iterator[None]:
     """Every test must leave no thread and no socket behind once it closed everything."""
     threads, fds = threading.active_count(), _fds()
     yield
+    # A thread whose work is done may still be returning: give it a moment, no more.
+    deadline = time.monotonic() + 1.0
+    while threading.active_count() > threads and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert threading.active_count() == threads, threading.enumerate()
     assert _fds() == fds
 
@@ -341,3 +345,24 @@ def test_bulk_transfer_with_and_without_segmentation_offload() -> None:
                 assert conn._driver.sock._gso is (gso and sys.platform == "linux")
         finally:
             sansquic_runtime.UdpSocket.gso = True
+
+
+def test_server_close_honours_its_timeout_with_a_stuck_handler() -> None:
+    stuck, running = threading.Event(), threading.Event()
+
+    def handler(conn: sansquic_threads.Connection) -> None:
+        running.set()
+        stuck.wait(10)  # blocked on something that is not sansquic's
+
+    server = sansquic_threads.serve(handler, HOST, 0, config=CONFIG)
+    conn = client(server)
+    try:
+        assert running.wait(T)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            server.close(timeout=0.5)
+        assert time.monotonic() - started < 4  # the close wait plus the timeout, not 10 s
+    finally:
+        stuck.set()
+        conn.close()
+        server.close()

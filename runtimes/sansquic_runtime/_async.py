@@ -61,7 +61,7 @@ class _Driver:
         self._stopping = False
         self._started = False
         self.stopped = False
-        self._socket_closed = False
+        self.socket_closed = False
         self._failure: BaseException | None = None
 
     def deadline(self, timeout: float | None) -> float | None:
@@ -162,9 +162,9 @@ class _Driver:
 
     def close_socket(self) -> None:
         with self.backend.guard():
-            if self._socket_closed:
+            if self.socket_closed:
                 return
-            self._socket_closed = True
+            self.socket_closed = True
         self.backend.release(self.sock)
         self.sock.close()
 
@@ -326,7 +326,7 @@ class _SendAttempt:
 class Connection:
     """A QUIC connection: :meth:`open_stream`, or iterate it to accept the peer's streams.
 
-    Use ``async with`` (or call :meth:`close`) when done.
+    Use it as a context manager (or call :meth:`close`) when done.
     """
 
     def __init__(self, driver: _Driver, core: sansquic.Connection, *, owns_driver: bool) -> None:
@@ -425,7 +425,8 @@ class Connection:
             if self._closed:
                 return
             self._closed = True
-            if not driver.stopped:
+            if not driver.socket_closed:
+                # Even when a cancellation ended the I/O loop first, the goodbye goes out.
                 core.close(code, reason)
                 driver.flush()
         try:
@@ -499,7 +500,7 @@ async def open_connection(
 class Server:
     """A listening endpoint running ``handler(conn)`` for each ready connection.
 
-    :meth:`serve_forever` runs it; :meth:`close` (or leaving ``async with``)
+    :meth:`serve_forever` runs it; :meth:`close` (or leaving its context manager)
     closes every connection and stops it.
     """
 
@@ -573,7 +574,7 @@ class Server:
         """Leaving without close(): say goodbye to every peer and stop the loop, at once."""
         driver = self._driver
         with driver.backend.guard():
-            if not driver.stopped:
+            if not driver.socket_closed:
                 for core in driver.endpoint.connections:
                     core.close()
                 driver.flush()
@@ -606,7 +607,7 @@ class Server:
             if self._closing:
                 return
             self._closing = True
-            cores = [] if driver.stopped else driver.endpoint.connections
+            cores = [] if driver.socket_closed else driver.endpoint.connections
             for core in cores:
                 core.close()
             driver.flush()

@@ -68,7 +68,9 @@ class UdpSocket:
                 data, addr = recvfrom(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:
+            except OSError as exc:
+                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                    break  # closed under us: nothing more will come
                 continue  # an ICMP error surfacing on UDP: loss recovery covers it
             batch.append((data, (addr[0], addr[1])))
         return batch

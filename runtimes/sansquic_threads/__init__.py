@@ -184,5 +184,7 @@ def serve(
     """
     backend = _Backend()
     server = open_server(backend, handler, host, port, config=config, authenticator=authenticator)
-    server.start_serving(backend.background())
+    # Its own group, not the backend's: closing the socket joins the backend's threads
+    # (a client's I/O thread), and must not wait here for handlers beyond close(timeout=).
+    server.start_serving(_Threads())
     return server

@@ -1,0 +1,130 @@
+"""``sansquic demo``, written once: a server and clients on loopback, and a live table.
+
+The clients present a signed token; each runs prioritised echo flows (see
+``FLOWS``) and datagrams until the deadline. This file is the async original,
+run on asyncio, trio, anyio and curio through ``_frameworks.py``;
+``_demo_sync.py`` is generated from it by ``scripts/unasync.py`` for the threads
+runtime, and ``tests/test_unasync.py`` fails when the two drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.live import Live
+from sansquic_runtime import Connection, Stream
+
+import sansquic
+
+from ._demo import FLOWS, PRIORITIES, Tally, finish, setup, summary
+from ._frameworks import AsyncRuntime
+
+__all__ = ["run"]
+
+#: Where the server listens, and the name its dev certificate is for.
+HOST, SERVER_NAME = "127.0.0.1", "localhost"
+#: The most one round trip may take before the demo calls it a failure.
+ROUND_TRIP_TIMEOUT = 30.0
+
+
+async def run(rt: AsyncRuntime, seconds: float, clients: int) -> int:
+    """The demo on ``rt``: ``clients`` clients for ``seconds``; the exit status."""
+    console = Console()
+    config, token, authenticator = setup()
+    async with rt.serve(_Echo(rt), HOST, config, authenticator) as server:
+        demo = _Demo(rt, server.address[1], config, token, time.monotonic() + seconds)
+        start = time.monotonic()
+        with Live(console=console, refresh_per_second=4) as live:
+            async with rt.task_group() as group:
+                for i in range(clients):
+                    demo.running.add(f"client {i}")
+                    await group.spawn(demo.client, f"client {i}")
+                while demo.running:
+                    live.update(summary(demo.tally, time.monotonic() - start, server.stats()))
+                    await rt.sleep(0.25)
+            live.update(summary(demo.tally, time.monotonic() - start, server.stats()))
+    return finish(console, demo.tally, demo.failed)
+
+
+@dataclass
+class _Demo:
+    """One run: what every client needs, and what they report."""
+
+    rt: AsyncRuntime
+    port: int
+    config: sansquic.Config
+    token: str
+    until: float
+    tally: Tally = field(default_factory=Tally)
+    running: set[str] = field(default_factory=set)
+    failed: list[BaseException] = field(default_factory=list)
+
+    async def client(self, name: str) -> None:
+        """Connect with the token, run every flow and the datagrams, then close."""
+        try:
+            async with self.rt.connect(
+                HOST, self.port, config=self.config, server_name=SERVER_NAME, token=self.token
+            ) as conn:
+                self.tally.accepted(name, conn.identity)
+                async with self.rt.task_group() as group:
+                    for priority_name, size in FLOWS:
+                        await group.spawn(self.flow, conn, name, priority_name, size)
+                    await group.spawn(self.datagrams, conn)
+                await conn.close(0, "demo over")
+        except Exception as exc:  # shown in the summary; the other clients go on
+            self.failed.append(exc)
+        finally:
+            self.running.discard(name)
+
+    async def flow(self, conn: Connection, name: str, priority_name: str, size: int) -> None:
+        """Echo ``size`` random bytes on a new stream, again and again, at one priority."""
+        payload = secrets.token_bytes(size)
+        while time.monotonic() < self.until:
+            begin = time.monotonic()
+            stream = await conn.open_stream(priority=PRIORITIES[priority_name])
+            await stream.send(payload, timeout=ROUND_TRIP_TIMEOUT)
+            await stream.finish()
+            if await stream.read_all(timeout=ROUND_TRIP_TIMEOUT) != payload:
+                raise RuntimeError(f"{name}: a {priority_name} echo came back altered")
+            self.tally.echoed(priority_name, size, time.monotonic() - begin)
+
+    async def datagrams(self, conn: Connection) -> None:
+        """Ping by datagram; an echo that misses its 0.2 s is lost, by design."""
+        while time.monotonic() < self.until:
+            await conn.send_datagram(b"ping")
+            try:
+                await conn.receive_datagram(timeout=0.2)
+            except TimeoutError:
+                self.tally.datagram(echoed=False)
+            else:
+                self.tally.datagram(echoed=True)
+
+
+class _Echo:
+    """The server's handler: every stream echoed back, and every datagram."""
+
+    def __init__(self, rt: AsyncRuntime) -> None:
+        self._rt = rt
+
+    async def __call__(self, conn: Connection) -> None:
+        async with self._rt.task_group() as group:
+            await group.spawn(_echo_datagrams, conn)
+            async for stream in conn:  # until the connection closes
+                await group.spawn(_echo_stream, stream)
+
+
+async def _echo_stream(stream: Stream) -> None:
+    with contextlib.suppress(sansquic.StreamResetError, sansquic.ConnectionClosed):
+        data = await stream.read_all()
+        await stream.send(data)
+        await stream.finish()
+
+
+async def _echo_datagrams(conn: Connection) -> None:
+    with contextlib.suppress(sansquic.ConnectionClosed):
+        while True:
+            await conn.send_datagram(await conn.receive_datagram())
