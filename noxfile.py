@@ -78,7 +78,9 @@ def bench(session: nox.Session) -> None:
 def soak(session: nox.Session) -> None:
     """1,000 connections x 10 echo streams for 3 minutes per runtime: RSS, failures, drain."""
     session.install("-e", ".[all]")
-    args = session.posargs or ["--connections", "1000", "--streams", "10", "--seconds", "180"]
+    args = session.posargs or [
+        *("--connections", "1000", "--streams", "10", "--seconds", "180", "--pause", "10")
+    ]
     session.run("python", "benchmarks/soak.py", "--runtime", "all", *args, "--json", "soak.json")
 
 

@@ -40,7 +40,12 @@ The reference run for the note (1,000 connections x 10 streams for 180 s on
 each runtime; about 8 minutes in all), from the repository root::
 
     python benchmarks/soak.py --runtime all --connections 1000 --streams 10 --seconds 180 \
-        --json soak.json
+        --pause 10 --json soak.json
+
+``--pause`` gives each loop a think time (jittered) between round trips, so
+the offered load stays under what two shared cores can echo; without it,
+10,000 closed loops saturate the machine and round trips time out (that
+measures overload, not the runtime).
 
 A quick look: ``python benchmarks/soak.py --runtime all --connections 20
 --streams 3 --seconds 10``. The machine has 2 cores: server and load
@@ -592,8 +597,14 @@ async def _client(args: argparse.Namespace) -> None:
     cpu_began = time.process_time()
     stop_at = load_began + args.seconds
 
+    async def pause(factor: float) -> None:
+        # Think time, jittered so the loops spread out instead of marching in step.
+        if args.pause:
+            await asyncio.sleep(min(factor * args.pause, max(0.0, stop_at - loop.time())))
+
     async def echo_loop(ci: int, li: int, conn: sansquic_asyncio.Connection) -> None:
         consecutive = 0
+        await pause(random.random())
         for seq in range(MAX_ROUNDS):
             if loop.time() >= stop_at:
                 return
@@ -629,6 +640,7 @@ async def _client(args: argparse.Namespace) -> None:
             rtts.add((time.perf_counter() - start) * 1e3)
             per_connection[ci] += 1
             totals["round trips"] += 1
+            await pause(random.uniform(0.5, 1.5))
 
     loops = [
         asyncio.create_task(echo_loop(ci, li, conn))
@@ -866,6 +878,8 @@ async def run_one(runtime: str, args: argparse.Namespace) -> JSON:
                 str(args.seconds),
                 "--message-size",
                 str(args.message_size),
+                "--pause",
+                str(args.pause),
                 "--lifetime",
                 str(lifetime),
             ],
@@ -1100,6 +1114,7 @@ async def coordinate(args: argparse.Namespace) -> int:
         "connections": args.connections,
         "streams": args.streams,
         "seconds": args.seconds,
+        "pause": args.pause,
         "message_size": args.message_size,
         "drain_seconds": args.drain_seconds,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1129,6 +1144,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="load duration")
     parser.add_argument("--message-size", type=int, default=1000)
     parser.add_argument("--drain-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="think time per loop between round trips, seconds (0: as fast as it goes)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write every result here")
     # The children: this same script with a hidden role.
     parser.add_argument(

@@ -20,30 +20,44 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print failure tracebacks")
     args = parser.parse_args()
     names = args.case or (list(FAST_CASES) if args.fast else list(CASES))
-    pairs = list(itertools.product(HARNESSES.values(), repeat=2))
+    harnesses = list(HARNESSES.values())
     console = Console()
-    table = Table(title="sansquic conformance (client x server, loopback UDP)")
-    table.add_column("case")
-    for client, server in pairs:
-        table.add_column(f"{client.name} -> {server.name}", justify="center")
-    failures = 0
-    for name in names:
-        cells = []
-        for client, server in pairs:
-            start = time.monotonic()
+    passed: dict[tuple[str, str], int] = {}
+    failed: list[tuple[str, str, str, str]] = []
+    began = time.monotonic()
+    for client, server in itertools.product(harnesses, repeat=2):
+        key = (client.name, server.name)
+        passed[key] = 0
+        for name in names:
             try:
                 CASES[name](client, server)
-                cells.append(f"[green]pass[/green] {time.monotonic() - start:4.1f}s")
+                passed[key] += 1
             except Exception as exc:
-                failures += 1
-                cells.append(f"[red]FAIL[/red] {type(exc).__name__}")
+                failed.append((client.name, server.name, name, f"{type(exc).__name__}: {exc}"))
                 if args.verbose:
                     console.print(f"{name} {client.name}->{server.name}: {traceback.format_exc()}")
-        table.add_row(name, *cells)
+    table = Table(
+        title=f"sansquic conformance: cases passed of {len(names)}, client (row) x server (column)"
+    )
+    table.add_column("client \\ server")
+    for server in harnesses:
+        table.add_column(server.name, justify="center")
+    for client in harnesses:
+        cells = []
+        for server in harnesses:
+            count = passed[(client.name, server.name)]
+            colour = "green" if count == len(names) else "red"
+            cells.append(f"[{colour}]{count}/{len(names)}[/{colour}]")
+        table.add_row(client.name, *cells)
     console.print(table)
-    total = len(names) * len(pairs)
-    console.print(f"{total - failures} passed, {failures} failed")
-    return 1 if failures else 0
+    for client_name, server_name, name, error in failed:
+        console.print(f"[red]FAIL[/red] {name}: {client_name} -> {server_name}: {error[:200]}")
+    total = len(names) * len(harnesses) ** 2
+    console.print(
+        f"{total - len(failed)} passed, {len(failed)} failed "
+        f"({len(harnesses) ** 2} pairs, {time.monotonic() - began:.0f} s)"
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
