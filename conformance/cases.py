@@ -487,6 +487,48 @@ def timeouts_leave_the_connection_usable(client: Harness, server: Harness) -> No
         assert _read_all(again) == b"still usable"
 
 
+def local_actions_wake_blocked_tasks(client: Harness, server: Harness) -> None:
+    """This side's reset or stop wakes its own task blocked on that stream; a close with a
+    bad code raises and changes nothing, so a proper close still works."""
+    release: queue.Queue[None] = queue.Queue()
+
+    def handler(conn: Any) -> None:
+        conn.accept_stream(timeout=10)  # accepted, never read: its sender blocks
+        release.get(timeout=30)
+
+    with _pair(client, server, handler) as (conn, _):
+        stalled = conn.open_stream()
+        outcome: queue.Queue[object] = queue.Queue()
+        sender = threading.Thread(
+            target=lambda: outcome.put(_try(stalled.send, os.urandom(8 << 20), timeout=20))
+        )
+        sender.start()
+        time.sleep(0.3)  # the send is blocked on flow control now
+        stalled.reset(3)
+        sender.join(10)
+        assert isinstance(outcome.get(timeout=1), sansquic.LocalProtocolError)
+        reading = conn.open_stream()
+        reading.send(b"no answer comes")
+        reader = threading.Thread(target=lambda: outcome.put(_try(reading.receive, timeout=20)))
+        reader.start()
+        time.sleep(0.3)
+        reading.stop(4)
+        reader.join(10)
+        assert outcome.get(timeout=1) == b""  # stopped by this side: nothing more to read
+        try:
+            conn.close(2**62, "too big a code")
+            raise AssertionError("an out-of-range close code was accepted")
+        except sansquic.LocalProtocolError:
+            pass
+        release.put(None)
+        conn.close(0, "a proper close")  # still possible: the bad one changed nothing
+        try:
+            conn.open_stream()
+            raise AssertionError("the connection is still open after close()")
+        except sansquic.ConnectionClosed:
+            pass
+
+
 def hq_interop_transfer(client: Harness, server: Harness) -> None:
     files = {"/small": b"hello, interop", "/large": os.urandom(3_000_000)}
     with _pair(
@@ -525,6 +567,7 @@ CASES: dict[str, Case] = {
         receive_sizes,
         concurrent_receive_is_busy,
         timeouts_leave_the_connection_usable,
+        local_actions_wake_blocked_tasks,
         hq_interop_transfer,
     )
 }

@@ -180,9 +180,9 @@ class _Connection:
     def close(self, code: int = 0, reason: str = "") -> None:
         if self._closed:
             return  # closing is idempotent, as in the runtimes
+        self._portal.call(self._conn.close, code, reason)  # a bad code raises: nothing changed
         self._closed = True
         try:
-            self._portal.call(self._conn.close, code, reason)
             if self._exit_cm is not None:
                 self._exit_cm()  # leaves connect()'s task group
         finally:

@@ -189,6 +189,8 @@ class AuthFlow:
         self._check_budget()
 
     def _check_budget(self) -> None:
+        if self.state is AuthState.REJECTED:
+            return  # closed already: one flood counts once towards lockout
         policy = self._conn._config.auth
         assert policy is not None
         if (

@@ -151,9 +151,7 @@ class Dispatcher:
         elif isinstance(event, ConnectionTerminated):
             # Every waiter on this connection must look again: it will find it closed.
             link.terminated = True
-            wake.update([("ready", conn), ("accept", conn), ("datagram", conn), ("closed", conn)])
-            for stream_id in conn._streams.records:
-                wake.update([("read", conn, stream_id), ("write", conn, stream_id)])
+            wake.update(self._connection_keys(conn))
             if not link.claimed:
                 # Nobody will ever ask about it: it ends here, whoever ended it.
                 self._accepted.pop(conn, None)
@@ -284,10 +282,22 @@ class Dispatcher:
         link.resets = {s: c for s, c in link.resets.items() if s in records}
         link.stops = {s: c for s, c in link.stops.items() if s in records}
 
-    def forget(self, conn: Connection) -> None:
-        """The application is done with a connection: drop what was kept for it."""
+    def forget(self, conn: Connection) -> set[Wake]:
+        """The application is done with a connection: drop what was kept for it.
+
+        Returns the keys of every waiter on it: wake them, since a forgotten
+        connection hears no more events (they will find it closed).
+        """
         self._links.pop(conn, None)
         self._forgotten.add(conn)
+        return self._connection_keys(conn)
+
+    @staticmethod
+    def _connection_keys(conn: Connection) -> set[Wake]:
+        keys: set[Wake] = {("ready", conn), ("accept", conn), ("datagram", conn), ("closed", conn)}
+        for stream_id in conn._streams.records:
+            keys.update([("read", conn, stream_id), ("write", conn, stream_id)])
+        return keys
 
     @staticmethod
     def _raise_if_closed(conn: Connection) -> None:

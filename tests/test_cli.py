@@ -24,7 +24,9 @@ DEMO_RUNTIMES = ["asyncio", "trio", "anyio", "anyio-trio", "curio", "threads"]
 @pytest.mark.parametrize("runtime", DEMO_RUNTIMES)
 def test_demo_runs_and_reports_ok(runtime: str, capsys: pytest.CaptureFixture[str]) -> None:
     if runtime == "curio":
-        pytest.importorskip("sansquic_curio", reason="sansquic_curio cannot be imported")
+        pytest.importorskip(
+            "sansquic_curio", reason="curio does not import here", exc_type=ImportError
+        )
     assert main(["demo", "--runtime", runtime, "--seconds", "1.5", "--clients", "2"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # the table wraps its caption anywhere
     assert "OK" in out and "critical" in out and "background" in out

@@ -366,3 +366,19 @@ def test_server_close_honours_its_timeout_with_a_stuck_handler() -> None:
         stuck.set()
         conn.close()
         server.close()
+
+
+def test_a_handler_may_close_its_own_server() -> None:
+    closed = threading.Event()
+
+    def handler(conn: sansquic_threads.Connection) -> None:
+        server.close(timeout=5)  # from inside a handler: must not wait for itself
+        closed.set()
+
+    server = sansquic_threads.serve(handler, HOST, 0, config=CONFIG)
+    conn = client(server)
+    try:
+        assert closed.wait(8)
+    finally:
+        conn.close()
+        server.close()

@@ -55,8 +55,10 @@ class _Tasks:
         if exc_info[0] is not None:
             self.cancel()
         try:
-            while self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Look again after each wait: tasks may start more tasks. (Waiting on the set
+            # itself could spin: a done task leaves it only in a later loop pass.)
+            while pending := [task for task in self._tasks if not task.done()]:
+                await asyncio.wait(pending)
         except asyncio.CancelledError:
             self.cancel()  # the block was cancelled: so are the tasks it started
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -8,6 +8,7 @@ blocking runtime, and ``tests/test_unasync.py`` fails when the two drift.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
@@ -25,6 +26,10 @@ _T = TypeVar("_T")
 CLOSE_WAIT = 2.0
 #: What ``Stream.read_all()`` accepts at most unless told otherwise.
 READ_ALL_LIMIT = 16 * 1024 * 1024
+#: The server whose handler the current task or thread runs, if any.
+_IN_HANDLER: contextvars.ContextVar[Server | None] = contextvars.ContextVar(
+    "sansquic_in_handler", default=None
+)
 
 
 def _only_closed(exc: BaseException) -> bool:
@@ -97,6 +102,10 @@ class _Driver:
             with backend.guard():
                 self.stopped = True
                 backend.wake_all()
+                stopping = self._stopping
+            if stopping:
+                # stop() may have been cut short by a cancellation: the socket closes anyway.
+                self.close_socket()
 
     def flush(self) -> None:
         """Send what the endpoint has, then wake the waiters the dispatcher names."""
@@ -216,8 +225,8 @@ class Stream:
             if not view:
                 core.send(sid, b"")  # nothing to queue, but misuse still raises
                 return
+            deadline = driver.deadline(timeout)  # a bad timeout raises before the flag is set
             self._sending = True
-        deadline = driver.deadline(timeout)
         try:
             offset = 0
             while offset < len(view):
@@ -232,6 +241,7 @@ class Stream:
         with self._driver.backend.guard():
             self._core.finish(self.id)
             self._driver.flush()
+            self._driver.backend.wake(("write", self._core, self.id))  # a sender must look again
 
     async def receive(self, max_bytes: int = -1, *, timeout: float | None = None) -> bytes:
         """The next bytes that arrived (at most ``max_bytes`` when positive); ``b""`` at the end.
@@ -297,12 +307,15 @@ class Stream:
         with self._driver.backend.guard():
             self._core.reset(self.id, code)
             self._driver.flush()
+            # The core emits nothing for its own reset: a task blocked sending must look again.
+            self._driver.backend.wake(("write", self._core, self.id))
 
     async def stop(self, code: int = 0) -> None:
         """Ask the peer to stop sending, with ``code``; unread data is dropped."""
         with self._driver.backend.guard():
             self._core.stop(self.id, code)
             self._driver.flush()
+            self._driver.backend.wake(("read", self._core, self.id))  # a reader gets b"" now
 
 
 class _SendAttempt:
@@ -424,18 +437,21 @@ class Connection:
         with driver.backend.guard():
             if self._closed:
                 return
-            self._closed = True
             if not driver.socket_closed:
                 # Even when a cancellation ended the I/O loop first, the goodbye goes out.
-                core.close(code, reason)
+                core.close(code, reason)  # a bad code raises here, before anything changed
                 driver.flush()
+            self._closed = True
         try:
             await driver.until(_closed(core), ("closed", core), driver.deadline(CLOSE_WAIT))
         except (TimeoutError, sansquic.SansQuicError):
             pass  # the peer did not confirm in time, or the endpoint is gone: let go anyway
         finally:
             with driver.backend.guard():
-                driver.dispatcher.forget(core)
+                # Forgotten, it hears no ConnectionTerminated: wake its waiters now,
+                # they will find it closed.
+                for key in driver.dispatcher.forget(core):
+                    driver.backend.wake(key)
             if self._owns_driver:
                 await driver.stop()
 
@@ -555,12 +571,17 @@ class Server:
                             driver.dispatcher.next_connection, ("incoming",), None
                         )
                         if self._closing:
-                            core.close()
+                            with driver.backend.guard():
+                                core.close()
+                                driver.flush()
+                                driver.dispatcher.release(core)
                         else:
                             group.start_soon(self._serve_one, core)
                         del core  # held here, it would outlive its connection
                 except sansquic.SansQuicError:
-                    pass  # the I/O loop ended: close() was called
+                    if driver._failure is not None:
+                        raise  # the I/O loop crashed: say so rather than return quietly
+                    # Otherwise the I/O loop ended because close() was called.
                 finally:
                     self._abandon()
                     group.cancel()  # handlers still running are cut off
@@ -583,6 +604,7 @@ class Server:
 
     async def _serve_one(self, core: sansquic.Connection) -> None:
         driver = self._driver
+        _IN_HANDLER.set(self)  # each handler runs in a context (task, thread) of its own
         try:
             await self._handler(Connection(driver, core, owns_driver=False))
         except Exception as exc:
@@ -601,24 +623,33 @@ class Server:
 
     async def close(self, *, timeout: float | None = None) -> None:
         """Close every connection (code 0), stop the I/O loop, close the socket, and
-        wait for the handlers (``TimeoutError`` if they outlast ``timeout``)."""
+        wait for the handlers (``TimeoutError`` if they outlast ``timeout``).
+
+        Safe to call again, and from inside a handler (which is then not waited for).
+        """
         driver = self._driver
+        cores: list[sansquic.Connection] = []
         with driver.backend.guard():
-            if self._closing:
-                return
-            self._closing = True
-            cores = [] if driver.socket_closed else driver.endpoint.connections
+            if not self._closing:
+                self._closing = True
+                cores = [] if driver.socket_closed else driver.endpoint.connections
+                for core in cores:
+                    core.close()
+                driver.flush()
+        try:
+            wait_end = driver.deadline(CLOSE_WAIT)
             for core in cores:
-                core.close()
-            driver.flush()
-        wait_end = driver.deadline(CLOSE_WAIT)
-        for core in cores:
-            try:
-                await driver.until(_closed(core), ("closed", core), wait_end)
-            except (TimeoutError, sansquic.SansQuicError):
-                break  # the rest had the same time: go on closing
+                try:
+                    await driver.until(_closed(core), ("closed", core), wait_end)
+                except (TimeoutError, sansquic.SansQuicError):
+                    break  # the rest had the same time: go on closing
+        finally:
+            # Cut short (cancelled, timed out) or not, the loop is told to stop.
+            with driver.backend.guard():
+                driver._stopping = True
+                driver.backend.nudge()
         await driver.stop()  # every handler still waiting wakes to a closed connection
-        if self._serving:
+        if self._serving and _IN_HANDLER.get() is not self:
             with driver.backend.guard():
                 if self._group is not None:
                     self._group.cancel()

@@ -25,6 +25,7 @@ _MAX_BATCH = 256
 _SOL_UDP = getattr(socket, "SOL_UDP", 17)
 _UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 _GSO_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65_000  # under the 65,507-byte IPv4 UDP payload limit of one send
 
 
 def client_bind(remote: sansquic.Address) -> tuple[str, int]:
@@ -87,6 +88,7 @@ class UdpSocket:
                 while (
                     index + run < len(datagrams)
                     and run < _GSO_MAX_SEGMENTS
+                    and (run + 1) * size <= _GSO_MAX_BYTES  # one UDP send's payload at most
                     and datagrams[index + run][1] == addr
                     and len(datagrams[index + run][0]) <= size
                 ):
@@ -101,7 +103,12 @@ class UdpSocket:
                     option = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(data)))]
                     sock.sendmsg([segments], option, 0, addr)
             except OSError as exc:
-                if run > 1 and exc.errno in (errno.EINVAL, errno.ENOPROTOOPT, errno.EIO):
+                if run > 1 and exc.errno in (
+                    errno.EINVAL,
+                    errno.ENOPROTOOPT,
+                    errno.EIO,
+                    errno.EMSGSIZE,
+                ):
                     self._gso = False  # no offload here: send them one by one from now on
                     continue
                 # Otherwise a full socket buffer: loss, which QUIC recovers from.
