@@ -28,16 +28,26 @@ def _fds() -> int | None:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
 
 
+def _ours() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sansquic-")]
+
+
+def _settle() -> None:
+    """Give threads whose work is done a moment to return (no more than that)."""
+    deadline = time.monotonic() + 1.0
+    while _ours() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Every test must leave no thread and no socket behind once it closed everything."""
-    threads, fds = threading.active_count(), _fds()
+    """Every test must leave no sansquic thread and no socket behind once it closed all."""
+    _settle()  # the previous test's last threads may still be on their way out
+    others, fds = threading.active_count() - len(_ours()), _fds()
     yield
-    # A thread whose work is done may still be returning: give it a moment, no more.
-    deadline = time.monotonic() + 1.0
-    while threading.active_count() > threads and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() == threads, threading.enumerate()
+    _settle()
+    assert _ours() == [], threading.enumerate()
+    assert threading.active_count() == others, threading.enumerate()
     assert _fds() == fds
 
 
