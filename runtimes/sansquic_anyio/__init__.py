@@ -30,7 +30,15 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from exc
 
-from sansquic_runtime import Connection, Connector, Server, Stream, UdpSocket, serve_until_closed
+from sansquic_runtime import (
+    Connection,
+    Connector,
+    Server,
+    Stream,
+    UdpSocket,
+    first_address,
+    serve_until_closed,
+)
 
 import sansquic
 
@@ -123,8 +131,7 @@ class _Backend:
 
     async def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, sockaddr = infos[0]
-        return int(family), (str(sockaddr[0]), int(sockaddr[1]))
+        return first_address(infos)
 
 
 #: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).

@@ -21,7 +21,15 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
 
-from sansquic_runtime import Connection, Connector, Server, Stream, UdpSocket, open_server
+from sansquic_runtime import (
+    Connection,
+    Connector,
+    Server,
+    Stream,
+    UdpSocket,
+    first_address,
+    open_server,
+)
 
 import sansquic
 
@@ -139,8 +147,7 @@ class _Backend:
 
     async def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]:
         infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, sockaddr = infos[0]
-        return family, (str(sockaddr[0]), int(sockaddr[1]))
+        return first_address(infos)
 
 
 #: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).

@@ -43,7 +43,15 @@ except AttributeError as exc:  # pragma: no cover - Python 3.12+
     # since Python 3.12; the fix is only in curio's source. An ImportError skips us.
     raise ImportError("curio 1.6 does not import on Python 3.12+: install it from source") from exc
 
-from sansquic_runtime import Connection, Connector, Server, Stream, UdpSocket, open_server
+from sansquic_runtime import (
+    Connection,
+    Connector,
+    Server,
+    Stream,
+    UdpSocket,
+    first_address,
+    open_server,
+)
 
 import sansquic
 
@@ -256,8 +264,7 @@ class _Backend:
 
     async def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]:
         infos = await curio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, sockaddr = infos[0]
-        return int(family), (str(sockaddr[0]), int(sockaddr[1]))
+        return first_address(infos)
 
 
 #: ``async with connect(host, port, config=..., token=...) as conn``, or ``await`` it

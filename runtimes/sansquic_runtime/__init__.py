@@ -12,7 +12,7 @@ original (``_async.py``) by ``scripts/unasync.py``.
 from ._async import Connection, Server, Stream, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
 from ._connect import Connect, Connector, serve_until_closed
-from ._udp import UdpSocket, client_bind
+from ._udp import UdpSocket, client_bind, first_address
 
 __all__ = [
     "AsyncBackend",
@@ -26,6 +26,7 @@ __all__ = [
     "SyncTaskGroup",
     "UdpSocket",
     "client_bind",
+    "first_address",
     "open_connection",
     "open_server",
     "serve_until_closed",

@@ -12,10 +12,12 @@ import ipaddress
 import socket
 import struct
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import sansquic
 
-__all__ = ["UdpSocket", "client_bind"]
+__all__ = ["UdpSocket", "client_bind", "first_address"]
 
 _RECV_SIZE = 65_535  # the largest UDP payload, so no datagram is ever truncated
 _RCVBUF = 1 << 20  # room for a congestion window's burst; the kernel may cap it lower
@@ -26,6 +28,13 @@ _SOL_UDP = getattr(socket, "SOL_UDP", 17)
 _UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 _GSO_MAX_SEGMENTS = 64
 _GSO_MAX_BYTES = 65_000  # under the 65,507-byte IPv4 UDP payload limit of one send
+
+
+def first_address(infos: Sequence[tuple[Any, ...]]) -> tuple[int, sansquic.Address]:
+    """``(family, (ip, port))`` from the first ``getaddrinfo`` result, whichever
+    framework resolved it (every backend's ``resolve()`` ends here)."""
+    family, _, _, _, sockaddr = infos[0]
+    return int(family), (str(sockaddr[0]), int(sockaddr[1]))
 
 
 def client_bind(remote: sansquic.Address) -> tuple[str, int]:

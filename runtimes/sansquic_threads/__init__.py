@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from sansquic_runtime import UdpSocket
+from sansquic_runtime import UdpSocket, first_address
 from sansquic_runtime._sync import Connection, Server, Stream, open_connection, open_server
 
 import sansquic
@@ -135,8 +135,7 @@ class _Backend:
         return self.threads
 
     def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]:
-        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-        return family, (str(sockaddr[0]), int(sockaddr[1]))
+        return first_address(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM))
 
 
 def connect(
