@@ -27,6 +27,7 @@ from typing import Any
 try:
     import anyio
     import anyio.abc
+    import anyio.lowlevel
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from exc
 
@@ -115,6 +116,9 @@ class _Backend:
                 await anyio.wait_readable(sock.sock)
             finally:
                 self._scope = None
+
+    async def checkpoint(self) -> None:
+        await anyio.lowlevel.checkpoint()
 
     def nudge(self) -> None:
         if self._scope is not None:

@@ -130,6 +130,9 @@ class _Backend:
             if timer is not None:
                 timer.cancel()
 
+    async def checkpoint(self) -> None:
+        await asyncio.sleep(0)
+
     def nudge(self) -> None:
         if self._readable is not None:
             _resolve(self._readable)

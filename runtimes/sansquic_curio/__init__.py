@@ -234,6 +234,9 @@ class _Backend:
         if self._released:  # release() came while we waited: the socket is gone
             raise OSError(errno.EBADF, "the socket was released while the I/O task waited")
 
+    async def checkpoint(self) -> None:
+        await curio.sleep(0)
+
     def nudge(self) -> None:
         if self._waiting and not self._nudged and self._poll is not None:
             self._nudged = True

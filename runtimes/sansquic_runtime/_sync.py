@@ -60,6 +60,10 @@ class _Driver:
         # cannot keep a process alive past its idle timeout; a server's runs until stop().
         self._client = client
         self._sleep_until = math.inf  # when the I/O loop will next look at the timer
+        # Commands only mark the core as having news (touch()); one flush then sends
+        # everything queued since, so send() + finish() leave as one packet and a burst
+        # of commands costs one pass through the engine, not one each.
+        self._dirty = False
         self._stopping = False
         self._started = False
         self.stopped = False
@@ -79,6 +83,10 @@ class _Driver:
                 with backend.guard():
                     if self._stopping or (self._client and not endpoint.connections):
                         return
+                    if self._dirty:
+                        # News from a command made while this loop was awake (touch() did
+                        # not nudge): send it now, or a task that never parks waits forever.
+                        self.flush()
                     deadline = endpoint.timer()
                     self._sleep_until = math.inf if deadline is None else deadline
                 backend.wait_readable(sock, deadline)
@@ -91,7 +99,18 @@ class _Driver:
                     due = endpoint.timer()
                     if due is not None and due <= now:
                         endpoint.handle_timer(now)
-                    self.flush()
+                    elif not batch and not self._dirty:
+                        continue  # a nudge whose news a parking task already sent
+                    if not self._wake():
+                        self.flush()
+                        continue
+                    # Let the woken tasks answer first: their replies (and the ACK the engine
+                    # owes) then leave in the one send pass they make as they park.
+                    self._dirty = True
+                backend.checkpoint()
+                with backend.guard():
+                    if self._dirty and not self._stopping:
+                        self.flush()
         except Exception as exc:  # a bug below us: fail every waiter rather than hang it
             self.log.exception("sansquic I/O loop failed")
             self._failure = exc
@@ -104,12 +123,23 @@ class _Driver:
                 # stop() may have been cut short by a cancellation: the socket closes anyway.
                 self.close_socket()
 
+    def touch(self) -> None:
+        """A command gave the core something to send: have it sent soon, once.
+
+        The flush happens when the calling task next parks (see :meth:`until`)
+        or, if it never does, when the I/O loop runs.
+        """
+        if not self._dirty:
+            self._dirty = True
+            if self._sleep_until != -math.inf:
+                self.backend.nudge()
+
     def flush(self) -> None:
         """Send what the endpoint has, then wake the waiters the dispatcher names."""
         backend, endpoint = self.backend, self.endpoint
+        self._dirty = False
         self.sock.send(endpoint.datagrams_to_send(backend.now()))
-        for key in self.dispatcher.process():
-            backend.wake(key)
+        self._wake()
         if endpoint.last_internal_error is not None:
             error, endpoint.last_internal_error = endpoint.last_internal_error, None
             self.log.error("sansquic closed a connection on an internal error", exc_info=error)
@@ -118,6 +148,13 @@ class _Driver:
             # A command moved the timer earlier than the I/O loop's sleep: wake it.
             self._sleep_until = deadline
             backend.nudge()
+
+    def _wake(self) -> bool:
+        """Wake the waiters the dispatcher names; whether there were any."""
+        keys = self.dispatcher.process()
+        for key in keys:
+            self.backend.wake(key)
+        return bool(keys)
 
     def until(
         self,
@@ -142,6 +179,9 @@ class _Driver:
                     raise self._stopped_error()
                 if deadline is not None and backend.now() >= deadline:
                     raise TimeoutError
+                if self._dirty and not self.stopped:
+                    self.flush()  # what this task queued goes out before it sleeps
+                    continue  # flushing may have woken what it waits for
                 backend.park(key, deadline)
 
     def _stopped_error(self) -> sansquic.SansQuicError:
@@ -202,7 +242,7 @@ class Stream:
     def priority(self, value: int) -> None:
         with self._driver.backend.guard():
             self._core.set_priority(self.id, value)
-            self._driver.flush()
+            self._driver.touch()
 
     def send(
         self, data: bytes | bytearray | memoryview, *, timeout: float | None = None
@@ -237,7 +277,7 @@ class Stream:
         """End the sending side (FIN). Next: :meth:`receive` the reply, if any."""
         with self._driver.backend.guard():
             self._core.finish(self.id)
-            self._driver.flush()
+            self._driver.touch()
             self._driver.backend.wake(("write", self._core, self.id))  # a sender must look again
 
     def receive(self, max_bytes: int = -1, *, timeout: float | None = None) -> bytes:
@@ -254,7 +294,7 @@ class Stream:
         def attempt() -> bytes | None:
             data = dispatcher.receive(core, sid, max_bytes)
             if data:
-                driver.flush()  # reading returned credit the peer may be waiting for
+                driver.touch()  # reading returned credit the peer may be waiting for
             return data
 
         with driver.backend.guard():
@@ -303,7 +343,7 @@ class Stream:
         """Abandon the sending side with ``code``; unsent data is dropped."""
         with self._driver.backend.guard():
             self._core.reset(self.id, code)
-            self._driver.flush()
+            self._driver.touch()
             # The core emits nothing for its own reset: a task blocked sending must look again.
             self._driver.backend.wake(("write", self._core, self.id))
 
@@ -311,7 +351,7 @@ class Stream:
         """Ask the peer to stop sending, with ``code``; unread data is dropped."""
         with self._driver.backend.guard():
             self._core.stop(self.id, code)
-            self._driver.flush()
+            self._driver.touch()
             self._driver.backend.wake(("read", self._core, self.id))  # a reader gets b"" now
 
 
@@ -329,7 +369,7 @@ class _SendAttempt:
     def __call__(self) -> int | None:
         queued = self.driver.dispatcher.send_piece(self.core, self.sid, self.data)
         if queued:
-            self.driver.flush()
+            self.driver.touch()
         return queued
 
 
@@ -383,7 +423,7 @@ class Connection:
         """Open a stream. Next: :meth:`Stream.send` (the peer learns of it with the first data)."""
         with self._driver.backend.guard():
             stream_id = self._core.open_stream(bidirectional, priority)
-            self._driver.flush()
+            self._driver.touch()
         return Stream(self, stream_id)
 
     def accept_stream(self, *, timeout: float | None = None) -> Stream:
@@ -414,7 +454,7 @@ class Connection:
         """Send an unreliable datagram (at most :attr:`max_datagram_size` bytes)."""
         with self._driver.backend.guard():
             self._core.send_datagram(data)
-            self._driver.flush()
+            self._driver.touch()
 
     def receive_datagram(self, *, timeout: float | None = None) -> bytes:
         """The next datagram that arrived; raises ``ConnectionClosed`` once closed."""

@@ -108,6 +108,9 @@ class _Backend:
             finally:
                 self._scope = None
 
+    async def checkpoint(self) -> None:
+        await trio.lowlevel.checkpoint()
+
     def nudge(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
