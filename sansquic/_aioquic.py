@@ -14,13 +14,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
+from aioquic import tls
 from aioquic.buffer import (  # type: ignore[attr-defined]  # re-exported from C
     Buffer,
     BufferReadError,
 )
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import (
+    END_STATES,
+    PING_FRAME_CAPACITY,
+    QuicConnection,
+    QuicConnectionState,
+)
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
@@ -30,7 +36,7 @@ from aioquic.quic.packet import (
     encode_quic_version_negotiation,
     pull_quic_header,
 )
-from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificates
 
@@ -43,6 +49,7 @@ from ._engine import (
     DatagramIn,
     EngineEvent,
     HandshakeDone,
+    PathProbeAcked,
     StopSendingByPeer,
     StreamData,
     StreamResetByPeer,
@@ -109,6 +116,21 @@ PRIVATE_ATTRIBUTES = (
     ("Limit", "used"),
     ("Limit", "frame_type"),
     ("Limit", "name"),
+    # Path MTU discovery: probes are built and registered here, sizes applied.
+    ("QuicConnection", "_max_datagram_size"),
+    ("QuicConnection", "_packet_number"),
+    ("QuicConnection", "_peer_token"),
+    ("QuicConnection", "_spin_bit"),
+    ("QuicConnection", "_version"),
+    ("QuicConnection", "_cryptos"),
+    ("QuicConnection", "_spaces"),
+    ("QuicConnection", "_handshake_complete"),
+    ("QuicConnection", "_datagrams_pending"),
+    ("QuicPacketRecovery", "_cc"),
+    ("QuicPacketRecovery", "_pacer"),
+    ("QuicPacketRecovery", "_pto_count"),
+    ("QuicPacketRecovery", "_time_of_last_sent_ack_eliciting_packet"),
+    ("QuicPacketBuilder", "_datagram_needs_padding"),
 )
 
 #: Connection id length this side uses; short headers are parsed with it.
@@ -239,7 +261,10 @@ def _quic_configuration(config: Config, *, is_client: bool, server_name: str | N
         idle_timeout=config.idle_timeout,
         max_data=config.max_data,
         max_stream_data=config.max_stream_data,
-        max_datagram_size=config.max_udp_payload_size,
+        # Discovery starts at the floor every path carries and raises it (_pmtu.py).
+        max_datagram_size=_SMALLEST_INITIAL
+        if config.pmtu_discovery
+        else config.max_udp_payload_size,
         max_datagram_frame_size=(
             config.max_datagram_size + _DATAGRAM_FRAME_OVERHEAD if config.datagrams else None
         ),
@@ -384,6 +409,72 @@ class _QuicConnection(QuicConnection):
         super()._replenish_connection_ids()
         self._derive_reset_tokens()
 
+    def send_path_probe(
+        self, size: int, now: float, on_delivery: Callable[[Any, int], None]
+    ) -> list[tuple[bytes, Any]]:
+        """One padded PING packet of exactly ``size`` bytes, to learn if the path carries it.
+
+        Sent whatever the congestion window, and not counted in flight: a lost
+        probe means "too big", not congestion (RFC 8899 section 3).
+        """
+        crypto = self._cryptos[tls.Epoch.ONE_RTT]
+        if self._state in END_STATES or not self._handshake_complete or not crypto.send.is_valid():
+            return []
+        assert self._version is not None  # negotiated: the handshake is complete
+        builder = QuicPacketBuilder(
+            host_cid=self.host_cid,
+            is_client=self._is_client,
+            max_datagram_size=size,
+            packet_number=self._packet_number,
+            peer_cid=self._peer_cid.cid,
+            peer_token=self._peer_token,
+            spin_bit=self._spin_bit,
+            version=self._version,
+        )
+        builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+        builder.start_frame(
+            QuicFrameType.PING,
+            capacity=PING_FRAME_CAPACITY,
+            handler=on_delivery,
+            handler_args=(size,),
+        )
+        builder._datagram_needs_padding = True  # PADDING fills the packet to `size`
+        datagrams, packets = builder.flush()
+        self._packet_number = builder.packet_number
+        space, loss = self._spaces[tls.Epoch.ONE_RTT], self._loss
+        for packet in packets:
+            packet.sent_time = now
+            packet.in_flight = False
+            loss.on_packet_sent(packet=packet, space=space)
+        # An ack-eliciting packet re-arms the probe timeout, in flight or not;
+        # otherwise the stale timer fires at once and declares the probe lost.
+        loss._time_of_last_sent_ack_eliciting_packet = now
+        path = self._network_paths[0]
+        path.bytes_sent += sum(len(data) for data in datagrams)
+        return [(data, path.addr) for data in datagrams]
+
+    def use_datagram_size(self, size: int) -> None:
+        """Build packets of up to ``size`` bytes from now on."""
+        self._max_datagram_size = size
+        loss = self._loss
+        for part in (loss._cc, loss._pacer):
+            if hasattr(part, "_max_datagram_size"):  # congestion controllers that scale by it
+                part._max_datagram_size = size
+        # An unreliable datagram queued for the larger size could never leave now.
+        room = self._datagram_room()
+        self._datagrams_pending = type(self._datagrams_pending)(
+            data for data in self._datagrams_pending if len(data) <= room
+        )
+
+    def _datagram_room(self) -> int:
+        """Largest DATAGRAM payload one packet of the current size carries."""
+        return (
+            self._max_datagram_size
+            - _SHORT_HEADER_OVERHEAD
+            - len(self._peer_cid.cid)
+            - _DATAGRAM_FRAME_OVERHEAD
+        )
+
     def _derive_reset_tokens(self) -> None:
         if self._reset_token is not None:
             for connection_id in self._host_cids:
@@ -457,6 +548,7 @@ class AioquicEngine:
         self._token_key: tuple[int, int] | None = None
         self._tokens: list[bytes] = []
         self._closed_by: ClosedBy | None = None
+        self._probes_acked: list[int] = []
 
     # -- inputs ---------------------------------------------------------------
 
@@ -513,11 +605,31 @@ class AioquicEngine:
 
     def has_events(self) -> bool:
         """Whether :meth:`events` would yield anything (cheap: checked on every call)."""
-        return bool(self._quic._events)
+        return bool(self._quic._events or self._probes_acked)
+
+    def send_path_probe(self, size: int, now: float) -> list[tuple[bytes, Address]]:
+        self._grant(now)
+        out: list[tuple[bytes, Address]] = self._quic.send_path_probe(
+            size, now, self._probe_delivered
+        )
+        return out
+
+    def _probe_delivered(self, delivery: Any, size: int) -> None:
+        if delivery == QuicDeliveryState.ACKED:
+            self._probes_acked.append(size)  # a lost probe is the core's timeout to judge
+
+    def use_datagram_size(self, size: int) -> None:
+        self._quic.use_datagram_size(size)
+
+    def probe_timeouts(self) -> int:
+        count: int = self._quic._loss._pto_count
+        return count
 
     def events(self) -> Iterator[EngineEvent]:
         """Drain the engine's events, translated."""
         quic = self._quic
+        while self._probes_acked:
+            yield PathProbeAcked(self._probes_acked.pop(0))
         while (ev := quic.next_event()) is not None:
             if isinstance(ev, qe.StreamDataReceived):
                 yield StreamData(ev.stream_id, ev.data, ev.end_stream)
@@ -589,13 +701,7 @@ class AioquicEngine:
         remote = quic._remote_max_datagram_frame_size
         if remote is None or quic.configuration.max_datagram_frame_size is None:
             return None
-        packet_room = (
-            quic.configuration.max_datagram_size
-            - _SHORT_HEADER_OVERHEAD
-            - len(quic._peer_cid.cid)
-            - _DATAGRAM_FRAME_OVERHEAD
-        )
-        return max(0, min(remote - _DATAGRAM_FRAME_OVERHEAD, packet_room))
+        return max(0, min(remote - _DATAGRAM_FRAME_OVERHEAD, quic._datagram_room()))
 
     def consumed(self, stream_id: int, size: int) -> None:
         """The application read ``size`` bytes: let the peer send that much more.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from typing import Any, Literal
 
@@ -117,8 +118,15 @@ class Config:
     datagrams: bool = attrs.field(default=True, validator=bool_)
     #: Largest datagram payload this side accepts, in bytes.
     max_datagram_size: int = attrs.field(default=1200, validator=int_in(1, 16_000))
-    #: Largest UDP payload this side sends (QUIC packet size), in bytes.
-    max_udp_payload_size: int = attrs.field(default=1200, validator=int_in(1200, _MAX_UDP_PAYLOAD))
+    #: Largest UDP payload (QUIC packet) this side sends, in bytes. With
+    #: ``pmtu_discovery`` every connection starts at 1200 and probes its way up to
+    #: this; without, every packet may be this big from the start.
+    max_udp_payload_size: int = attrs.field(
+        default=_MAX_UDP_PAYLOAD, validator=int_in(1200, _MAX_UDP_PAYLOAD)
+    )
+    #: Find the largest packet the path carries (RFC 8899 probes, see
+    #: docs/config.md). Turn off only where ``max_udp_payload_size`` is known to fit.
+    pmtu_discovery: bool = attrs.field(default=True, validator=bool_)
     #: Congestion controller.
     congestion_control: Literal["reno", "cubic"] = attrs.field(
         default="reno", validator=one_of("reno", "cubic")
@@ -149,8 +157,11 @@ class Config:
     auth_request: AuthRequest | None = attrs.field(default=None)
     #: Admission limits (for Endpoints) and limits on what the peer may send.
     rate_limits: RateLimits = attrs.field(factory=RateLimits)
-    #: The QUIC engine underneath.
-    engine: Literal["aioquic"] = attrs.field(default="aioquic", validator=one_of("aioquic"))
+    #: The QUIC engine underneath: ``"aioquic"``, or the experimental ``"qh3"``
+    #: (``pip install 'sansquic[qh3]'``; see docs/engines.md for what it lacks).
+    engine: Literal["aioquic", "qh3"] = attrs.field(
+        default="aioquic", validator=one_of("aioquic", "qh3")
+    )
 
     #: True when ``dev_mode`` made the certificate pair (not settable).
     dev_certificate: bool = attrs.field(default=False, init=False, repr=False, eq=False)
@@ -164,6 +175,8 @@ class Config:
             object.__setattr__(self, "private_key", pair.private_key)
             object.__setattr__(self, "dev_certificate", True)
         _check_pem(self.certificate, self.private_key, self.ca_certs)
+        if self.engine == "qh3":
+            _check_qh3(self)
         if self.max_stream_window < self.max_stream_data:
             raise ConfigError("max_stream_window must be at least max_stream_data")
         if self.max_connection_window < self.max_data:
@@ -213,6 +226,30 @@ class Config:
         if self.dev_certificate and new.certificate == self.certificate:
             object.__setattr__(new, "dev_certificate", True)
         return new
+
+
+# The qh3 releases the seam is tested with (tests/test_qh3.py); pyproject's extra pins them.
+_QH3_TESTED = (2, 1)
+
+
+def _check_qh3(config: Config) -> None:
+    """qh3 must be installed in the tested range, and asked only for what it can do."""
+    try:
+        found = importlib.metadata.version("qh3")
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            "engine='qh3' needs the qh3 package: pip install 'sansquic[qh3]'"
+        ) from None
+    if tuple(int(part) for part in found.split(".")[:2]) != _QH3_TESTED:
+        raise ConfigError(
+            f"engine='qh3' is tested with qh3 {'.'.join(map(str, _QH3_TESTED))}.x, not {found}"
+        )
+    limits = config.rate_limits
+    for name in ("peer_streams_per_second", "peer_bytes_per_second"):
+        if getattr(limits, name) is not None:
+            raise ConfigError(
+                f"engine='qh3' cannot apply rate_limits.{name}: qh3 grants credit itself"
+            )
 
 
 def _check_pem(certificate: bytes | None, key: bytes | None, ca_certs: bytes | None) -> None:

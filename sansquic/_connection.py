@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._aioquic import AioquicEngine, initial_destination_cid
+from ._aioquic import initial_destination_cid
 from ._auth import AuthRejection, Identity
 from ._authflow import AUTH_STREAM, AuthFlow, new_flow
 from ._codes import CloseCode
@@ -24,11 +24,14 @@ from ._engine import (
     CidRetired,
     ClosedBy,
     DatagramIn,
+    Engine,
     HandshakeDone,
+    PathProbeAcked,
     StopSendingByPeer,
     StreamData,
     StreamResetByPeer,
     Terminated,
+    new_engine,
 )
 from ._errors import (
     ConnectionClosed,
@@ -50,6 +53,8 @@ from ._events import (
     StreamStopped,
     StreamWritable,
 )
+from ._pmtu import BASE as PMTU_BASE
+from ._pmtu import PathMtuSearch
 from ._scheduler import Priority, Scheduler
 from ._state import (
     RECV_TRANSITIONS,
@@ -79,6 +84,8 @@ class _Hooks(Protocol):
 _MAX_CODE = 2**62 - 1
 # A datagram's cost against the send budget beyond its payload: frame and packet overhead.
 _DATAGRAM_OVERHEAD = 32
+# Consecutive loss-probe timeouts after which a raised packet size is suspected.
+_BLACK_HOLE_TIMEOUTS = 3
 
 
 class Role(enum.Enum):
@@ -172,14 +179,14 @@ class Connection:
     raise :class:`~sansquic.ConnectionClosed`.
     """
 
-    _engine: AioquicEngine | None  # None only for a server before the client's first Initial
+    _engine: Engine | None  # None only for a server before the client's first Initial
 
     def __init__(
         self, config: Config, *, role: Role = Role.CLIENT, server_name: str | None = None
     ) -> None:
         self._setup(config, role, server_name)
         if role is Role.CLIENT:
-            self._engine = AioquicEngine(config, is_client=True, server_name=server_name)
+            self._engine = new_engine(config, is_client=True, server_name=server_name)
 
     def _setup(self, config: Config, role: Role, server_name: str | None) -> None:
         """Check the arguments and set up everything but the engine."""
@@ -200,6 +207,7 @@ class Connection:
         self._role = role
         self._state = ConnectionState.IDLE
         self._engine = None
+        self._pmtu: PathMtuSearch | None = None  # set once the handshake is done
         self._hooks: _Hooks | None = None
         limits = config.rate_limits
         self._datagram_bucket: TokenBucket | None = None
@@ -240,7 +248,7 @@ class Connection:
         self = cls.__new__(cls)
         self._setup(config, Role.SERVER if server else Role.CLIENT, server_name)
         self._hooks = hooks
-        self._engine = AioquicEngine(
+        self._engine = new_engine(
             config,
             is_client=not server,
             server_name=server_name,
@@ -344,7 +352,7 @@ class Connection:
             if odcid is None:
                 counters.udp_datagrams_dropped += 1
                 return
-            engine = self._engine = AioquicEngine(
+            engine = self._engine = new_engine(
                 self._config, is_client=False, original_destination_cid=odcid
             )
             self._state = ConnectionState.HANDSHAKING
@@ -370,6 +378,8 @@ class Connection:
             return
         # The engine checks each of its deadlines itself, so an early call does nothing.
         self._engine.handle_timer(now)
+        if self._pmtu is not None:
+            self._pmtu.on_timer(now)
         self._pump(now)
         if self._auth is not None:
             self._auth.handle_timer(now)
@@ -387,6 +397,8 @@ class Connection:
         if self._scheduler or self._outgoing_datagrams:
             self._schedule()
         out = self._engine.datagrams_to_send(now)
+        if self._pmtu is not None and self._state is ConnectionState.CONNECTED:
+            out += self._probe_path(self._engine, self._pmtu, now)
         if self._close_pending is not None:
             # The answer went out in `out`; now the CONNECTION_CLOSE follows it.
             code, reason = self._close_pending
@@ -399,11 +411,29 @@ class Connection:
         self._pump(now)
         return out
 
+    def _probe_path(
+        self, engine: Engine, pmtu: PathMtuSearch, now: float
+    ) -> list[tuple[bytes, Address]]:
+        """The path MTU probe due now, if any (see ``_pmtu.py``)."""
+        if pmtu.size > PMTU_BASE and engine.probe_timeouts() >= _BLACK_HOLE_TIMEOUTS:
+            # Repeated loss-probe timeouts at a raised size: the path may no longer
+            # carry it (a black hole). Fall back to the floor and search again.
+            pmtu.reset(now)
+            engine.use_datagram_size(pmtu.size)
+        size = pmtu.probe(now, engine.path_stats()[0])
+        if size is None:
+            return []
+        return engine.send_path_probe(size, now)
+
     def timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or ``None`` for never."""
         if self._engine is None or self._state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return None
         timer = self._engine.timer()
+        if self._pmtu is not None and self._state is ConnectionState.CONNECTED:
+            probe = self._pmtu.timer()
+            if probe is not None and (timer is None or probe < timer):
+                timer = probe
         auth_deadline = None if self._auth is None else self._auth.timer()
         if auth_deadline is not None and (timer is None or auth_deadline < timer):
             return auth_deadline
@@ -713,11 +743,24 @@ class Connection:
             rtt_min=rtt_min,
             congestion_window=cwnd,
             bytes_in_flight=in_flight,
+            **self._pmtu_stats(),
         )
+
+    def _pmtu_stats(self) -> dict[str, int]:
+        pmtu = self._pmtu
+        if pmtu is None:
+            fixed = self._config.pmtu_discovery is False and self._engine is not None
+            return {"udp_payload_size": self._config.max_udp_payload_size if fixed else PMTU_BASE}
+        return {
+            "udp_payload_size": pmtu.size,
+            "pmtu_probes_sent": pmtu.probes_sent,
+            "pmtu_probes_acked": pmtu.probes_acked,
+            "pmtu_probes_lost": pmtu.probes_lost,
+        }
 
     # -- internals --------------------------------------------------------------
 
-    def _require_engine(self) -> AioquicEngine:
+    def _require_engine(self) -> Engine:
         if self._closed_error is not None:
             raise self._closed()
         if self._hooks is not None:
@@ -836,7 +879,7 @@ class Connection:
             # MAX_STREAMS raises no engine event, so look at the limits every time.
             self._announce_stream_credit(engine)
 
-    def _translate(self, engine: AioquicEngine, now: float) -> None:
+    def _translate(self, engine: Engine, now: float) -> None:
         """Turn the engine's events into stream state and public events."""
         streams = self._streams
         counters = self._counters
@@ -907,15 +950,21 @@ class Connection:
                 self._alpn = ev.alpn
                 if self._state is ConnectionState.HANDSHAKING:
                     self._state = ConnectionState.CONNECTED
+                config = self._config
+                if config.pmtu_discovery and config.max_udp_payload_size > PMTU_BASE:
+                    self._pmtu = PathMtuSearch(config.max_udp_payload_size, now)
                 if auth is not None:
                     auth.handshake_done(now, self._config.auth if auth.server else None)
                 self._events.append(
                     HandshakeCompleted(alpn=ev.alpn)
                 )  # the TLS result, not the peer's
+            elif isinstance(ev, PathProbeAcked):
+                if self._pmtu is not None and self._pmtu.acked(ev.size, now):
+                    engine.use_datagram_size(self._pmtu.size)
             elif isinstance(ev, Terminated):
                 self._terminate(ev)
 
-    def _announce_stream_credit(self, engine: AioquicEngine) -> None:
+    def _announce_stream_credit(self, engine: Engine) -> None:
         """``StreamsAvailable`` when the peer raised either stream limit."""
         limits, known = engine.peer_stream_limits(), self._peer_stream_limits
         if limits == known:

@@ -1,15 +1,21 @@
 """The contract between the core and a QUIC engine.
 
-An engine module (``_aioquic.py`` today) turns the engine's own events and
-exceptions into these plain records, so nothing engine-specific leaves the
-seam and a second engine can plug in behind the same names.
+An engine module (``_aioquic.py``, and the experimental ``_qh3.py``) turns the
+engine's own events and exceptions into these plain records, so nothing
+engine-specific leaves the seam. :class:`Engine` is what the core calls;
+:func:`new_engine` picks the module ``Config.engine`` names.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._config import Config
 
 Address = tuple[str, int]
 
@@ -74,8 +80,16 @@ class Terminated:
     application: bool
 
 
+@attrs.frozen(slots=True)
+class PathProbeAcked:
+    """The peer acknowledged a path MTU probe: the path carries ``size``-byte payloads."""
+
+    size: int
+
+
 EngineEvent = (
     HandshakeDone
+    | PathProbeAcked
     | StreamData
     | StreamResetByPeer
     | StopSendingByPeer
@@ -84,3 +98,83 @@ EngineEvent = (
     | CidRetired
     | Terminated
 )
+
+
+class Engine(Protocol):
+    """One QUIC connection of an engine, as the core drives it (see ``_aioquic.py``)."""
+
+    @property
+    def now(self) -> float: ...
+    @property
+    def host_cid(self) -> bytes: ...
+    def connect(self, addr: Address, now: float) -> None: ...
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+    def timer(self) -> float | None: ...
+    def has_events(self) -> bool: ...
+    def events(self) -> Iterator[EngineEvent]: ...
+    def pending_close(self) -> Terminated | None: ...
+    def send_stream(self, stream_id: int, data: bytes, end: bool) -> None: ...
+    def reset_stream(self, stream_id: int, error_code: int) -> None: ...
+    def stop_stream(self, stream_id: int, error_code: int) -> None: ...
+    def change_connection_id(self) -> None: ...
+    def send_datagram(self, data: bytes) -> None: ...
+    def close(self, error_code: int, reason: str) -> None: ...
+    def max_datagram_payload(self) -> int | None: ...
+    def consumed(self, stream_id: int, size: int) -> None: ...
+    def send_budget(self) -> int: ...
+    def stream_credit(self, stream_id: int) -> int: ...
+    def peer_stream_limits(self) -> tuple[int, int]: ...
+    def is_stateless_reset(self, data: bytes) -> bool: ...
+    def stream_count(self) -> int: ...
+    def peer_address(self) -> Address | None: ...
+    def path_stats(self) -> tuple[float | None, float | None, int, int]: ...
+    def send_path_probe(self, size: int, now: float) -> list[tuple[bytes, Address]]:
+        """A PMTU probe of ``size`` bytes, answered by ``PathProbeAcked``; ``[]`` if
+        the engine cannot send one now (or at all)."""
+        ...
+
+    def use_datagram_size(self, size: int) -> None:
+        """Build packets of up to ``size`` bytes from now on."""
+        ...
+
+    def probe_timeouts(self) -> int:
+        """Consecutive loss-probe timeouts so far (a black hole shows as several)."""
+        ...
+
+
+def new_engine(
+    config: Config,
+    *,
+    is_client: bool,
+    server_name: str | None = None,
+    original_destination_cid: bytes | None = None,
+    retry_source_cid: bytes | None = None,
+    reset_token: Callable[[bytes], bytes] | None = None,
+    now: float = 0.0,
+) -> Engine:
+    """The engine ``config.engine`` names, for one connection (arguments as ``AioquicEngine``)."""
+    if config.engine == "qh3":
+        from ._qh3 import Qh3Engine  # optional: Config checked that qh3 is installed
+
+        return Qh3Engine(
+            config,
+            is_client=is_client,
+            server_name=server_name,
+            original_destination_cid=original_destination_cid,
+            retry_source_cid=retry_source_cid,
+            reset_token=reset_token,
+            now=now,
+        )
+    from ._aioquic import AioquicEngine
+
+    return AioquicEngine(
+        config,
+        is_client=is_client,
+        server_name=server_name,
+        original_destination_cid=original_destination_cid,
+        retry_source_cid=retry_source_cid,
+        reset_token=reset_token,
+        now=now,
+    )

@@ -40,3 +40,9 @@ class ConnectionStats:
     #: Congestion window and bytes in flight, in bytes.
     congestion_window: int
     bytes_in_flight: int
+    #: Largest UDP payload packets use now (path MTU discovery raises it from 1200),
+    #: and the path MTU probes sent, acknowledged and given up on.
+    udp_payload_size: int = 1200
+    pmtu_probes_sent: int = 0
+    pmtu_probes_acked: int = 0
+    pmtu_probes_lost: int = 0

@@ -1,5 +1,6 @@
 """Config validates on construction and makes dev certificates only when asked."""
 
+import importlib.metadata
 from pathlib import Path
 
 import attrs
@@ -133,3 +134,13 @@ def test_token_and_authenticator_helpers() -> None:
     server = Config(dev_mode=True, auth=sansquic.AuthPolicy(deadline=2.0))
     policy = server.with_authenticator(decide).auth
     assert policy is not None and policy.authenticator is decide and policy.deadline == 2.0
+
+
+def test_engine_qh3_without_qh3_installed_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(ConfigError, match=r"sansquic\[qh3\]"):
+        Config(engine="qh3")
+    assert Config().engine == "aioquic"  # the default needs nothing more

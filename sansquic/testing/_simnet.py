@@ -54,10 +54,15 @@ class LinkConditions:
     bandwidth: float | None = attrs.field(default=None)
     #: Bottleneck queue in bytes; datagrams that do not fit are dropped at the tail.
     queue_bytes: int = attrs.field(default=256 * 1024, validator=_non_negative)
+    #: Largest UDP payload the link carries, bytes: 1472 is what a 1500-byte IPv4
+    #: MTU leaves. Bigger datagrams are dropped (fate ``"too-big"``); ``None``: no limit.
+    mtu: int | None = attrs.field(default=1472)
 
     def __attrs_post_init__(self) -> None:
         if self.bandwidth is not None and not self.bandwidth > 0:
             raise ValueError(f"bandwidth must be > 0 or None, not {self.bandwidth!r}")
+        if self.mtu is not None and not self.mtu >= 1200:
+            raise ValueError(f"mtu must be >= 1200 (QUIC's floor) or None, not {self.mtu!r}")
 
 
 @attrs.frozen(slots=True)
@@ -68,7 +73,7 @@ class TraceRecord:
     source: Address
     destination: Address
     size: int
-    #: ``"delivered"``, ``"lost"``, ``"queue-full"``, ``"unroutable"``, or
+    #: ``"delivered"``, ``"lost"``, ``"too-big"``, ``"queue-full"``, ``"unroutable"``, or
     #: ``"delivered"`` plus ``+reordered``, ``+corrupted``, ``+duplicated``.
     fate: str
 
@@ -246,6 +251,9 @@ class SimNetwork:
             r_loss = r_jitter = r_reorder = r_corrupt = r_dup = 1.0
             corrupt_at = corrupt_xor = 0
 
+        if c.mtu is not None and len(data) > c.mtu:
+            self._record(TraceRecord(now, source, destination, len(data), "too-big"))
+            return
         if r_loss < c.loss:
             self._record(TraceRecord(now, source, destination, len(data), "lost"))
             return

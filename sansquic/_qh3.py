@@ -1,0 +1,526 @@
+"""The experimental engine seam for qh3 2.1: the only module that imports or touches qh3.
+
+qh3 2.x keeps the connection in Rust (``qh3._hazmat.QuicConnectionCore``)
+behind a thin Python ``QuicConnection``. Most of what ``_aioquic.py`` reaches
+into does not exist there, so this adapter does less (docs/engines.md lists
+what). Every private attribute used here is in ``PRIVATE_ATTRIBUTES`` and
+checked by ``tests/test_qh3.py``.
+
+Receive credit: qh3 grants flow-control credit as its core hands data to the
+Python layer, whether or not anyone reads it. The adapter stops taking
+events from the core while the application has more than ``max_data`` bytes
+unread, which stalls the peer at the core's windows: memory stays bounded,
+but per connection, not per stream as with aioquic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from qh3._hazmat import Buffer, QuicConnectionCore
+from qh3.quic import events as qe
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.connection import QuicConnection
+from qh3.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
+from qh3.tls import (
+    ExtensionType,
+    SignatureAlgorithm,
+    load_pem_private_key,
+    load_pem_x509_certificates,
+)
+
+from ._config import Config
+from ._engine import (
+    Address,
+    CidIssued,
+    CidRetired,
+    ClosedBy,
+    DatagramIn,
+    EngineEvent,
+    HandshakeDone,
+    StopSendingByPeer,
+    StreamData,
+    StreamResetByPeer,
+    Terminated,
+)
+from ._errors import ConfigError
+
+__all__ = ["PRIVATE_ATTRIBUTES", "Qh3Engine"]
+
+#: (object, attribute) pairs of qh3 internals this module relies on.
+PRIVATE_ATTRIBUTES = (
+    ("QuicConnection", "_core"),  # the Rust connection: windows, limits, paths
+    ("QuicConnection", "_create_core"),  # overridden: configurable stream limits
+    ("QuicConnection", "_create_tls"),  # overridden: advertise those limits
+    ("QuicTlsBridge", "tls"),
+    ("Context", "handshake_extensions"),
+    ("QuicConnection", "_drain_core"),  # overridden: held while the application lags
+    ("QuicConnection", "_events"),  # skip draining when empty
+    ("QuicConnection", "_close_event"),  # who closed
+    ("QuicConnection", "_state"),
+    ("QuicConnection", "_handshake_complete"),
+    ("QuicConnection", "_remote_max_datagram_frame_size"),  # peer's datagram limit
+    ("QuicConnection", "_stream_can_send"),  # stream credit, as yes or no
+    ("QuicConnection", "_configuration"),
+    ("QuicConnection", "_is_client"),
+    ("QuicConnection", "_version"),
+    ("QuicConnection", "_original_destination_connection_id"),
+    ("QuicConnection", "_retry_source_connection_id"),
+    ("QuicConnection", "_remembered_transport_parameters"),
+    ("QuicConnection", "_applied_transport_parameters"),
+    ("QuicConnection", "_pre_handshake_state_replayed"),
+    ("QuicConnectionCore", "poll_transmit"),
+    ("QuicConnectionCore", "get_timer"),
+    ("QuicConnectionCore", "state"),
+    ("QuicConnectionCore", "local_error"),
+    ("QuicConnectionCore", "stream_limits"),
+    ("QuicConnectionCore", "congestion_window"),
+    ("QuicConnectionCore", "bytes_in_flight"),
+    ("QuicConnectionCore", "smoothed_rtt"),
+    ("QuicConnectionCore", "latest_rtt"),
+    ("QuicConnectionCore", "active_path"),
+    ("QuicConnectionCore", "get_send_buffer_size"),
+    ("QuicConnectionCore", "active_local_streams"),
+    ("QuicConnectionCore", "pto_count"),
+)
+
+# DATAGRAM frame overhead as in _aioquic.py; 1-RTT packet overhead besides the
+# destination connection id; qh3 does not say how long the peer's id is, so
+# assume the longest QUIC allows.
+_DATAGRAM_FRAME_OVERHEAD = 4
+_SHORT_HEADER_OVERHEAD = 1 + 4 + 16
+_LONGEST_CID = 20
+# qh3 2.1.0's server fails to build its second datagram for a client whose
+# ClientHello fits in one Initial; the core is fine once the client's next
+# packet arrives, so the adapter stops the batch there instead of failing.
+_SINGLE_INITIAL_BUG = "packet builder capacity exhausted"
+_NO_CREDIT_LIMIT = 2**62
+
+
+def _quic_configuration(config: Config, *, is_client: bool, server_name: str | None) -> Any:
+    qc = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=list(config.alpn),
+        idle_timeout=config.idle_timeout,
+        max_data=config.max_data,
+        max_stream_data=config.max_stream_data,
+        # qh3 runs its own path MTU discovery (clients only), up to this size.
+        max_datagram_size=config.max_udp_payload_size,
+        probe_datagram_size=config.pmtu_discovery,
+        max_datagram_frame_size=(
+            config.max_datagram_size + _DATAGRAM_FRAME_OVERHEAD if config.datagrams else None
+        ),
+        server_name=server_name,
+    )
+    if is_client:
+        # qh3 leaves EdDSA out by default; dev certificates are Ed25519.
+        qc.signature_algorithms = [
+            SignatureAlgorithm.ED25519,
+            SignatureAlgorithm.ECDSA_SECP256R1_SHA256,
+            SignatureAlgorithm.RSA_PSS_RSAE_SHA256,
+            SignatureAlgorithm.RSA_PKCS1_SHA256,
+            SignatureAlgorithm.ECDSA_SECP384R1_SHA384,
+            SignatureAlgorithm.RSA_PSS_RSAE_SHA384,
+            SignatureAlgorithm.RSA_PKCS1_SHA384,
+            SignatureAlgorithm.RSA_PSS_RSAE_SHA512,
+            SignatureAlgorithm.RSA_PKCS1_SHA512,
+        ]
+        if config.dev_mode or not config.verify_peer:
+            qc.verify_mode = ssl.CERT_NONE
+        elif config.ca_certs is not None:
+            qc.cadata = config.ca_certs
+    else:
+        if config.certificate is None or config.private_key is None:
+            raise ConfigError("a server needs certificate and private_key, or dev_mode=True")
+        try:
+            chain = load_pem_x509_certificates(config.certificate)
+            qc.private_key = load_pem_private_key(config.private_key)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot load the certificate or key: {exc}") from exc
+        qc.certificate, qc.certificate_chain = chain[0], chain[1:]
+    return qc
+
+
+class _QuicConnection(QuicConnection):
+    """qh3's connection with the core's stream limits set, and events held on request."""
+
+    sq_streams: tuple[int, int] = (100, 100)
+    sq_hold: Callable[[], bool] | None = None
+
+    def _drain_core(self) -> None:
+        hold = self.sq_hold
+        if hold is not None and self._handshake_complete and hold():
+            return
+        super()._drain_core()
+
+    def _create_tls(self, remote_source_cid: bytes | None) -> Any:
+        # qh3 2.1.0 also hard-codes the limits in the transport parameters it
+        # writes: rewrite them in the extension its TLS context will send.
+        bridge = super()._create_tls(remote_source_cid)
+        bidi, uni = self.sq_streams
+        extensions = []
+        for kind, data in bridge.tls.handshake_extensions:
+            if kind == ExtensionType.QUIC_TRANSPORT_PARAMETERS:
+                parameters = pull_quic_transport_parameters(Buffer(data=data))
+                parameters.initial_max_streams_bidi = bidi
+                parameters.initial_max_streams_uni = uni
+                buf = Buffer(capacity=len(data) + 64)
+                push_quic_transport_parameters(buf, parameters)
+                data = buf.data
+            extensions.append((kind, data))
+        bridge.tls.handshake_extensions = extensions
+        return bridge
+
+    def _create_core(self, remote_addr: Any, initial_dcid: bytes, now: float) -> None:
+        # qh3 2.1.0's own _create_core with the stream limits it hard-codes
+        # (100 bidirectional, 103 unidirectional) taken from the Config.
+        configuration = self._configuration
+        remembered = self._remembered_transport_parameters()
+        bidi, uni = self.sq_streams
+        self._core = QuicConnectionCore(
+            self._is_client,
+            self._version or 1,  # set by connect() or the first Initial before this
+            ("0.0.0.0", 0),
+            remote_addr,
+            self.host_cid,
+            initial_dcid,
+            self._is_client or self._retry_source_connection_id is not None,
+            configuration.active_connection_id_limit or (2 if self._is_client else 8),
+            configuration.max_datagram_size,
+            configuration.probe_datagram_size,
+            configuration.idle_timeout,
+            3,
+            (
+                configuration.max_datagram_frame_size
+                if configuration.max_datagram_frame_size is not None
+                else (65536 if self._is_client else None)
+            ),
+            (remembered.max_datagram_frame_size if remembered is not None else None),
+            configuration.max_data,
+            (remembered.initial_max_data or 0) if remembered is not None else 0,
+            configuration.max_stream_data,
+            (remembered.initial_max_stream_data_bidi_local or 0) if remembered else 0,
+            (remembered.initial_max_stream_data_bidi_remote or 0) if remembered else 0,
+            (remembered.initial_max_stream_data_uni or 0) if remembered else 0,
+            configuration.max_stream_data,
+            bidi,
+            uni,
+            (remembered.initial_max_streams_bidi or 0) if remembered else 0,
+            (remembered.initial_max_streams_uni or 0) if remembered else 0,
+            configuration.initial_rtt,
+            0.025,
+            now,
+        )
+        self._applied_transport_parameters = None
+        self._pre_handshake_state_replayed = False
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        core = self._core
+        if core is None:
+            return []
+        out: list[tuple[bytes, Any]] = []
+        while True:
+            try:
+                transmit = core.poll_transmit(now)
+            except RuntimeError as exc:
+                if str(exc) == _SINGLE_INITIAL_BUG and not self._handshake_complete:
+                    break  # keep what was built; the client's next packet unblocks it
+                raise
+            if transmit is None:
+                break
+            out.append((transmit[0], transmit[1]))
+        return out
+
+
+class Qh3Engine:
+    """One qh3 ``QuicConnection`` behind the seam contract of ``_engine.py`` (experimental)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        is_client: bool,
+        server_name: str | None = None,
+        original_destination_cid: bytes | None = None,
+        retry_source_cid: bytes | None = None,
+        reset_token: Callable[[bytes], bytes] | None = None,  # qh3 draws its own tokens
+        now: float = 0.0,
+    ) -> None:
+        qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
+        quic = self._quic = _QuicConnection(
+            configuration=qc,
+            original_destination_connection_id=original_destination_cid,
+            retry_source_connection_id=retry_source_cid,
+        )
+        quic.sq_streams = (config.max_streams_bidi, config.max_streams_uni)
+        quic.sq_hold = self._lagging
+        self._unread_limit = config.max_data
+        self._unread = 0  # bytes handed to the core that the application has not read
+        self._unread_by_stream: dict[int, int] = {}
+        self._now = now
+        self._closed_by: ClosedBy | None = None
+        self._rtt_min: float | None = None
+        # Streams opened beyond the peer's limit: qh3 refuses them, so they wait here.
+        self._waiting: list[tuple[int, bytes, bool]] = []
+
+    # -- inputs ---------------------------------------------------------------
+
+    def connect(self, addr: Address, now: float) -> None:
+        self._now = now
+        self._quic.connect(addr, now=now)
+
+    @property
+    def now(self) -> float:
+        """The latest time any input carried."""
+        return self._now
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self._now = now
+        self._quic.receive_datagram(data, addr, now=now)
+        self._note_engine_close()
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        core = self._quic._core
+        if core is None:
+            return
+        deadline = core.get_timer()
+        idle = deadline is not None and deadline[0] == "idle" and now >= deadline[1]
+        self._quic.handle_timer(now=now)
+        if idle and self._closed_by is None and self._quic._close_event is not None:
+            self._closed_by = ClosedBy.IDLE
+        self._note_engine_close()
+
+    def _note_engine_close(self) -> None:
+        """Record who closed when the engine closed on its own."""
+        quic = self._quic
+        if self._closed_by is None and quic._close_event is not None:
+            violation = quic._core is not None and quic._core.local_error is not None
+            self._closed_by = ClosedBy.VIOLATION if violation else ClosedBy.PEER
+
+    def _lagging(self) -> bool:
+        """Whether the application has so much unread that the core must wait."""
+        core = self._quic._core
+        return self._unread > self._unread_limit and core is not None and core.state == "connected"
+
+    # -- outputs --------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        self._now = now
+        if self._waiting:
+            self._open_waiting()
+        out: list[tuple[bytes, Address]] = self._quic.datagrams_to_send(now=now)
+        self._note_engine_close()
+        return out
+
+    def timer(self) -> float | None:
+        timer: float | None = self._quic.get_timer()
+        return timer
+
+    def send_path_probe(self, size: int, now: float) -> list[tuple[bytes, Address]]:
+        """None: qh3 probes the path MTU itself (clients), so the core's search stays put."""
+        return []
+
+    def use_datagram_size(self, size: int) -> None:
+        """Nothing: qh3 sizes its packets from its own probes."""
+
+    def probe_timeouts(self) -> int:
+        core = self._quic._core
+        return 0 if core is None else int(core.pto_count)
+
+    def has_events(self) -> bool:
+        """Whether :meth:`events` would yield anything (cheap: checked on every call)."""
+        return bool(self._quic._events)
+
+    def events(self) -> Iterator[EngineEvent]:
+        """Drain the engine's events, translated."""
+        quic = self._quic
+        while (ev := quic.next_event()) is not None:
+            if isinstance(ev, qe.StreamDataReceived):
+                if ev.data:
+                    self._unread += len(ev.data)
+                    by_stream = self._unread_by_stream
+                    by_stream[ev.stream_id] = by_stream.get(ev.stream_id, 0) + len(ev.data)
+                yield StreamData(ev.stream_id, ev.data, ev.end_stream)
+            elif isinstance(ev, qe.DatagramFrameReceived):
+                yield DatagramIn(ev.data)
+            elif isinstance(ev, qe.StreamReset):
+                # The core drops a reset stream's unread bytes without reading them.
+                self._consume(ev.stream_id, self._unread_by_stream.get(ev.stream_id, 0))
+                yield StreamResetByPeer(ev.stream_id, int(ev.error_code))
+            elif isinstance(ev, qe.StopSendingReceived):
+                yield StopSendingByPeer(ev.stream_id, int(ev.error_code))
+            elif isinstance(ev, qe.HandshakeCompleted):
+                yield HandshakeDone(ev.alpn_protocol)
+            elif isinstance(ev, qe.ConnectionIdIssued):
+                yield CidIssued(ev.connection_id)
+            elif isinstance(ev, qe.ConnectionIdRetired):
+                yield CidRetired(ev.connection_id)
+            elif isinstance(ev, qe.ConnectionTerminated):
+                yield self._terminated(ev)
+
+    def pending_close(self) -> Terminated | None:
+        """How the connection is closing, once it is, before it has terminated."""
+        if self._closed_by is None:
+            return None
+        close_event = self._quic._close_event
+        if close_event is None:
+            return None
+        return self._terminated(close_event)
+
+    def _terminated(self, ev: Any) -> Terminated:
+        closed_by = self._closed_by or ClosedBy.VIOLATION
+        if closed_by is ClosedBy.IDLE:
+            return Terminated(0, "idle timeout", closed_by, False)
+        application = closed_by is ClosedBy.LOCAL or ev.frame_type is None
+        return Terminated(int(ev.error_code), str(ev.reason_phrase), closed_by, application)
+
+    # -- commands -------------------------------------------------------------
+
+    def _beyond_peer_limit(self, stream_id: int) -> bool:
+        quic = self._quic
+        local = (stream_id & 1) == (0 if quic._is_client else 1)
+        if not local or quic._core is None or not quic._handshake_complete:
+            return False
+        limits = quic._core.stream_limits
+        return stream_id // 4 >= limits[1 if stream_id & 2 else 0]
+
+    def send_stream(self, stream_id: int, data: bytes, end: bool) -> None:
+        if self._beyond_peer_limit(stream_id) or (self._waiting and self._is_waiting(stream_id)):
+            self._waiting.append((stream_id, data, end))
+            self._open_waiting()
+            return
+        self._quic.send_stream_data(stream_id, data, end_stream=end)
+
+    def _open_waiting(self) -> None:
+        """Hand qh3 the streams the peer's limit now allows, in the order they came."""
+        waiting = self._waiting
+        while waiting and not self._beyond_peer_limit(waiting[0][0]):
+            stream_id, data, end = waiting.pop(0)
+            self._quic.send_stream_data(stream_id, data, end_stream=end)
+
+    def _is_waiting(self, stream_id: int) -> bool:
+        return any(item[0] == stream_id for item in self._waiting)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        if self._is_waiting(stream_id):
+            self._waiting = [item for item in self._waiting if item[0] != stream_id]
+            return  # the peer never heard of it
+        self._quic.reset_stream(stream_id, error_code)
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        # The engine forgets a stream once both directions are done: nothing left to stop.
+        with contextlib.suppress(ValueError, RuntimeError, AssertionError):
+            self._quic.stop_stream(stream_id, error_code)
+        self._consume(stream_id, self._unread_by_stream.get(stream_id, 0))
+
+    def change_connection_id(self) -> None:
+        self._quic.change_connection_id()
+
+    def send_datagram(self, data: bytes) -> None:
+        self._quic.send_datagram_frame(data)
+
+    def close(self, error_code: int, reason: str) -> None:
+        if self._closed_by is None:
+            self._closed_by = ClosedBy.LOCAL
+        self._quic.close(error_code=error_code, reason_phrase=reason)
+
+    # -- queries --------------------------------------------------------------
+
+    def max_datagram_payload(self) -> int | None:
+        """Largest datagram the peer accepts and one packet can carry; None if unsupported."""
+        quic = self._quic
+        remote = quic._remote_max_datagram_frame_size
+        if remote is None or quic.configuration.max_datagram_frame_size is None:
+            return None
+        core = quic._core
+        if core is None:
+            return None
+        packet_room = (
+            int(core.active_path[5])  # the packet size qh3 uses on the path now
+            - _SHORT_HEADER_OVERHEAD
+            - _LONGEST_CID
+            - _DATAGRAM_FRAME_OVERHEAD
+        )
+        return max(0, min(remote - _DATAGRAM_FRAME_OVERHEAD, packet_room))
+
+    def _consume(self, stream_id: int, size: int) -> None:
+        if size <= 0:
+            return
+        by_stream = self._unread_by_stream
+        left = by_stream.get(stream_id, 0) - size
+        if left > 0:
+            by_stream[stream_id] = left
+        else:
+            by_stream.pop(stream_id, None)
+        was_lagging = self._lagging()
+        self._unread = max(0, self._unread - size)
+        if was_lagging and not self._lagging():
+            self._quic._drain_core()  # the core grants the credit as it hands data over
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        """The application read ``size`` bytes; qh3 already granted their credit."""
+        self._consume(stream_id, size)
+
+    def send_budget(self) -> int:
+        """Stream bytes the engine can put on the wire now: the congestion window
+        less what is in flight and what qh3 already holds (qh3 does not expose the
+        peer's connection credit)."""
+        core = self._quic._core
+        if core is None:
+            return 0
+        unsent = self._quic.get_send_buffer_size()
+        return max(0, core.congestion_window - core.bytes_in_flight - unsent)
+
+    def stream_credit(self, stream_id: int) -> int:
+        """qh3 says only whether a stream can send; the send budget bounds how much."""
+        if self._beyond_peer_limit(stream_id) or self._is_waiting(stream_id):
+            return 0
+        return _NO_CREDIT_LIMIT if self._quic._stream_can_send(stream_id) else 0
+
+    def peer_stream_limits(self) -> tuple[int, int]:
+        """How many bidirectional and unidirectional streams the peer allows in all."""
+        core = self._quic._core
+        if core is None or not self._quic._handshake_complete:
+            return 0, 0
+        limits = core.stream_limits
+        return limits[0], limits[1]
+
+    @property
+    def host_cid(self) -> bytes:
+        """The connection id the peer reaches this side by at first."""
+        cid: bytes = self._quic.host_cid
+        return cid
+
+    def is_stateless_reset(self, data: bytes) -> bool:
+        """qh3 keeps the peer's reset tokens in its core: it handles resets itself."""
+        return False
+
+    def stream_count(self) -> int:
+        """Streams the engine still holds state for: qh3 counts only this side's."""
+        core = self._quic._core
+        if core is None:
+            return 0
+        active = core.active_local_streams
+        return int(active[0] + active[1])
+
+    def peer_address(self) -> Address | None:
+        """The address of the path in use."""
+        core = self._quic._core
+        if core is None:
+            return None
+        addr = core.active_path[2]
+        return (str(addr[0]), int(addr[1]))
+
+    def path_stats(self) -> tuple[float | None, float | None, int, int]:
+        """(smoothed RTT, minimum RTT seen here, congestion window, bytes in flight)."""
+        core = self._quic._core
+        if core is None:
+            return None, None, 0, 0
+        latest = core.latest_rtt
+        if latest is not None and (self._rtt_min is None or latest < self._rtt_min):
+            self._rtt_min = latest
+        return core.smoothed_rtt, self._rtt_min, core.congestion_window, core.bytes_in_flight

@@ -1,0 +1,180 @@
+"""Path MTU discovery: the search on its own, then whole connections on links with an MTU."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sansquic
+from sansquic._pmtu import BASE, GRANULARITY, MAX_PROBES, MIN_PROBE_TIMEOUT, PathMtuSearch
+from sansquic.testing import CLIENT_ADDRESS, SERVER_ADDRESS, LinkConditions, connected_pair
+
+CEILING = 16_000
+
+
+def _search(
+    path_mtu: int, ceiling: int = CEILING, lost: frozenset[int] = frozenset()
+) -> tuple[PathMtuSearch, list[int], float]:
+    """Drive a search against a path carrying ``path_mtu``; ``lost``: probe numbers lost anyway."""
+    search, now, sizes = PathMtuSearch(ceiling, 0.0), 0.0, []
+    for _ in range(200):
+        size = search.probe(now, rtt=0.01)
+        if size is None:
+            deadline = search.timer()
+            assert deadline is not None
+            if deadline - now > 100:  # the next look is the raise timer: the search is over
+                return search, sizes, now
+            now = deadline
+            search.on_timer(now)
+            continue
+        sizes.append(size)
+        now += 0.01
+        if size <= path_mtu and len(sizes) - 1 not in lost:
+            search.acked(size, now)
+        else:
+            now = search.timer() or now
+            search.on_timer(now)
+    raise AssertionError("the search did not end within 200 steps")
+
+
+@given(st.integers(BASE, CEILING + 5000))
+def test_search_ends_within_granularity_and_never_above_the_path(path_mtu: int) -> None:
+    search, sizes, _ = _search(path_mtu)
+    assert search.size <= path_mtu
+    assert search.size >= min(path_mtu, CEILING) - GRANULARITY
+    assert not search.searching or search.timer() is not None
+    # Bisection: about log2(ceiling / granularity) sizes, each tried at most MAX_PROBES times.
+    assert len(sizes) <= MAX_PROBES * 12
+
+
+def test_a_path_that_carries_the_ceiling_takes_one_probe() -> None:
+    search, sizes, elapsed = _search(65_535)
+    assert (search.size, sizes) == (CEILING, [CEILING])
+    assert elapsed < 0.05
+
+
+def test_one_lost_probe_is_not_taken_for_too_big() -> None:
+    search, sizes, _ = _search(65_535, lost=frozenset({0}))
+    assert sizes == [CEILING, CEILING]
+    assert search.size == CEILING
+
+
+@given(st.integers(BASE, CEILING), st.frozensets(st.integers(0, 30), max_size=6))
+def test_random_probe_loss_never_raises_the_size_past_the_path(
+    path_mtu: int, lost: frozenset[int]
+) -> None:
+    search, _, _ = _search(path_mtu, lost=lost)
+    assert BASE <= search.size <= path_mtu
+
+
+def test_probe_timeout_follows_the_rtt_with_a_floor() -> None:
+    search = PathMtuSearch(CEILING, 0.0)
+    assert search.probe(0.0, rtt=0.2) == CEILING
+    assert search.timer() == pytest.approx(0.6)
+    fast = PathMtuSearch(CEILING, 0.0)
+    fast.probe(0.0, rtt=0.0001)
+    assert fast.timer() == pytest.approx(MIN_PROBE_TIMEOUT)
+
+
+def test_reset_goes_back_to_the_floor_and_searches_again() -> None:
+    search, _, now = _search(65_535)
+    assert search.size == CEILING
+    search.reset(now)
+    assert search.size == BASE
+    assert search.probe(now, rtt=None) == CEILING
+
+
+def test_ceiling_below_the_floor_is_refused() -> None:
+    with pytest.raises(ValueError, match="ceiling"):
+        PathMtuSearch(1000, 0.0)
+
+
+# -- whole connections on the simulated network ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mtu", "expected"),
+    [
+        (1472, (1472 - GRANULARITY, 1472)),
+        (8972, (8972 - GRANULARITY, 8972)),
+        (None, (CEILING, CEILING)),
+    ],
+)
+def test_connections_find_the_link_mtu_and_never_send_above_it(
+    mtu: int | None, expected: tuple[int, int]
+) -> None:
+    pair = connected_pair(LinkConditions(delay=0.005, mtu=mtu))
+    network = pair.network
+    assert network.run_until(
+        lambda: not pair.client._pmtu.searching or pair.client._pmtu.timer() > network.now + 100,  # type: ignore[union-attr]
+        30.0,
+    )
+    for side in (pair.client, pair.server):
+        stats = side.stats()
+        assert expected[0] <= stats.udp_payload_size <= expected[1], stats
+        assert stats.pmtu_probes_acked >= 1
+    sid = pair.client.open_stream()
+    payload = bytes(range(256)) * 4000  # ~1 MB
+    pair.client.send(sid, payload, end=True)
+    received = bytearray()
+
+    def pump() -> bool:
+        while (event := pair.server.next_event()) is not None:
+            if isinstance(event, sansquic.StreamReadable):
+                received.extend(pair.server.read(event.stream_id))
+        return len(received) == len(payload)
+
+    assert network.run_until(pump, 60.0)
+    assert bytes(received) == payload
+    delivered = [r.size for r in network.trace if r.fate.startswith("delivered")]
+    assert max(delivered) <= (mtu or CEILING)
+    if mtu is not None:
+        # Data went in packets near the path's size, not at the 1200 floor.
+        assert max(delivered) > mtu - GRANULARITY
+        assert sum(r.fate == "too-big" for r in network.trace) <= 2 * MAX_PROBES * 12
+
+
+def test_a_black_hole_after_discovery_falls_back_and_the_transfer_completes() -> None:
+    pair = connected_pair(LinkConditions(delay=0.005, mtu=None))
+    network = pair.network
+    network.run_until(lambda: pair.client.stats().udp_payload_size == CEILING, 5.0)
+    assert pair.client.stats().udp_payload_size == CEILING
+    # The path changes under the connection: from now on only 1472 bytes get through.
+    network.set_link(CLIENT_ADDRESS, SERVER_ADDRESS, LinkConditions(delay=0.005, mtu=1472))
+    sid = pair.client.open_stream()
+    payload = bytes(200_000)
+    pair.client.send(sid, payload, end=True)
+    received = bytearray()
+    done = False
+
+    def pump() -> bool:
+        nonlocal done
+        while (event := pair.server.next_event()) is not None:
+            if isinstance(event, sansquic.StreamReadable):
+                received.extend(pair.server.read(event.stream_id))
+            elif isinstance(event, sansquic.StreamEnded):
+                done = True
+        return done
+
+    assert network.run_until(pump, 60.0)
+    assert len(received) == len(payload)
+    assert pair.client.stats().udp_payload_size <= 1472
+    assert pair.client.state is sansquic.ConnectionState.CONNECTED
+
+
+def test_without_discovery_packets_are_the_configured_size_and_no_probe_goes_out() -> None:
+    config = sansquic.Config(dev_mode=True, pmtu_discovery=False, max_udp_payload_size=1400)
+    pair = connected_pair(LinkConditions(delay=0.005), client_config=config, server_config=config)
+    pair.network.run_until(lambda: False, 2.0)
+    stats = pair.client.stats()
+    assert (stats.udp_payload_size, stats.pmtu_probes_sent) == (1400, 0)
+    assert max(r.size for r in pair.network.trace) <= 1400
+
+
+def test_discovery_is_off_when_the_ceiling_is_the_floor() -> None:
+    config = sansquic.Config(dev_mode=True, max_udp_payload_size=1200)
+    pair = connected_pair(client_config=config, server_config=config)
+    pair.network.run_until(lambda: False, 2.0)
+    assert pair.client.stats().pmtu_probes_sent == 0
+    assert max(r.size for r in pair.network.trace) <= 1200
