@@ -67,11 +67,21 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
-    """Throughput of the core on the simnet, then every runtime on loopback, each beside
-    raw aioquic measured in the same run."""
-    session.install("-e", ".[all]")
+    """Throughput of the core on the simnet, then every runtime on loopback beside raw
+    aioquic measured in the same run (throughput, CPU per MB, latency, priority under
+    load, memory per idle connection and stream): a table, bench-runtimes.json and
+    bench-runtimes.png, with sansquic at the raw stacks' 1200-byte packets (the layer's
+    own cost); then the same with sansquic's path MTU discovery on, as users get it
+    (bench-runtimes-pmtu.*). About 20 minutes on 2 cores."""
+    session.install("-e", ".[bench]")
     session.run("python", "benchmarks/simnet_throughput.py", *session.posargs)
-    session.run("python", "benchmarks/runtimes.py", "--json", "bench-runtimes.json")
+    for suffix, extra in (("", []), ("-pmtu", ["--pmtu"])):
+        session.run(
+            "python",
+            "benchmarks/runtimes.py",
+            *extra,
+            *("--json", f"bench-runtimes{suffix}.json", "--png", f"bench-runtimes{suffix}.png"),
+        )
 
 
 @nox.session(python=PYTHONS[0])
