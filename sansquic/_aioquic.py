@@ -130,6 +130,9 @@ PRIVATE_ATTRIBUTES = (
     ("QuicPacketRecovery", "_pacer"),
     ("QuicPacketRecovery", "_pto_count"),
     ("QuicPacketRecovery", "_time_of_last_sent_ack_eliciting_packet"),
+    # Handshake output buffers freed once their epochs are discarded.
+    ("QuicConnection", "_crypto_buffers"),
+    ("QuicConnection", "_handshake_confirmed"),
     ("QuicPacketBuilder", "_datagram_needs_padding"),
 )
 
@@ -549,6 +552,7 @@ class AioquicEngine:
         self._tokens: list[bytes] = []
         self._closed_by: ClosedBy | None = None
         self._probes_acked: list[int] = []
+        self._crypto_trimmed = False
 
     # -- inputs ---------------------------------------------------------------
 
@@ -567,8 +571,27 @@ class AioquicEngine:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._grant(now)
-        self._quic.receive_datagram(data, addr, now=now)
+        quic = self._quic
+        quic.receive_datagram(data, addr, now=now)
         self._note_engine_close()
+        if not self._crypto_trimmed and quic._handshake_confirmed:
+            self._trim_crypto_buffers()
+
+    def _trim_crypto_buffers(self) -> None:
+        """Free the 8 KiB handshake output buffers of discarded epochs.
+
+        aioquic keeps all three for the connection's life; once the Initial and
+        Handshake keys are gone nothing is written to theirs again, and the
+        16 KiB they hold was a fifth of an idle connection.
+        """
+        quic = self._quic
+        buffers = quic._crypto_buffers
+        for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
+            if quic._spaces[epoch].discarded and buffers[epoch].capacity:
+                buffers[epoch] = Buffer(capacity=0)
+        self._crypto_trimmed = all(
+            not buffers[epoch].capacity for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE)
+        )
 
     def handle_timer(self, now: float) -> None:
         self._grant(now)
@@ -719,10 +742,12 @@ class AioquicEngine:
         consumed = getattr(stream, "sq_consumed", 0) + size
         setattr(stream, "sq_consumed", consumed)  # noqa: B010
         window: _Window | None = getattr(stream, "sq_window", None)
-        if window is None:
-            window = _Window(self._stream_window, self._stream_window_limit)
-            setattr(stream, "sq_window", window)  # noqa: B010
-        if consumed + window.size - stream.max_stream_data_local >= window.size // 4:
+        size = self._stream_window if window is None else window.size
+        if consumed + size - stream.max_stream_data_local >= size // 4:
+            if window is None:
+                # Made on the first credit update: most streams never get one.
+                window = _Window(self._stream_window, self._stream_window_limit)
+                setattr(stream, "sq_window", window)  # noqa: B010
             window.updated(self._now, self._rtt())
             stream.max_stream_data_local = consumed + window.size
 
@@ -765,13 +790,16 @@ class AioquicEngine:
                 self._handed.discard(stream_id)
         return total
 
-    def send_budget(self) -> int:
-        """Stream bytes the engine can put on the wire now: congestion window and
-        connection credit, less what it already holds."""
+    def send_budget(self, inflight_limit: int | None = None) -> int:
+        """Stream bytes the engine can put on the wire now: congestion window (and
+        ``inflight_limit``) and connection credit, less what it already holds."""
         quic = self._quic
         loss = quic._loss
         unsent = self._unsent()
-        window = loss.congestion_window - loss.bytes_in_flight
+        window = loss.congestion_window
+        if inflight_limit is not None and inflight_limit < window:
+            window = inflight_limit
+        window -= loss.bytes_in_flight
         credit = quic._remote_max_data - quic._remote_max_data_used
         return max(0, min(window, credit) - unsent)
 

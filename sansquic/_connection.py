@@ -53,6 +53,7 @@ from ._events import (
     StreamStopped,
     StreamWritable,
 )
+from ._inflight import InflightLimit
 from ._pmtu import BASE as PMTU_BASE
 from ._pmtu import PathMtuSearch
 from ._scheduler import Priority, Scheduler
@@ -86,6 +87,9 @@ _MAX_CODE = 2**62 - 1
 _DATAGRAM_OVERHEAD = 32
 # Consecutive loss-probe timeouts after which a raised packet size is suspected.
 _BLACK_HOLE_TIMEOUTS = 3
+# Bytes sent after which path MTU discovery starts: a bulk sender gets there in a
+# few packets, an idle or chatty connection never pays for probes.
+_PMTU_START_BYTES = 32 * 1024
 
 
 class Role(enum.Enum):
@@ -208,6 +212,8 @@ class Connection:
         self._state = ConnectionState.IDLE
         self._engine = None
         self._pmtu: PathMtuSearch | None = None  # set once the handshake is done
+        self._inflight = InflightLimit()
+        self._inflight_cap: int | None = None
         self._hooks: _Hooks | None = None
         limits = config.rate_limits
         self._datagram_bucket: TokenBucket | None = None
@@ -394,6 +400,8 @@ class Connection:
         """
         if self._engine is None or self._state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return []
+        if self._state is ConnectionState.CONNECTED:
+            self._limit_inflight(self._engine, now)
         if self._scheduler or self._outgoing_datagrams:
             self._schedule()
         out = self._engine.datagrams_to_send(now)
@@ -411,10 +419,28 @@ class Connection:
         self._pump(now)
         return out
 
+    def _limit_inflight(self, engine: Engine, now: float) -> None:
+        """Refresh the in-flight limit the scheduler hands data under (``_inflight.py``)."""
+        _, rtt_min, _, in_flight = engine.path_stats()
+        limit = self._inflight
+        limit.update(now, self._counters.udp_bytes_sent - in_flight, rtt_min)
+        self._inflight_cap = limit.limit(rtt_min, self._packet_size())
+
+    def _packet_size(self) -> int:
+        """The largest UDP payload packets use now."""
+        if self._pmtu is not None:
+            return self._pmtu.size
+        config = self._config
+        return PMTU_BASE if config.pmtu_discovery else config.max_udp_payload_size
+
     def _probe_path(
         self, engine: Engine, pmtu: PathMtuSearch, now: float
     ) -> list[tuple[bytes, Address]]:
         """The path MTU probe due now, if any (see ``_pmtu.py``)."""
+        if not pmtu.started:
+            if self._counters.udp_bytes_sent < _PMTU_START_BYTES:
+                return []
+            pmtu.start(now)
         if pmtu.size > PMTU_BASE and engine.probe_timeouts() >= _BLACK_HOLE_TIMEOUTS:
             # Repeated loss-probe timeouts at a raised size: the path may no longer
             # carry it (a black hole). Fall back to the floor and search again.
@@ -749,8 +775,7 @@ class Connection:
     def _pmtu_stats(self) -> dict[str, int]:
         pmtu = self._pmtu
         if pmtu is None:
-            fixed = self._config.pmtu_discovery is False and self._engine is not None
-            return {"udp_payload_size": self._config.max_udp_payload_size if fixed else PMTU_BASE}
+            return {"udp_payload_size": self._packet_size()}
         return {
             "udp_payload_size": pmtu.size,
             "pmtu_probes_sent": pmtu.probes_sent,
@@ -813,7 +838,7 @@ class Connection:
         """Hand the engine what the network can take now: datagrams, then streams by priority."""
         engine = self._engine
         assert engine is not None
-        budget = engine.send_budget()
+        budget = engine.send_budget(self._inflight_cap)
         datagrams = self._outgoing_datagrams
         while datagrams and budget >= len(datagrams[0]) + _DATAGRAM_OVERHEAD:
             data = datagrams.popleft()
@@ -952,7 +977,7 @@ class Connection:
                     self._state = ConnectionState.CONNECTED
                 config = self._config
                 if config.pmtu_discovery and config.max_udp_payload_size > PMTU_BASE:
-                    self._pmtu = PathMtuSearch(config.max_udp_payload_size, now)
+                    self._pmtu = PathMtuSearch(config.max_udp_payload_size)
                 if auth is not None:
                     auth.handshake_done(now, self._config.auth if auth.server else None)
                 self._events.append(

@@ -9,6 +9,10 @@ round trip), then halves the gap between the largest size known to work and
 the smallest known to fail. Lost probes say nothing about congestion, so the
 engine does not count them in flight.
 
+The search waits for :meth:`PathMtuSearch.start`: the connection starts it
+once it has sent enough to gain from larger packets, so idle and chatty
+connections never pay for probes (nor for the large buffers they need).
+
 Pure state: the connection asks :meth:`PathMtuSearch.probe` what to send,
 reports acknowledgements and the clock, and applies :attr:`size`.
 """
@@ -33,7 +37,7 @@ MIN_PROBE_TIMEOUT = 0.1
 class PathMtuSearch:
     """The search for the largest UDP payload a path carries, from ``BASE`` up to ``ceiling``."""
 
-    def __init__(self, ceiling: int, now: float) -> None:
+    def __init__(self, ceiling: int) -> None:
         if ceiling < BASE:
             raise ValueError(f"ceiling must be >= {BASE}, not {ceiling}")
         self._ceiling = ceiling
@@ -43,11 +47,18 @@ class PathMtuSearch:
         self._probing: int | None = None
         self._attempts = 0
         self._deadline: float | None = None
-        self._search_at: float | None = now  # when to look for a probe to send
+        self._search_at: float | None = None  # when to look for a probe to send
+        self.started = False
         #: Probes sent, acknowledged and given up on (for stats and tests).
         self.probes_sent = 0
         self.probes_acked = 0
         self.probes_lost = 0
+
+    def start(self, now: float) -> None:
+        """Begin the search (idempotent)."""
+        if not self.started:
+            self.started = True
+            self._search_at = now
 
     @property
     def searching(self) -> bool:

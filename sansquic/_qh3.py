@@ -465,7 +465,7 @@ class Qh3Engine:
         """The application read ``size`` bytes; qh3 already granted their credit."""
         self._consume(stream_id, size)
 
-    def send_budget(self) -> int:
+    def send_budget(self, inflight_limit: int | None = None) -> int:
         """Stream bytes the engine can put on the wire now: the congestion window
         less what is in flight and what qh3 already holds (qh3 does not expose the
         peer's connection credit)."""
@@ -473,7 +473,10 @@ class Qh3Engine:
         if core is None:
             return 0
         unsent = self._quic.get_send_buffer_size()
-        return max(0, core.congestion_window - core.bytes_in_flight - unsent)
+        window = core.congestion_window
+        if inflight_limit is not None:
+            window = min(window, inflight_limit)
+        return max(0, window - core.bytes_in_flight - unsent)
 
     def stream_credit(self, stream_id: int) -> int:
         """qh3 says only whether a stream can send; the send budget bounds how much."""

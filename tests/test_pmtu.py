@@ -17,7 +17,8 @@ def _search(
     path_mtu: int, ceiling: int = CEILING, lost: frozenset[int] = frozenset()
 ) -> tuple[PathMtuSearch, list[int], float]:
     """Drive a search against a path carrying ``path_mtu``; ``lost``: probe numbers lost anyway."""
-    search, now, sizes = PathMtuSearch(ceiling, 0.0), 0.0, []
+    search, now, sizes = PathMtuSearch(ceiling), 0.0, []
+    search.start(now)
     for _ in range(200):
         size = search.probe(now, rtt=0.01)
         if size is None:
@@ -69,10 +70,13 @@ def test_random_probe_loss_never_raises_the_size_past_the_path(
 
 
 def test_probe_timeout_follows_the_rtt_with_a_floor() -> None:
-    search = PathMtuSearch(CEILING, 0.0)
+    search = PathMtuSearch(CEILING)
+    assert search.probe(0.0, rtt=0.2) is None  # not started: no probe
+    search.start(0.0)
     assert search.probe(0.0, rtt=0.2) == CEILING
     assert search.timer() == pytest.approx(0.6)
-    fast = PathMtuSearch(CEILING, 0.0)
+    fast = PathMtuSearch(CEILING)
+    fast.start(0.0)
     fast.probe(0.0, rtt=0.0001)
     assert fast.timer() == pytest.approx(MIN_PROBE_TIMEOUT)
 
@@ -87,10 +91,30 @@ def test_reset_goes_back_to_the_floor_and_searches_again() -> None:
 
 def test_ceiling_below_the_floor_is_refused() -> None:
     with pytest.raises(ValueError, match="ceiling"):
-        PathMtuSearch(1000, 0.0)
+        PathMtuSearch(1000)
 
 
 # -- whole connections on the simulated network ------------------------------------
+
+
+def _transfer(pair: sansquic.testing.Pair, payload: bytes, timeout: float = 60.0) -> bytes:
+    """Send ``payload`` client to server on one stream; what the server read."""
+    sid = pair.client.open_stream()
+    pair.client.send(sid, payload, end=True)
+    received = bytearray()
+    ended = False
+
+    def pump() -> bool:
+        nonlocal ended
+        while (event := pair.server.next_event()) is not None:
+            if isinstance(event, sansquic.StreamReadable):
+                received.extend(pair.server.read(event.stream_id))
+            elif isinstance(event, sansquic.StreamEnded):
+                ended = True
+        return ended
+
+    assert pair.network.run_until(pump, timeout)
+    return bytes(received)
 
 
 @pytest.mark.parametrize(
@@ -101,64 +125,50 @@ def test_ceiling_below_the_floor_is_refused() -> None:
         (None, (CEILING, CEILING)),
     ],
 )
-def test_connections_find_the_link_mtu_and_never_send_above_it(
+def test_a_sender_finds_the_link_mtu_and_never_sends_above_it(
     mtu: int | None, expected: tuple[int, int]
 ) -> None:
     pair = connected_pair(LinkConditions(delay=0.005, mtu=mtu))
     network = pair.network
-    assert network.run_until(
-        lambda: not pair.client._pmtu.searching or pair.client._pmtu.timer() > network.now + 100,  # type: ignore[union-attr]
-        30.0,
-    )
-    for side in (pair.client, pair.server):
-        stats = side.stats()
-        assert expected[0] <= stats.udp_payload_size <= expected[1], stats
-        assert stats.pmtu_probes_acked >= 1
-    sid = pair.client.open_stream()
-    payload = bytes(range(256)) * 4000  # ~1 MB
-    pair.client.send(sid, payload, end=True)
-    received = bytearray()
-
-    def pump() -> bool:
-        while (event := pair.server.next_event()) is not None:
-            if isinstance(event, sansquic.StreamReadable):
-                received.extend(pair.server.read(event.stream_id))
-        return len(received) == len(payload)
-
-    assert network.run_until(pump, 60.0)
-    assert bytes(received) == payload
+    payload = bytes(range(256)) * 8000  # ~2 MB
+    assert _transfer(pair, payload) == payload  # starts the search
+    search = pair.client._pmtu
+    assert search is not None and search.started
+    network.run_for(5.0)  # a 1500-byte path's search takes about 2 s
+    assert (search.timer() or 0) > network.now + 100  # done: the next look is minutes away
+    assert _transfer(pair, payload) == payload  # at the size found
+    stats = pair.client.stats()
+    assert expected[0] <= stats.udp_payload_size <= expected[1], stats
+    assert stats.pmtu_probes_acked >= 1
     delivered = [r.size for r in network.trace if r.fate.startswith("delivered")]
     assert max(delivered) <= (mtu or CEILING)
+    # Data went in packets near the path's size, not at the 1200 floor.
+    assert max(delivered) >= expected[0]
     if mtu is not None:
-        # Data went in packets near the path's size, not at the 1200 floor.
-        assert max(delivered) > mtu - GRANULARITY
-        assert sum(r.fate == "too-big" for r in network.trace) <= 2 * MAX_PROBES * 12
+        assert sum(r.fate == "too-big" for r in network.trace) <= MAX_PROBES * 12
+    # The receiver only acknowledged: it never needed, nor probed for, larger packets.
+    assert pair.server.stats().pmtu_probes_sent == 0
+
+
+def test_idle_and_chatty_connections_send_no_probe() -> None:
+    pair = connected_pair(LinkConditions(delay=0.005, mtu=None))
+    for _ in range(20):
+        assert _transfer(pair, b"hello") == b"hello"
+    pair.network.run_until(lambda: False, 5.0)
+    for side in (pair.client, pair.server):
+        assert side.stats().pmtu_probes_sent == 0
+        assert side.stats().udp_payload_size == BASE
+    assert max(r.size for r in pair.network.trace) <= BASE
 
 
 def test_a_black_hole_after_discovery_falls_back_and_the_transfer_completes() -> None:
     pair = connected_pair(LinkConditions(delay=0.005, mtu=None))
     network = pair.network
-    network.run_until(lambda: pair.client.stats().udp_payload_size == CEILING, 5.0)
+    assert len(_transfer(pair, bytes(200_000))) == 200_000
     assert pair.client.stats().udp_payload_size == CEILING
     # The path changes under the connection: from now on only 1472 bytes get through.
     network.set_link(CLIENT_ADDRESS, SERVER_ADDRESS, LinkConditions(delay=0.005, mtu=1472))
-    sid = pair.client.open_stream()
-    payload = bytes(200_000)
-    pair.client.send(sid, payload, end=True)
-    received = bytearray()
-    done = False
-
-    def pump() -> bool:
-        nonlocal done
-        while (event := pair.server.next_event()) is not None:
-            if isinstance(event, sansquic.StreamReadable):
-                received.extend(pair.server.read(event.stream_id))
-            elif isinstance(event, sansquic.StreamEnded):
-                done = True
-        return done
-
-    assert network.run_until(pump, 60.0)
-    assert len(received) == len(payload)
+    assert len(_transfer(pair, bytes(200_000))) == 200_000
     assert pair.client.stats().udp_payload_size <= 1472
     assert pair.client.state is sansquic.ConnectionState.CONNECTED
 
