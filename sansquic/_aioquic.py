@@ -126,7 +126,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_spaces"),
     ("QuicConnection", "_handshake_complete"),
     ("QuicConnection", "_datagrams_pending"),
-    ("QuicPacketRecovery", "_cc"),
+    ("QuicPacketRecovery", "_cc"),  # its on_packet_acked / on_packets_lost are wrapped
     ("QuicPacketRecovery", "_pacer"),
     ("QuicPacketRecovery", "_pto_count"),
     ("QuicPacketRecovery", "_time_of_last_sent_ack_eliciting_packet"),
@@ -421,7 +421,13 @@ class _QuicConnection(QuicConnection):
         probe means "too big", not congestion (RFC 8899 section 3).
         """
         crypto = self._cryptos[tls.Epoch.ONE_RTT]
-        if self._state in END_STATES or not self._handshake_complete or not crypto.send.is_valid():
+        path = self._network_paths[0]
+        if (
+            self._state in END_STATES
+            or not self._handshake_complete
+            or not crypto.send.is_valid()
+            or not path.is_validated  # the anti-amplification limit leaves no room
+        ):
             return []
         assert self._version is not None  # negotiated: the handshake is complete
         builder = QuicPacketBuilder(
@@ -452,22 +458,21 @@ class _QuicConnection(QuicConnection):
         # An ack-eliciting packet re-arms the probe timeout, in flight or not;
         # otherwise the stale timer fires at once and declares the probe lost.
         loss._time_of_last_sent_ack_eliciting_packet = now
-        path = self._network_paths[0]
         path.bytes_sent += sum(len(data) for data in datagrams)
         return [(data, path.addr) for data in datagrams]
 
-    def use_datagram_size(self, size: int) -> None:
-        """Build packets of up to ``size`` bytes from now on."""
+    def use_datagram_size(self, size: int) -> int:
+        """Build packets of up to ``size`` bytes from now on; how many queued
+        datagrams no longer fit and were dropped."""
         self._max_datagram_size = size
         loss = self._loss
         for part in (loss._cc, loss._pacer):
             if hasattr(part, "_max_datagram_size"):  # congestion controllers that scale by it
                 part._max_datagram_size = size
         # An unreliable datagram queued for the larger size could never leave now.
-        room = self._datagram_room()
-        self._datagrams_pending = type(self._datagrams_pending)(
-            data for data in self._datagrams_pending if len(data) <= room
-        )
+        room, pending = self._datagram_room(), self._datagrams_pending
+        self._datagrams_pending = type(pending)(data for data in pending if len(data) <= room)
+        return len(pending) - len(self._datagrams_pending)
 
     def _datagram_room(self) -> int:
         """Largest DATAGRAM payload one packet of the current size carries."""
@@ -553,6 +558,8 @@ class AioquicEngine:
         self._closed_by: ClosedBy | None = None
         self._probes_acked: list[int] = []
         self._crypto_trimmed = False
+        self._acked_packets = self._large_losses = 0
+        self._count_deliveries()
 
     # -- inputs ---------------------------------------------------------------
 
@@ -641,12 +648,50 @@ class AioquicEngine:
         if delivery == QuicDeliveryState.ACKED:
             self._probes_acked.append(size)  # a lost probe is the core's timeout to judge
 
-    def use_datagram_size(self, size: int) -> None:
-        self._quic.use_datagram_size(size)
+    def use_datagram_size(self, size: int) -> int:
+        self._large_losses = 0  # losses at the old size say nothing about the new one
+        return self._quic.use_datagram_size(size)
 
     def probe_timeouts(self) -> int:
         count: int = self._quic._loss._pto_count
         return count
+
+    def probe_timeout(self) -> float:
+        pto: float = self._quic._loss.get_probe_timeout()
+        return pto
+
+    def packets_acked(self) -> int:
+        return self._acked_packets
+
+    def large_losses(self) -> int:
+        return self._large_losses
+
+    def _count_deliveries(self) -> None:
+        """Count acknowledged packets, and lost packets above the 1200-byte floor since
+        one was last acknowledged: path MTU discovery's evidence (wrapping the
+        congestion controller, which sees every in-flight packet's fate)."""
+        cc = self._quic._loss._cc
+        acked, lost, expired = cc.on_packet_acked, cc.on_packets_lost, cc.on_packets_expired
+
+        def on_packet_acked(*, now: float, packet: Any) -> None:
+            self._acked_packets += 1
+            if packet.sent_bytes > _SMALLEST_INITIAL:
+                self._large_losses = 0
+            acked(now=now, packet=packet)
+
+        def on_packets_lost(*, now: float, packets: Any) -> None:
+            packets = list(packets)
+            self._large_losses += sum(p.sent_bytes > _SMALLEST_INITIAL for p in packets)
+            lost(now=now, packets=packets)
+
+        def on_packets_expired(*, packets: Any) -> None:  # given up on by a probe timeout
+            packets = list(packets)
+            self._large_losses += sum(p.sent_bytes > _SMALLEST_INITIAL for p in packets)
+            expired(packets=packets)
+
+        setattr(cc, "on_packet_acked", on_packet_acked)  # noqa: B010  # instance override
+        setattr(cc, "on_packets_lost", on_packets_lost)  # noqa: B010
+        setattr(cc, "on_packets_expired", on_packets_expired)  # noqa: B010
 
     def events(self) -> Iterator[EngineEvent]:
         """Drain the engine's events, translated."""
@@ -773,9 +818,9 @@ class AioquicEngine:
                 self._raise_data_credit()
 
     def _unsent(self) -> int:
-        """Bytes handed to the engine that it has not sent yet."""
+        """Bytes handed to the engine that it has not sent yet (datagrams included)."""
         streams = self._quic._streams
-        total = 0
+        total = sum(len(data) for data in self._quic._datagrams_pending)
         for stream_id in list(self._handed):
             stream = streams.get(stream_id)
             # A reset sender (ours, or in answer to STOP_SENDING) marks its buffer
@@ -802,6 +847,15 @@ class AioquicEngine:
         window -= loss.bytes_in_flight
         credit = quic._remote_max_data - quic._remote_max_data_used
         return max(0, min(window, credit) - unsent)
+
+    def datagram_budget(self, inflight_limit: int | None = None) -> int:
+        """Datagram bytes the engine can put on the wire now: like :meth:`send_budget`
+        but without flow-control credit, which DATAGRAM frames do not use (RFC 9221)."""
+        loss = self._quic._loss
+        window = loss.congestion_window
+        if inflight_limit is not None and inflight_limit < window:
+            window = inflight_limit
+        return max(0, window - loss.bytes_in_flight - self._unsent())
 
     def stream_credit(self, stream_id: int) -> int:
         """Bytes the peer lets this stream send beyond what the engine already has."""

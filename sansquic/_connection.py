@@ -9,6 +9,7 @@ owns.
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -85,11 +86,14 @@ class _Hooks(Protocol):
 _MAX_CODE = 2**62 - 1
 # A datagram's cost against the send budget beyond its payload: frame and packet overhead.
 _DATAGRAM_OVERHEAD = 32
-# Consecutive loss-probe timeouts after which a raised packet size is suspected.
-_BLACK_HOLE_TIMEOUTS = 3
+# Packets above 1200 bytes lost in a row, none acknowledged, after which a raised
+# packet size is taken for a black hole (RFC 8899 section 4.3).
+_BLACK_HOLE_LOSSES = 3
 # Bytes sent after which path MTU discovery starts: a bulk sender gets there in a
 # few packets, an idle or chatty connection never pays for probes.
 _PMTU_START_BYTES = 32 * 1024
+# Seconds the in-flight limit stays on after streams of two priorities last competed.
+_COMPETITION_MEMORY = 10.0
 
 
 class Role(enum.Enum):
@@ -212,8 +216,10 @@ class Connection:
         self._state = ConnectionState.IDLE
         self._engine = None
         self._pmtu: PathMtuSearch | None = None  # set once the handshake is done
+        self._pmtu_path: Address | None = None  # the path the search's result is for
         self._inflight = InflightLimit()
         self._inflight_cap: int | None = None
+        self._competing_until = -math.inf
         self._hooks: _Hooks | None = None
         limits = config.rate_limits
         self._datagram_bucket: TokenBucket | None = None
@@ -385,7 +391,7 @@ class Connection:
         # The engine checks each of its deadlines itself, so an early call does nothing.
         self._engine.handle_timer(now)
         if self._pmtu is not None:
-            self._pmtu.on_timer(now)
+            self._pmtu.on_timer(now, self._engine.packets_acked())
         self._pump(now)
         if self._auth is not None:
             self._auth.handle_timer(now)
@@ -420,11 +426,21 @@ class Connection:
         return out
 
     def _limit_inflight(self, engine: Engine, now: float) -> None:
-        """Refresh the in-flight limit the scheduler hands data under (``_inflight.py``)."""
+        """Refresh the in-flight limit the scheduler hands data under (``_inflight.py``).
+
+        It applies while priorities compete, and for ``_COMPETITION_MEMORY`` seconds
+        after: it costs a CPU-bound sender throughput, which only buys something
+        when a higher priority may need to overtake.
+        """
         _, rtt_min, _, in_flight = engine.path_stats()
         limit = self._inflight
         limit.update(now, self._counters.udp_bytes_sent - in_flight, rtt_min)
-        self._inflight_cap = limit.limit(rtt_min, self._packet_size())
+        if self._scheduler.competing:
+            self._competing_until = now + _COMPETITION_MEMORY
+        if now < self._competing_until:
+            self._inflight_cap = limit.limit(rtt_min, self._packet_size())
+        else:
+            self._inflight_cap = None
 
     def _packet_size(self) -> int:
         """The largest UDP payload packets use now."""
@@ -441,15 +457,26 @@ class Connection:
             if self._counters.udp_bytes_sent < _PMTU_START_BYTES:
                 return []
             pmtu.start(now)
-        if pmtu.size > PMTU_BASE and engine.probe_timeouts() >= _BLACK_HOLE_TIMEOUTS:
-            # Repeated loss-probe timeouts at a raised size: the path may no longer
-            # carry it (a black hole). Fall back to the floor and search again.
+        path = engine.peer_address()
+        if pmtu.size > PMTU_BASE and (
+            engine.large_losses() >= _BLACK_HOLE_LOSSES or path != self._pmtu_path
+        ):
+            # Large packets keep getting lost with none acknowledged (a black hole), or
+            # the peer moved to a path nothing is known of: back to the floor, search again.
             pmtu.reset(now)
-            engine.use_datagram_size(pmtu.size)
-        size = pmtu.probe(now, engine.path_stats()[0])
+            self._counters.datagrams_send_dropped += engine.use_datagram_size(pmtu.size)
+        self._pmtu_path = path
+        if engine.probe_timeouts():
+            # The path is in doubt: a lost probe would prove nothing. Look again later.
+            pmtu.defer(now + engine.probe_timeout())
+            return []
+        size = pmtu.probe(now, engine.probe_timeout(), engine.packets_acked())
         if size is None:
             return []
-        return engine.send_path_probe(size, now)
+        out = engine.send_path_probe(size, now)
+        if not out:
+            pmtu.cancel(now)
+        return out
 
     def timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or ``None`` for never."""
@@ -838,12 +865,21 @@ class Connection:
         """Hand the engine what the network can take now: datagrams, then streams by priority."""
         engine = self._engine
         assert engine is not None
-        budget = engine.send_budget(self._inflight_cap)
         datagrams = self._outgoing_datagrams
-        while datagrams and budget >= len(datagrams[0]) + _DATAGRAM_OVERHEAD:
-            data = datagrams.popleft()
-            engine.send_datagram(data)
-            budget -= len(data) + _DATAGRAM_OVERHEAD
+        if datagrams:
+            # DATAGRAM frames use no flow-control credit (RFC 9221): their own budget.
+            room = engine.max_datagram_payload() or 0
+            spare = engine.datagram_budget(self._inflight_cap)
+            while datagrams and spare >= len(datagrams[0]) + _DATAGRAM_OVERHEAD:
+                data = datagrams.popleft()
+                if len(data) > room:
+                    # Accepted when packets were larger (path MTU fell back): it can
+                    # never leave now, and at the engine's head it would block the rest.
+                    self._counters.datagrams_send_dropped += 1
+                    continue
+                engine.send_datagram(data)
+                spare -= len(data) + _DATAGRAM_OVERHEAD
+        budget = engine.send_budget(self._inflight_cap)
         if self._scheduler:
             self._scheduler.run(budget, engine.stream_credit, self._hand)
         if self._waiting_writers:
@@ -985,7 +1021,9 @@ class Connection:
                 )  # the TLS result, not the peer's
             elif isinstance(ev, PathProbeAcked):
                 if self._pmtu is not None and self._pmtu.acked(ev.size, now):
-                    engine.use_datagram_size(self._pmtu.size)
+                    self._counters.datagrams_send_dropped += engine.use_datagram_size(
+                        self._pmtu.size
+                    )
             elif isinstance(ev, Terminated):
                 self._terminate(ev)
 

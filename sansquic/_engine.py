@@ -139,12 +139,29 @@ class Engine(Protocol):
         the engine cannot send one now (or at all)."""
         ...
 
-    def use_datagram_size(self, size: int) -> None:
-        """Build packets of up to ``size`` bytes from now on."""
+    def use_datagram_size(self, size: int) -> int:
+        """Build packets of up to ``size`` bytes from now on; returns how many queued
+        datagrams no longer fit and were dropped."""
         ...
 
     def probe_timeouts(self) -> int:
-        """Consecutive loss-probe timeouts so far (a black hole shows as several)."""
+        """Consecutive loss-probe timeouts so far (nonzero: the path is in doubt)."""
+        ...
+
+    def probe_timeout(self) -> float:
+        """The current probe timeout (PTO) period, seconds."""
+        ...
+
+    def packets_acked(self) -> int:
+        """In-flight packets acknowledged so far (evidence that the path delivers)."""
+        ...
+
+    def large_losses(self) -> int:
+        """Packets above 1200 bytes lost since one was last acknowledged."""
+        ...
+
+    def datagram_budget(self, inflight_limit: int | None = None) -> int:
+        """Datagram bytes the engine can put on the wire now (no flow control)."""
         ...
 
 

@@ -3,7 +3,9 @@
 Every connection starts at QUIC's 1200-byte floor, which any path must carry.
 Once the handshake is done the core probes larger sizes with padded PING
 packets; a probe the peer acknowledges proves the path carries that size, a
-probe unacknowledged within its timeout counts as too big. The search tries
+probe unacknowledged within its timeout counts as too big, but only if the
+path delivered other packets meanwhile (else the timeout says nothing: an
+outage must not make every size look too big). The search tries
 the ceiling first (loopback and jumbo paths carry it, so they are done in one
 round trip), then halves the gap between the largest size known to work and
 the smallest known to fail. Lost probes say nothing about congestion, so the
@@ -45,6 +47,8 @@ class PathMtuSearch:
         self.size = BASE
         self._too_big = ceiling + 1  # the smallest size known to fail
         self._probing: int | None = None
+        self._acked_at_send = 0  # the engine's acknowledged-packet count then
+        self._timeout = MIN_PROBE_TIMEOUT
         self._attempts = 0
         self._deadline: float | None = None
         self._search_at: float | None = None  # when to look for a probe to send
@@ -71,8 +75,12 @@ class PathMtuSearch:
             return self._ceiling  # nothing failed yet: the ceiling may just work
         return (self.size + self._too_big) // 2
 
-    def probe(self, now: float, rtt: float | None) -> int | None:
-        """The size of a probe to send now, or ``None``. ``rtt``: the smoothed estimate."""
+    def probe(self, now: float, pto: float | None, acked: int = 0) -> int | None:
+        """The size of a probe to send now, or ``None``.
+
+        ``pto``: the engine's probe timeout (the probe waits twice that, at least
+        ``MIN_PROBE_TIMEOUT``); ``acked``: its count of acknowledged packets so far.
+        """
         if self._probing is not None or self._search_at is None or now < self._search_at:
             return None
         size = self._candidate()
@@ -80,11 +88,24 @@ class PathMtuSearch:
             self._search_at = now + RAISE_INTERVAL  # done: look again much later
             self._too_big = self._ceiling + 1
             return None
-        self._probing = size
-        timeout = MIN_PROBE_TIMEOUT if rtt is None else max(MIN_PROBE_TIMEOUT, 3 * rtt)
-        self._deadline = now + timeout
+        self._probing, self._acked_at_send = size, acked
+        timeout = MIN_PROBE_TIMEOUT if pto is None else max(MIN_PROBE_TIMEOUT, 2 * pto)
+        self._deadline, self._timeout = now + timeout, timeout
         self.probes_sent += 1
         return size
+
+    def defer(self, until: float) -> None:
+        """Send no probe before ``until`` (the path is in doubt; the timer must not
+        stay in the past meanwhile)."""
+        if self._probing is None and self._search_at is not None and self._search_at < until:
+            self._search_at = until
+
+    def cancel(self, now: float) -> None:
+        """The probe :meth:`probe` asked for could not be sent: it proves nothing."""
+        if self._probing is not None:
+            self.probes_sent -= 1
+            self._probing = self._deadline = None
+            self._search_at = now + MIN_PROBE_TIMEOUT
 
     def acked(self, size: int, now: float) -> bool:
         """A probe of ``size`` was acknowledged; whether :attr:`size` grew."""
@@ -108,18 +129,23 @@ class PathMtuSearch:
             return self._deadline
         return self._search_at
 
-    def on_timer(self, now: float) -> None:
-        """Give up on a probe past its deadline; after ``MAX_PROBES`` the size is too big."""
+    def on_timer(self, now: float, acked: int = 0) -> None:
+        """Give up on a probe past its deadline. It counts against its size only if
+        the path delivered since (``acked``, the engine's count, grew); after
+        ``MAX_PROBES`` such losses the size is too big."""
         if self._deadline is None or now < self._deadline:
             return
         assert self._probing is not None
         self.probes_lost += 1
-        self._attempts += 1
-        if self._attempts >= MAX_PROBES:
-            self._too_big = self._probing
-            self._attempts = 0
+        if acked > self._acked_at_send:
+            self._attempts += 1
+            if self._attempts >= MAX_PROBES:
+                self._too_big = self._probing
+                self._attempts = 0
+            self._search_at = now
+        else:
+            self._search_at = now + self._timeout  # the path is silent: wait, then retry
         self._probing = self._deadline = None
-        self._search_at = now
 
     def reset(self, now: float) -> None:
         """Back to ``BASE`` and search again: the path changed or stopped carrying

@@ -324,8 +324,21 @@ class Qh3Engine:
         """None: qh3 probes the path MTU itself (clients), so the core's search stays put."""
         return []
 
-    def use_datagram_size(self, size: int) -> None:
+    def use_datagram_size(self, size: int) -> int:
         """Nothing: qh3 sizes its packets from its own probes."""
+        return 0
+
+    def probe_timeout(self) -> float:
+        return 0.1  # unused: send_path_probe never sends
+
+    def packets_acked(self) -> int:
+        return 0
+
+    def large_losses(self) -> int:
+        return 0  # qh3 runs its own search
+
+    def datagram_budget(self, inflight_limit: int | None = None) -> int:
+        return self.send_budget(inflight_limit)  # qh3's budget has no flow credit in it
 
     def probe_timeouts(self) -> int:
         core = self._quic._core

@@ -61,6 +61,11 @@ class Scheduler:
         """Whether any stream has bytes (or a FIN) waiting."""
         return bool(self._levels)
 
+    @property
+    def competing(self) -> bool:
+        """Whether streams of more than one priority have bytes waiting."""
+        return len(self._levels) > 1
+
     def run(self, budget: int, credit: Credit, hand: Hand) -> int:
         """Hand the engine up to ``budget`` bytes, highest priority first; return what is left.
 

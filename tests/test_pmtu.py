@@ -20,14 +20,14 @@ def _search(
     search, now, sizes = PathMtuSearch(ceiling), 0.0, []
     search.start(now)
     for _ in range(200):
-        size = search.probe(now, rtt=0.01)
+        size = search.probe(now, pto=0.01, acked=len(sizes))
         if size is None:
             deadline = search.timer()
             assert deadline is not None
             if deadline - now > 100:  # the next look is the raise timer: the search is over
                 return search, sizes, now
             now = deadline
-            search.on_timer(now)
+            search.on_timer(now, acked=len(sizes))
             continue
         sizes.append(size)
         now += 0.01
@@ -35,7 +35,7 @@ def _search(
             search.acked(size, now)
         else:
             now = search.timer() or now
-            search.on_timer(now)
+            search.on_timer(now, acked=len(sizes))  # other packets got through meanwhile
     raise AssertionError("the search did not end within 200 steps")
 
 
@@ -71,13 +71,13 @@ def test_random_probe_loss_never_raises_the_size_past_the_path(
 
 def test_probe_timeout_follows_the_rtt_with_a_floor() -> None:
     search = PathMtuSearch(CEILING)
-    assert search.probe(0.0, rtt=0.2) is None  # not started: no probe
+    assert search.probe(0.0, pto=0.2) is None  # not started: no probe
     search.start(0.0)
-    assert search.probe(0.0, rtt=0.2) == CEILING
-    assert search.timer() == pytest.approx(0.6)
+    assert search.probe(0.0, pto=0.2) == CEILING
+    assert search.timer() == pytest.approx(0.4)
     fast = PathMtuSearch(CEILING)
     fast.start(0.0)
-    fast.probe(0.0, rtt=0.0001)
+    fast.probe(0.0, pto=0.0001)
     assert fast.timer() == pytest.approx(MIN_PROBE_TIMEOUT)
 
 
@@ -86,7 +86,33 @@ def test_reset_goes_back_to_the_floor_and_searches_again() -> None:
     assert search.size == CEILING
     search.reset(now)
     assert search.size == BASE
-    assert search.probe(now, rtt=None) == CEILING
+    assert search.probe(now, pto=None) == CEILING
+
+
+def test_a_probe_lost_while_nothing_else_got_through_proves_nothing() -> None:
+    """An outage: probes time out but no other packet is acknowledged either, so no
+    size counts as too big; once the path delivers again the search goes on."""
+    search = PathMtuSearch(CEILING)
+    search.start(0.0)
+    now = 0.0
+    for _ in range(10):
+        assert search.probe(now, pto=0.01, acked=5) == CEILING
+        now = search.timer() or now
+        search.on_timer(now, acked=5)  # nothing acknowledged since the probe went out
+        now = search.timer() or now  # it waits a timeout before trying again
+    assert search.probe(now, pto=0.01, acked=5) == CEILING  # still the ceiling: not too big
+    search.acked(CEILING, now + 0.01)
+    assert search.size == CEILING
+
+
+def test_a_probe_that_could_not_be_sent_is_not_counted() -> None:
+    search = PathMtuSearch(CEILING)
+    search.start(0.0)
+    assert search.probe(0.0, pto=0.01) == CEILING
+    search.cancel(0.0)
+    assert search.probes_sent == 0
+    assert search.probe(0.0, pto=0.01) is None  # backs off before trying again
+    assert search.probe(search.timer() or 0.0, pto=0.01) == CEILING
 
 
 def test_ceiling_below_the_floor_is_refused() -> None:
@@ -188,3 +214,14 @@ def test_discovery_is_off_when_the_ceiling_is_the_floor() -> None:
     pair.network.run_until(lambda: False, 2.0)
     assert pair.client.stats().pmtu_probes_sent == 0
     assert max(r.size for r in pair.network.trace) <= 1200
+
+
+def test_a_deferred_search_keeps_its_timer_in_the_future() -> None:
+    search = PathMtuSearch(CEILING)
+    search.start(0.0)
+    search.defer(0.5)
+    assert search.timer() == 0.5
+    assert search.probe(0.2, pto=0.01) is None
+    assert search.probe(0.5, pto=0.01) == CEILING
+    search.defer(5.0)  # a probe in flight keeps its own deadline
+    assert search.timer() == pytest.approx(0.5 + MIN_PROBE_TIMEOUT)

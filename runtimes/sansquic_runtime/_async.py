@@ -17,7 +17,7 @@ from typing import TypeVar
 import sansquic
 
 from ._backend import AsyncBackend, AsyncTaskGroup
-from ._udp import UdpSocket, client_bind
+from ._udp import UdpSocket, client_bind, safe_config
 
 __all__ = ["Connection", "Server", "Stream", "open_connection", "open_server"]
 
@@ -526,7 +526,7 @@ async def open_connection(
     family, remote = await backend.resolve(host, port)
     sock = UdpSocket(family, client_bind(remote))
     try:
-        endpoint = sansquic.Endpoint(config, now=backend.now())
+        endpoint = sansquic.Endpoint(safe_config(config, sock), now=backend.now())
         driver = _Driver(backend, endpoint, sock, client=True)
         with backend.guard():
             core = endpoint.connect(remote, backend.now(), server_name=server_name or host)
@@ -725,7 +725,7 @@ async def open_server(
     family, bind = await backend.resolve(host, port)
     sock = UdpSocket(family, bind)
     try:
-        endpoint = sansquic.Endpoint(config, server=True, now=backend.now())
+        endpoint = sansquic.Endpoint(safe_config(config, sock), server=True, now=backend.now())
     except BaseException:
         sock.close()
         raise

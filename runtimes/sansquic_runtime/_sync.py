@@ -14,7 +14,7 @@ from typing import TypeVar
 import sansquic
 
 from ._backend import SyncBackend, SyncTaskGroup
-from ._udp import UdpSocket, client_bind
+from ._udp import UdpSocket, client_bind, safe_config
 
 __all__ = ["Connection", "Server", "Stream", "open_connection", "open_server"]
 
@@ -520,7 +520,7 @@ def open_connection(
     family, remote = backend.resolve(host, port)
     sock = UdpSocket(family, client_bind(remote))
     try:
-        endpoint = sansquic.Endpoint(config, now=backend.now())
+        endpoint = sansquic.Endpoint(safe_config(config, sock), now=backend.now())
         driver = _Driver(backend, endpoint, sock, client=True)
         with backend.guard():
             core = endpoint.connect(remote, backend.now(), server_name=server_name or host)
@@ -719,7 +719,7 @@ def open_server(
     family, bind = backend.resolve(host, port)
     sock = UdpSocket(family, bind)
     try:
-        endpoint = sansquic.Endpoint(config, server=True, now=backend.now())
+        endpoint = sansquic.Endpoint(safe_config(config, sock), server=True, now=backend.now())
     except BaseException:
         sock.close()
         raise

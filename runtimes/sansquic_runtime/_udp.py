@@ -12,12 +12,13 @@ import ipaddress
 import socket
 import struct
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import sansquic
 
-__all__ = ["UdpSocket", "client_bind", "first_address"]
+__all__ = ["UdpSocket", "client_bind", "first_address", "safe_config"]
 
 _RECV_SIZE = 65_535  # the largest UDP payload, so no datagram is ever truncated
 _RCVBUF = 1 << 20  # room for a congestion window's burst; the kernel may cap it lower
@@ -28,6 +29,14 @@ _SOL_UDP = getattr(socket, "SOL_UDP", 17)
 _UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 _GSO_MAX_SEGMENTS = 64
 _GSO_MAX_BYTES = 65_000  # under the 65,507-byte IPv4 UDP payload limit of one send
+# Don't fragment (RFC 9000 section 14): Linux's default lets the kernel fragment a
+# datagram above the interface MTU, so a path MTU probe would "succeed" on any path.
+# PROBE sets DF without the kernel's own path MTU cache (the core probes itself).
+# Python 3.11 lacks the names, so Linux's values stand in.
+_IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+_IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+_PMTUDISC_PROBE = 3
+_receive_buffers = threading.local()  # one 64 KiB buffer per I/O thread, not per socket
 
 
 def first_address(infos: Sequence[tuple[Any, ...]]) -> tuple[int, sansquic.Address]:
@@ -45,6 +54,29 @@ def client_bind(remote: sansquic.Address) -> tuple[str, int]:
     return ("::" if ip.version == 6 else "0.0.0.0", 0)
 
 
+def _forbid_fragmentation(sock: socket.socket, family: int) -> bool:
+    """Set DF on ``sock``; whether that is known to have worked."""
+    if sys.platform != "linux":
+        return False  # the options differ elsewhere: stay at 1200 bytes
+    level, option = (
+        (socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER)
+        if family == socket.AF_INET6
+        else (socket.IPPROTO_IP, _IP_MTU_DISCOVER)
+    )
+    try:
+        sock.setsockopt(level, option, _PMTUDISC_PROBE)
+    except OSError:
+        return False
+    return True
+
+
+def safe_config(config: sansquic.Config, sock: UdpSocket) -> sansquic.Config:
+    """``config`` as far as ``sock`` can carry it: 1200-byte packets where DF is not set."""
+    if sock.dont_fragment or config.max_udp_payload_size == 1200:
+        return config
+    return config.replace(max_udp_payload_size=1200)
+
+
 class UdpSocket:
     """A bound, non-blocking UDP socket with batched receive and send."""
 
@@ -56,6 +88,9 @@ class UdpSocket:
         try:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            #: Whether the kernel sends every datagram whole (DF set): without it, only
+            #: 1200-byte packets are safe and path MTU discovery must stay off.
+            self.dont_fragment = _forbid_fragmentation(self.sock, family)
             self.sock.bind(bind)
             self.sock.setblocking(False)
         except BaseException:
@@ -65,7 +100,6 @@ class UdpSocket:
         #: The bound ``(host, port)``; the real port when 0 was asked for.
         self.address: tuple[str, int] = (str(host), int(port))
         self._gso = UdpSocket.gso and sys.platform == "linux"  # UDP_SEGMENT is Linux-only
-        self._view = memoryview(bytearray(_RECV_SIZE))
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -76,7 +110,10 @@ class UdpSocket:
         # Into one reused buffer, then copied at its real size: recvfrom(65535) would
         # allocate 64 KiB per datagram and shrink it, which fragments the heap (RSS
         # per idle connection grew by about 30 KiB once probes made datagrams large).
-        recv_into, view = self.sock.recvfrom_into, self._view
+        view = getattr(_receive_buffers, "view", None)
+        if view is None:
+            view = _receive_buffers.view = memoryview(bytearray(_RECV_SIZE))
+        recv_into = self.sock.recvfrom_into
         while len(batch) < _MAX_BATCH:
             try:
                 size, addr = recv_into(view)
@@ -117,15 +154,17 @@ class UdpSocket:
                     option = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(data)))]
                     sock.sendmsg([segments], option, 0, addr)
             except OSError as exc:
-                if run > 1 and exc.errno in (
-                    errno.EINVAL,
-                    errno.ENOPROTOOPT,
-                    errno.EIO,
-                    errno.EMSGSIZE,
-                ):
+                if run > 1 and exc.errno == errno.EMSGSIZE:
+                    # Segments above the interface MTU (DF is set): each goes alone, and
+                    # fails alone, which is how a too-big packet gets lost.
+                    for segment, segment_addr in datagrams[index : index + run]:
+                        with contextlib.suppress(OSError):
+                            sock.sendto(segment, segment_addr)
+                elif run > 1 and exc.errno in (errno.EINVAL, errno.ENOPROTOOPT, errno.EIO):
                     self._gso = False  # no offload here: send them one by one from now on
                     continue
-                # Otherwise a full socket buffer: loss, which QUIC recovers from.
+                # Otherwise a full socket buffer or a datagram above the MTU: loss,
+                # which QUIC recovers from (and path MTU discovery learns from).
             index += run
 
     def close(self) -> None:
