@@ -43,17 +43,11 @@ from cryptography.x509 import load_pem_x509_certificates
 from ._config import Config
 from ._engine import (
     Address,
-    CidIssued,
-    CidRetired,
     ClosedBy,
-    DatagramIn,
     EngineEvent,
-    HandshakeDone,
     PathProbeAcked,
-    StopSendingByPeer,
-    StreamData,
-    StreamResetByPeer,
     Terminated,
+    translate,
 )
 from ._errors import ConfigError
 from .ratelimit import TokenBucket
@@ -699,23 +693,11 @@ class AioquicEngine:
         while self._probes_acked:
             yield PathProbeAcked(self._probes_acked.pop(0))
         while (ev := quic.next_event()) is not None:
-            if isinstance(ev, qe.StreamDataReceived):
-                yield StreamData(ev.stream_id, ev.data, ev.end_stream)
-            elif isinstance(ev, qe.DatagramFrameReceived):
-                yield DatagramIn(ev.data)
-            elif isinstance(ev, qe.StreamReset):
+            if isinstance(ev, qe.StreamReset):
                 self._release_reset_stream(ev.stream_id)
-                yield StreamResetByPeer(ev.stream_id, int(ev.error_code))
-            elif isinstance(ev, qe.StopSendingReceived):
-                yield StopSendingByPeer(ev.stream_id, int(ev.error_code))
-            elif isinstance(ev, qe.HandshakeCompleted):
-                yield HandshakeDone(ev.alpn_protocol)
-            elif isinstance(ev, qe.ConnectionIdIssued):
-                yield CidIssued(ev.connection_id)
-            elif isinstance(ev, qe.ConnectionIdRetired):
-                yield CidRetired(ev.connection_id)
-            elif isinstance(ev, qe.ConnectionTerminated):
-                yield self._terminated(ev)
+            record = translate(ev, qe, self._terminated)
+            if record is not None:
+                yield record
 
     def pending_close(self) -> Terminated | None:
         """How the connection is closing, once it is, before it has terminated."""

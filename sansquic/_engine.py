@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -165,6 +165,29 @@ class Engine(Protocol):
         ...
 
 
+def translate(ev: Any, qe: Any, terminated: Callable[[Any], Terminated]) -> EngineEvent | None:
+    """One event of an aioquic-style engine as the seam's record; ``None`` for the
+    events the core has no use for. ``qe``: the engine's ``quic.events`` module (qh3
+    keeps aioquic's names); ``terminated`` turns its ConnectionTerminated into ours."""
+    if isinstance(ev, qe.StreamDataReceived):
+        return StreamData(ev.stream_id, ev.data, ev.end_stream)
+    if isinstance(ev, qe.DatagramFrameReceived):
+        return DatagramIn(ev.data)
+    if isinstance(ev, qe.StreamReset):
+        return StreamResetByPeer(ev.stream_id, int(ev.error_code))
+    if isinstance(ev, qe.StopSendingReceived):
+        return StopSendingByPeer(ev.stream_id, int(ev.error_code))
+    if isinstance(ev, qe.HandshakeCompleted):
+        return HandshakeDone(ev.alpn_protocol)
+    if isinstance(ev, qe.ConnectionIdIssued):
+        return CidIssued(ev.connection_id)
+    if isinstance(ev, qe.ConnectionIdRetired):
+        return CidRetired(ev.connection_id)
+    if isinstance(ev, qe.ConnectionTerminated):
+        return terminated(ev)
+    return None
+
+
 def new_engine(
     config: Config,
     *,
@@ -176,21 +199,16 @@ def new_engine(
     now: float = 0.0,
 ) -> Engine:
     """The engine ``config.engine`` names, for one connection (arguments as ``AioquicEngine``)."""
+    engine: Callable[..., Engine]
     if config.engine == "qh3":
         from ._qh3 import Qh3Engine  # optional: Config checked that qh3 is installed
 
-        return Qh3Engine(
-            config,
-            is_client=is_client,
-            server_name=server_name,
-            original_destination_cid=original_destination_cid,
-            retry_source_cid=retry_source_cid,
-            reset_token=reset_token,
-            now=now,
-        )
-    from ._aioquic import AioquicEngine
+        engine = Qh3Engine
+    else:
+        from ._aioquic import AioquicEngine
 
-    return AioquicEngine(
+        engine = AioquicEngine
+    return engine(
         config,
         is_client=is_client,
         server_name=server_name,

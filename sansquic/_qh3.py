@@ -35,16 +35,10 @@ from qh3.tls import (
 from ._config import Config
 from ._engine import (
     Address,
-    CidIssued,
-    CidRetired,
     ClosedBy,
-    DatagramIn,
     EngineEvent,
-    HandshakeDone,
-    StopSendingByPeer,
-    StreamData,
-    StreamResetByPeer,
     Terminated,
+    translate,
 )
 from ._errors import ConfigError
 
@@ -357,23 +351,12 @@ class Qh3Engine:
                     self._unread += len(ev.data)
                     by_stream = self._unread_by_stream
                     by_stream[ev.stream_id] = by_stream.get(ev.stream_id, 0) + len(ev.data)
-                yield StreamData(ev.stream_id, ev.data, ev.end_stream)
-            elif isinstance(ev, qe.DatagramFrameReceived):
-                yield DatagramIn(ev.data)
             elif isinstance(ev, qe.StreamReset):
                 # The core drops a reset stream's unread bytes without reading them.
                 self._consume(ev.stream_id, self._unread_by_stream.get(ev.stream_id, 0))
-                yield StreamResetByPeer(ev.stream_id, int(ev.error_code))
-            elif isinstance(ev, qe.StopSendingReceived):
-                yield StopSendingByPeer(ev.stream_id, int(ev.error_code))
-            elif isinstance(ev, qe.HandshakeCompleted):
-                yield HandshakeDone(ev.alpn_protocol)
-            elif isinstance(ev, qe.ConnectionIdIssued):
-                yield CidIssued(ev.connection_id)
-            elif isinstance(ev, qe.ConnectionIdRetired):
-                yield CidRetired(ev.connection_id)
-            elif isinstance(ev, qe.ConnectionTerminated):
-                yield self._terminated(ev)
+            record = translate(ev, qe, self._terminated)
+            if record is not None:
+                yield record
 
     def pending_close(self) -> Terminated | None:
         """How the connection is closing, once it is, before it has terminated."""
