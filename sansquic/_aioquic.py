@@ -29,7 +29,6 @@ from aioquic.quic.connection import (
 )
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
-    QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
     encode_quic_retry,
@@ -43,10 +42,10 @@ from cryptography.x509 import load_pem_x509_certificates
 from ._config import Config
 from ._engine import (
     Address,
+    AioquicStyleEngine,
     ClosedBy,
     EngineEvent,
     PathProbeAcked,
-    Terminated,
     translate,
 )
 from ._errors import ConfigError
@@ -487,8 +486,10 @@ class _QuicConnection(QuicConnection):
                     connection_id.stateless_reset_token = self._reset_token(connection_id.cid)
 
 
-class AioquicEngine:
+class AioquicEngine(AioquicStyleEngine):
     """One aioquic ``QuicConnection`` behind the seam contract of ``_engine.py``."""
+
+    _quic: _QuicConnection
 
     def __init__(
         self,
@@ -699,23 +700,6 @@ class AioquicEngine:
             if record is not None:
                 yield record
 
-    def pending_close(self) -> Terminated | None:
-        """How the connection is closing, once it is, before it has terminated."""
-        if self._closed_by is None:
-            return None
-        close_event = self._quic._close_event
-        if close_event is None:
-            return None
-        return self._terminated(close_event)
-
-    def _terminated(self, ev: Any) -> Terminated:
-        closed_by = self._closed_by or ClosedBy.VIOLATION
-        if closed_by is ClosedBy.IDLE:
-            return Terminated(int(QuicErrorCode.NO_ERROR), "idle timeout", closed_by, False)
-        # close() is always an application close; otherwise the frame type tells.
-        application = closed_by is ClosedBy.LOCAL or ev.frame_type is None
-        return Terminated(int(ev.error_code), str(ev.reason_phrase), closed_by, application)
-
     # -- commands -------------------------------------------------------------
 
     def send_stream(self, stream_id: int, data: bytes, end: bool) -> None:
@@ -731,17 +715,6 @@ class AioquicEngine:
         # no longer holds has nothing left to stop.
         if stream_id in self._quic._streams:
             self._quic.stop_stream(stream_id, error_code)
-
-    def change_connection_id(self) -> None:
-        self._quic.change_connection_id()
-
-    def send_datagram(self, data: bytes) -> None:
-        self._quic.send_datagram_frame(data)
-
-    def close(self, error_code: int, reason: str) -> None:
-        if self._closed_by is None:
-            self._closed_by = ClosedBy.LOCAL
-        self._quic.close(error_code=error_code, reason_phrase=reason)
 
     # -- queries --------------------------------------------------------------
 

@@ -165,6 +165,41 @@ class Engine(Protocol):
         ...
 
 
+class AioquicStyleEngine:
+    """What the aioquic and qh3 adapters share: qh3 kept aioquic's calls for these."""
+
+    _quic: Any
+    _closed_by: ClosedBy | None
+
+    def change_connection_id(self) -> None:
+        self._quic.change_connection_id()
+
+    def send_datagram(self, data: bytes) -> None:
+        self._quic.send_datagram_frame(data)
+
+    def close(self, error_code: int, reason: str) -> None:
+        if self._closed_by is None:
+            self._closed_by = ClosedBy.LOCAL
+        self._quic.close(error_code=error_code, reason_phrase=reason)
+
+    def pending_close(self) -> Terminated | None:
+        """How the connection is closing, once it is, before it has terminated."""
+        if self._closed_by is None:
+            return None
+        close_event = self._quic._close_event
+        if close_event is None:
+            return None
+        return self._terminated(close_event)
+
+    def _terminated(self, ev: Any) -> Terminated:
+        closed_by = self._closed_by or ClosedBy.VIOLATION
+        if closed_by is ClosedBy.IDLE:
+            return Terminated(0, "idle timeout", closed_by, False)  # 0: NO_ERROR
+        # close() is always an application close; otherwise the frame type tells.
+        application = closed_by is ClosedBy.LOCAL or ev.frame_type is None
+        return Terminated(int(ev.error_code), str(ev.reason_phrase), closed_by, application)
+
+
 def translate(ev: Any, qe: Any, terminated: Callable[[Any], Terminated]) -> EngineEvent | None:
     """One event of an aioquic-style engine as the seam's record; ``None`` for the
     events the core has no use for. ``qe``: the engine's ``quic.events`` module (qh3

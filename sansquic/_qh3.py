@@ -35,9 +35,9 @@ from qh3.tls import (
 from ._config import Config
 from ._engine import (
     Address,
+    AioquicStyleEngine,
     ClosedBy,
     EngineEvent,
-    Terminated,
     translate,
 )
 from ._errors import ConfigError
@@ -229,8 +229,10 @@ class _QuicConnection(QuicConnection):
         return out
 
 
-class Qh3Engine:
+class Qh3Engine(AioquicStyleEngine):
     """One qh3 ``QuicConnection`` behind the seam contract of ``_engine.py`` (experimental)."""
+
+    _quic: _QuicConnection
 
     def __init__(
         self,
@@ -358,22 +360,6 @@ class Qh3Engine:
             if record is not None:
                 yield record
 
-    def pending_close(self) -> Terminated | None:
-        """How the connection is closing, once it is, before it has terminated."""
-        if self._closed_by is None:
-            return None
-        close_event = self._quic._close_event
-        if close_event is None:
-            return None
-        return self._terminated(close_event)
-
-    def _terminated(self, ev: Any) -> Terminated:
-        closed_by = self._closed_by or ClosedBy.VIOLATION
-        if closed_by is ClosedBy.IDLE:
-            return Terminated(0, "idle timeout", closed_by, False)
-        application = closed_by is ClosedBy.LOCAL or ev.frame_type is None
-        return Terminated(int(ev.error_code), str(ev.reason_phrase), closed_by, application)
-
     # -- commands -------------------------------------------------------------
 
     def _beyond_peer_limit(self, stream_id: int) -> bool:
@@ -412,17 +398,6 @@ class Qh3Engine:
         with contextlib.suppress(ValueError, RuntimeError, AssertionError):
             self._quic.stop_stream(stream_id, error_code)
         self._consume(stream_id, self._unread_by_stream.get(stream_id, 0))
-
-    def change_connection_id(self) -> None:
-        self._quic.change_connection_id()
-
-    def send_datagram(self, data: bytes) -> None:
-        self._quic.send_datagram_frame(data)
-
-    def close(self, error_code: int, reason: str) -> None:
-        if self._closed_by is None:
-            self._closed_by = ClosedBy.LOCAL
-        self._quic.close(error_code=error_code, reason_phrase=reason)
 
     # -- queries --------------------------------------------------------------
 
