@@ -1,6 +1,6 @@
 """The contract between the core and a QUIC engine.
 
-An engine module (``_aioquic.py``, and the experimental ``_qh3.py``) turns the
+An engine module (``_aioquic.py``, and the experimental ``_aioquic_qh3.py``) turns the
 engine's own events and exceptions into these plain records, so nothing
 engine-specific leaves the seam. :class:`Engine` is what the core calls;
 :func:`new_engine` picks the module ``Config.engine`` names.
@@ -236,7 +236,7 @@ def new_engine(
     """The engine ``config.engine`` names, for one connection (arguments as ``AioquicEngine``)."""
     engine: Callable[..., Engine]
     if config.engine == "qh3":
-        from ._qh3 import Qh3Engine  # optional: Config checked that qh3 is installed
+        from ._aioquic_qh3 import Qh3Engine  # optional: Config checked that qh3 is installed
 
         engine = Qh3Engine
     else:

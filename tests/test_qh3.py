@@ -10,7 +10,7 @@ from sansquic.testing import connected_pair
 
 qh3_connection = pytest.importorskip("qh3.quic.connection")
 
-from sansquic import _qh3  # noqa: E402  # only with qh3 installed
+from sansquic import _aioquic_qh3 as _qh3  # noqa: E402  # only with qh3 installed
 
 QH3 = sansquic.Config(dev_mode=True, engine="qh3")
 AIOQUIC = sansquic.Config(dev_mode=True)
