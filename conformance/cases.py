@@ -20,6 +20,7 @@ from sansquic import tokens
 
 from . import hq
 from .harness import Harness
+from .relay import Relay
 
 __all__ = ["CASES", "CROSS_CASES", "FAST_CASES", "Case"]
 
@@ -312,8 +313,8 @@ def idle_timeout(client: Harness, server: Harness) -> None:
         try:
             conn.open_stream().send(b"too late")
             raise AssertionError("the connection outlived its idle timeout")
-        except sansquic.ConnectionClosed as exc:
-            assert exc.reason == "idle timeout" or exc.by_peer, exc
+        except sansquic.IdleTimeoutError as exc:
+            assert exc.closed_by is sansquic.ClosedBy.IDLE and exc.reason == "idle timeout", exc
 
 
 def graceful_close(client: Harness, server: Harness) -> None:
@@ -335,7 +336,12 @@ def graceful_close(client: Harness, server: Harness) -> None:
         assert _read_all(stream) == b"ping"
         conn.close(42, "bye now")
         closed = seen.get(timeout=10)
-        assert (closed.error_code, closed.reason, closed.by_peer) == (42, "bye now", True)
+        assert isinstance(closed, sansquic.PeerClosedError), closed
+        assert (closed.error_code, closed.reason, closed.closed_by) == (
+            42,
+            "bye now",
+            sansquic.ClosedBy.PEER,
+        )
 
 
 def _closed_by_server_within(conn: Any, seconds: float) -> sansquic.ConnectionClosed:
@@ -360,7 +366,8 @@ def raising_handler(client: Harness, server: Harness) -> None:
         stream.send(b"trigger")
         stream.finish()
         closed = _closed_by_server_within(conn, 10)
-        assert closed.error_code == sansquic.CloseCode.INTERNAL_ERROR and closed.by_peer, closed
+        assert closed.error_code == sansquic.CloseCode.INTERNAL_ERROR, closed
+        assert isinstance(closed, sansquic.PeerClosedError), closed
 
 
 def uncaught_peer_reset(client: Harness, server: Harness) -> None:
@@ -372,7 +379,8 @@ def uncaught_peer_reset(client: Harness, server: Harness) -> None:
         stream.send(b"partial")
         stream.reset(9)
         closed = _closed_by_server_within(conn, 10)
-        assert closed.error_code == sansquic.CloseCode.INTERNAL_ERROR and closed.by_peer, closed
+        assert closed.error_code == sansquic.CloseCode.INTERNAL_ERROR, closed
+        assert isinstance(closed, sansquic.PeerClosedError), closed
 
 
 def send_larger_than_the_buffer_limit(client: Harness, server: Harness) -> None:
@@ -532,6 +540,78 @@ def local_actions_wake_blocked_tasks(client: Harness, server: Harness) -> None:
             pass
 
 
+def stateless_reset(client: Harness, server: Harness) -> None:
+    """A client sent to a server that never saw its connection (a restart, behind a
+    load balancer) is reset at once and raises StatelessResetError."""
+    config = CONFIG.replace(reset_key=os.urandom(32))  # shared by both servers
+    first = server.serve(_echo, config)
+    try:
+        with Relay(first.address) as relay:
+            conn = client.connect(relay.address, CONFIG)
+            try:
+                stream = conn.open_stream()
+                stream.send(b"before")
+                stream.finish()
+                assert _read_all(stream) == b"before"
+                second = server.serve(_echo, config)
+                try:
+                    relay.retarget(second.address)
+                    closed = _closed_by_server_within(conn, 10)
+                    assert isinstance(closed, sansquic.StatelessResetError), closed
+                    assert closed.closed_by is sansquic.ClosedBy.STATELESS_RESET
+                    assert second.stats().stateless_resets >= 1
+                finally:
+                    second.close()
+            finally:
+                conn.close()
+    finally:
+        first.close()
+
+
+def _wait_for_ticket(store: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while len(store) == 0:
+        assert time.monotonic() < deadline, "the server sent no session ticket"
+        time.sleep(0.01)
+
+
+def resumption_and_0rtt(client: Harness, server: Harness) -> None:
+    """A second connection resumes with the first one's ticket, sends its request in
+    0-RTT (connect() returns before the handshake), and the server can tell."""
+
+    def handler(conn: Any) -> None:
+        for stream in conn:
+            request = _read_all(stream)
+            stream.send(f"{int(conn.resumed)} {stream.early_bytes} ".encode() + request)
+            stream.finish()
+
+    server_config = CONFIG.replace(early_data=True)
+    client_config = CONFIG.replace(early_data=True, ticket_store=sansquic.MemoryTicketStore())
+    handle = server.serve(handler, server_config)
+    # A 100 ms round trip: the request is sent long before the handshake could end.
+    relay = Relay(handle.address, delay=0.05)
+    try:
+        first = client.connect(relay.address, client_config)
+        try:
+            assert not first.resumed
+            _wait_for_ticket(client_config.ticket_store)
+        finally:
+            first.close()
+        second = client.connect(relay.address, client_config)
+        try:
+            stream = second.open_stream()
+            stream.send(b"GET /early")
+            stream.finish()
+            reply = _read_all(stream)
+            assert reply == b"1 10 GET /early", reply
+            assert second.resumed and second.early_data_accepted is True
+        finally:
+            second.close()
+    finally:
+        relay.close()
+        handle.close()
+
+
 def hq_interop_transfer(client: Harness, server: Harness) -> None:
     files = {"/small": b"hello, interop", "/large": os.urandom(3_000_000)}
     with _pair(
@@ -572,6 +652,8 @@ CASES: dict[str, Case] = {
         timeouts_leave_the_connection_usable,
         local_actions_wake_blocked_tasks,
         hq_interop_transfer,
+        stateless_reset,
+        resumption_and_0rtt,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.

@@ -22,7 +22,7 @@ __all__ = ["CurioHarness"]
 
 
 def _harness_stopped() -> sansquic.ConnectionClosed:
-    return sansquic.ConnectionClosed(0, "harness stopped", by_peer=False, application=True)
+    return sansquic.ConnectionClosed(0, "harness stopped", application=True)
 
 
 class _CurioPortal:

@@ -64,7 +64,7 @@ class _Portal:
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._stopped:
-            raise sansquic.ConnectionClosed(0, "harness stopped", by_peer=False, application=True)
+            raise sansquic.ConnectionClosed(0, "harness stopped", application=True)
         return self.portal.call(functools.partial(fn, *args, **kwargs))
 
     def stop(self) -> None:
@@ -112,6 +112,10 @@ class _Stream:
         self._portal.call(self._stream.stop, code)
 
     @property
+    def early_bytes(self) -> int:
+        return int(self._portal.call(_plain, lambda: self._stream.early_bytes))
+
+    @property
     def priority(self) -> int:
         return int(self._portal.call(_plain, lambda: self._stream.priority))
 
@@ -147,6 +151,15 @@ class _Connection:
     def max_datagram_size(self) -> int | None:
         size: int | None = self._get("max_datagram_size")
         return size
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self._get("resumed"))
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        accepted: bool | None = self._get("early_data_accepted")
+        return accepted
 
     def stats(self) -> sansquic.ConnectionStats:
         stats: sansquic.ConnectionStats = self._portal.call(_plain, self._conn.stats)

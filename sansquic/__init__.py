@@ -17,7 +17,7 @@ from ._auth import (
     Identity,
 )
 from ._certs import CertificatePair, make_dev_certificate
-from ._codes import CloseCode
+from ._codes import CloseCode, ClosedBy
 from ._config import Config
 from ._connection import Connection, ConnectionState, Role
 from ._dispatch import Dispatcher
@@ -27,12 +27,15 @@ from ._errors import (
     BusyError,
     ConfigError,
     ConnectionClosed,
+    IdleTimeoutError,
     IncompleteRead,
     LocalProtocolError,
+    PeerClosedError,
     ReadLimitExceeded,
     RemoteProtocolError,
     SansQuicError,
     SendBufferFull,
+    StatelessResetError,
     StreamResetError,
     StreamStoppedError,
 )
@@ -55,6 +58,7 @@ from ._events import (
 from ._scheduler import Priority
 from ._state import RecvState, SendState
 from ._stats import ConnectionStats
+from ._tickets import MemoryTicketStore, TicketKeys, TicketStore
 from .ratelimit import RateLimits
 
 __version__ = "0.1.0.dev0"
@@ -75,6 +79,7 @@ __all__ = [
     "Authenticator",
     "CertificatePair",
     "CloseCode",
+    "ClosedBy",
     "Config",
     "ConfigError",
     "Connection",
@@ -89,7 +94,10 @@ __all__ = [
     "Event",
     "HandshakeCompleted",
     "Identity",
+    "IdleTimeoutError",
     "LocalProtocolError",
+    "MemoryTicketStore",
+    "PeerClosedError",
     "Priority",
     "RateLimits",
     "RecvState",
@@ -98,6 +106,7 @@ __all__ = [
     "SansQuicError",
     "SendBufferFull",
     "SendState",
+    "StatelessResetError",
     "StreamEnded",
     "StreamOpened",
     "StreamReadable",
@@ -107,6 +116,8 @@ __all__ = [
     "StreamStoppedError",
     "StreamWritable",
     "StreamsAvailable",
+    "TicketKeys",
+    "TicketStore",
     "__version__",
     "make_dev_certificate",
 ]

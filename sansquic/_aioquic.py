@@ -29,6 +29,7 @@ from aioquic.quic.connection import (
 )
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
+    QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
     encode_quic_retry,
@@ -39,11 +40,14 @@ from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificates
 
+from . import _aioquic_tickets
+from ._aioquic_tickets import ClientTickets, ServerTickets
+from ._codes import ClosedBy
 from ._config import Config
 from ._engine import (
     Address,
     AioquicStyleEngine,
-    ClosedBy,
+    EarlyDataAccepted,
     EngineEvent,
     PathProbeAcked,
     translate,
@@ -127,6 +131,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_crypto_buffers"),
     ("QuicConnection", "_handshake_confirmed"),
     ("QuicPacketBuilder", "_datagram_needs_padding"),
+    *_aioquic_tickets.PRIVATE_ATTRIBUTES,
 )
 
 #: Connection id length this side uses; short headers are parsed with it.
@@ -386,6 +391,12 @@ class _QuicConnection(QuicConnection):
     """
 
     _reset_token: Callable[[bytes], bytes] | None = None
+    _server_tickets: ServerTickets | None = None
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if self._server_tickets is not None:
+            self._server_tickets.install(self.tls)
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         # aioquic doubles a stream's window as data *arrives*; the core raises it
@@ -502,12 +513,26 @@ class AioquicEngine(AioquicStyleEngine):
         reset_token: Callable[[bytes], bytes] | None = None,
         now: float = 0.0,
     ) -> None:
-        qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
+        qc = self._qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
+        self._client_tickets: ClientTickets | None = None
+        self._server_tickets: ServerTickets | None = None
+        ticket_calls: dict[str, Any] = {}
+        if config.session_tickets and is_client:
+            self._client_tickets = ClientTickets(config.ticket_store, early_data=config.early_data)
+            ticket_calls["session_ticket_handler"] = self._client_tickets.received
+        elif config.session_tickets:
+            self._server_tickets = ServerTickets(config.ticket_sealer, early_data=config.early_data)
+            ticket_calls["session_ticket_handler"] = self._server_tickets.issued
+            ticket_calls["session_ticket_fetcher"] = self._server_tickets.fetch
         quic = self._quic = _QuicConnection(
             configuration=qc,
             original_destination_connection_id=original_destination_cid,
             retry_source_connection_id=retry_source_cid,
+            **ticket_calls,
         )
+        quic._server_tickets = self._server_tickets
+        self._early_seen = False
+        self._early_accepted: list[EarlyDataAccepted] = []
         quic._reset_token = reset_token
         quic._derive_reset_tokens()
         # aioquic lets the peer open only 128 streams of each kind; the limits
@@ -559,7 +584,14 @@ class AioquicEngine(AioquicStyleEngine):
     # -- inputs ---------------------------------------------------------------
 
     def connect(self, addr: Address, now: float) -> None:
+        if self._client_tickets is not None and self._qc.server_name:
+            key = f"{self._qc.server_name}:{addr[1]}"
+            self._qc.session_ticket = self._client_tickets.take(key)
         self._quic.connect(addr, now=now)
+
+    def early_data_sendable(self) -> bool:
+        quic = self._quic
+        return not quic._handshake_complete and quic._cryptos[tls.Epoch.ZERO_RTT].send.is_valid()
 
     @property
     def now(self) -> float:
@@ -575,6 +607,17 @@ class AioquicEngine(AioquicStyleEngine):
         self._grant(now)
         quic = self._quic
         quic.receive_datagram(data, addr, now=now)
+        tickets = self._server_tickets
+        if tickets is not None and not self._early_seen and quic.tls.early_data_accepted:
+            self._early_seen = True
+            if tickets.resumed_early:
+                self._early_accepted.append(EarlyDataAccepted(quic.tls.alpn_negotiated))
+            elif quic._close_event is None:
+                quic.close(
+                    error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                    frame_type=QuicFrameType.CRYPTO,  # a transport close, not an application one
+                    reason_phrase="0-RTT on a ticket that did not allow it",
+                )
         self._note_engine_close()
         if not self._crypto_trimmed and quic._handshake_confirmed:
             self._trim_crypto_buffers()
@@ -630,7 +673,7 @@ class AioquicEngine(AioquicStyleEngine):
 
     def has_events(self) -> bool:
         """Whether :meth:`events` would yield anything (cheap: checked on every call)."""
-        return bool(self._quic._events or self._probes_acked)
+        return bool(self._quic._events or self._probes_acked or self._early_accepted)
 
     def send_path_probe(self, size: int, now: float) -> list[tuple[bytes, Address]]:
         self._grant(now)
@@ -691,6 +734,8 @@ class AioquicEngine(AioquicStyleEngine):
     def events(self) -> Iterator[EngineEvent]:
         """Drain the engine's events, translated."""
         quic = self._quic
+        if self._early_accepted:  # before the 0-RTT stream data it lets through
+            yield self._early_accepted.pop()
         while self._probes_acked:
             yield PathProbeAcked(self._probes_acked.pop(0))
         while (ev := quic.next_event()) is not None:

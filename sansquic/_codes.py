@@ -1,10 +1,10 @@
-"""Application error codes sansquic itself closes connections with."""
+"""Application error codes sansquic itself closes connections with, and who ends a connection."""
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["CloseCode"]
+__all__ = ["CloseCode", "ClosedBy"]
 
 
 class CloseCode(enum.IntEnum):
@@ -25,3 +25,23 @@ class CloseCode(enum.IntEnum):
     #: This side failed: a handler raised (or let a peer's reset escape), or an
     #: authenticator raised. The runtime logs the exception.
     INTERNAL_ERROR = 0x5351_0007
+
+
+class ClosedBy(enum.Enum):
+    """Who or what ended a connection: ``ConnectionTerminated.closed_by`` and
+    ``ConnectionClosed.closed_by``; each has its own :class:`~sansquic.ConnectionClosed`
+    subclass, so ``except`` can tell them apart."""
+
+    #: This side closed it: the application called ``close()``, or sansquic closed with
+    #: one of its :class:`CloseCode` values (a rate limit, a failed handler).
+    LOCAL = "local"
+    #: The peer sent CONNECTION_CLOSE (:class:`~sansquic.PeerClosedError`).
+    PEER = "peer"
+    #: This side closed because the peer broke the protocol
+    #: (:class:`~sansquic.RemoteProtocolError`).
+    VIOLATION = "violation"
+    #: Nothing was heard for ``Config.idle_timeout`` (:class:`~sansquic.IdleTimeoutError`).
+    IDLE = "idle"
+    #: The peer sent a stateless reset: it lost the connection's state, for instance
+    #: on a restart (:class:`~sansquic.StatelessResetError`).
+    STATELESS_RESET = "stateless_reset"

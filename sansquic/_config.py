@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from ._auth import Authenticator, AuthPolicy, AuthRequest
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
+from ._tickets import MemoryTicketStore, TicketKeys, TicketStore
 from ._validators import bool_, int_in, one_of, positive
 from .ratelimit import RateLimits
 
@@ -52,6 +53,29 @@ def _private_key(value: Any) -> bytes | None:
 
 def _ca_certs(value: Any) -> bytes | None:
     return _load_pem(value, "ca_certs")
+
+
+def _ticket_store(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, TicketStore):
+        raise ConfigError(f"ticket_store needs put() and take(), not {value!r}")
+
+
+def _ticket_keys(value: Any) -> tuple[bytes, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        value = (value,)
+    try:
+        keys = tuple(bytes(key) for key in value)
+        TicketKeys(keys)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"ticket_keys: {exc}; give 32+ random bytes per key") from None
+    return keys
+
+
+def _reset_key(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and (not isinstance(value, bytes) or len(value) < 16):
+        raise ConfigError("reset_key must be bytes with at least 16 bytes of secret, or None")
 
 
 def _alpn(value: Any) -> tuple[str, ...]:
@@ -163,8 +187,34 @@ class Config:
         default="aioquic", validator=one_of("aioquic", "qh3")
     )
 
+    #: Session resumption (see docs/resumption.md): servers issue tickets, clients
+    #: keep them in ``ticket_store`` and resume with them; False does neither.
+    session_tickets: bool = attrs.field(default=True, validator=bool_)
+    #: (Clients) Where tickets wait for the next connection; the default lives as
+    #: long as this Config (and its ``replace()`` copies, which share it).
+    ticket_store: TicketStore = attrs.field(
+        factory=MemoryTicketStore, validator=_ticket_store, eq=False, repr=False
+    )
+    #: (Servers) Secrets (32+ bytes each) that seal tickets: the first seals, all
+    #: open. Share them to resume across processes; ``None``: one random key per
+    #: endpoint.
+    ticket_keys: tuple[bytes, ...] | None = attrs.field(
+        default=None, converter=_ticket_keys, repr=False
+    )
+    #: 0-RTT. Clients: send the first bytes before the handshake completes when
+    #: resuming (``connect()`` returns at once); servers: accept such bytes. Early
+    #: bytes can be replayed by an attacker: see docs/resumption.md.
+    early_data: bool = attrs.field(default=False, validator=bool_)
+    #: (Servers) The secret (16+ bytes) stateless reset tokens derive from; give
+    #: a restarted server the same one so it can reset what its predecessor lost.
+    #: ``None``: a random one per endpoint.
+    reset_key: bytes | None = attrs.field(default=None, validator=_reset_key, repr=False)
+
     #: True when ``dev_mode`` made the certificate pair (not settable).
     dev_certificate: bool = attrs.field(default=False, init=False, repr=False, eq=False)
+    #: (Servers) What seals and opens tickets: ``ticket_keys``, or a random key made
+    #: with this Config (not settable).
+    ticket_sealer: TicketKeys = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if (self.certificate is None) != (self.private_key is None):
@@ -175,6 +225,8 @@ class Config:
             object.__setattr__(self, "private_key", pair.private_key)
             object.__setattr__(self, "dev_certificate", True)
         _check_pem(self.certificate, self.private_key, self.ca_certs)
+        sealer = TicketKeys(self.ticket_keys) if self.ticket_keys else TicketKeys.random()
+        object.__setattr__(self, "ticket_sealer", sealer)
         if self.engine == "qh3":
             _check_qh3(self)
         if self.max_stream_window < self.max_stream_data:

@@ -17,14 +17,14 @@ from typing import Any, Protocol
 from ._aioquic import initial_destination_cid
 from ._auth import AuthRejection, Identity
 from ._authflow import AUTH_STREAM, AuthFlow, new_flow
-from ._codes import CloseCode
+from ._codes import CloseCode, ClosedBy
 from ._config import Config
 from ._engine import (
     Address,
     CidIssued,
     CidRetired,
-    ClosedBy,
     DatagramIn,
+    EarlyDataAccepted,
     Engine,
     HandshakeDone,
     PathProbeAcked,
@@ -37,9 +37,9 @@ from ._engine import (
 from ._errors import (
     ConnectionClosed,
     LocalProtocolError,
-    RemoteProtocolError,
     SendBufferFull,
     StreamStoppedError,
+    closed_error,
 )
 from ._events import (
     ConnectionTerminated,
@@ -237,6 +237,9 @@ class Connection:
         self._events: deque[Event] = deque()
         self._closed_error: ConnectionClosed | None = None
         self._alpn: str | None = None
+        self._resumed = False
+        self._early_data_accepted: bool | None = None
+        self._early: dict[int, int] = {}  # stream id -> bytes that arrived in 0-RTT
         self._counters = _Counters()
         self._close_pending: tuple[int, str] | None = None  # closes after the next flush
         self._last_address: Address | None = None
@@ -320,6 +323,35 @@ class Connection:
             return None
         return self._engine.max_datagram_payload()
 
+    @property
+    def resumed(self) -> bool:
+        """True once a handshake that resumed a session (a ticket) completed."""
+        return self._resumed
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether the server took the client's 0-RTT data; ``None`` until known: the
+        handshake's end (False when none was sent), or a server's taking 0-RTT."""
+        return self._early_data_accepted
+
+    @property
+    def sending_early_data(self) -> bool:
+        """(Clients) True while stream data leaves in 0-RTT, before the handshake
+        completes: resuming with ``Config.early_data`` on a ticket that allows it."""
+        engine = self._engine
+        return (
+            self._role is Role.CLIENT
+            and self._state is ConnectionState.HANDSHAKING
+            and engine is not None
+            and engine.early_data_sendable()
+        )
+
+    def early_bytes(self, stream_id: int) -> int:
+        """(Servers) How many of the stream's first bytes arrived before the handshake
+        completed, in 0-RTT. An attacker can replay those: act on them only if doing
+        it twice is harmless (docs/resumption.md)."""
+        return self._early.get(stream_id, 0)
+
     # -- inputs -----------------------------------------------------------------
 
     def connect(self, address: Address, now: float) -> None:
@@ -374,7 +406,7 @@ class Connection:
             and self._state is not ConnectionState.CLOSED
             and engine.is_stateless_reset(data)
         ):
-            self._terminate(Terminated(0, "stateless reset", ClosedBy.PEER, False))
+            self._terminate(Terminated(0, "stateless reset", ClosedBy.STATELESS_RESET, False))
             return
         self._last_address = address
         engine.receive_datagram(data, address, now)
@@ -964,6 +996,9 @@ class Connection:
                 if ev.data:
                     record.buffer.append(ev.data)
                     counters.stream_bytes_received += len(ev.data)
+                    if self._state is ConnectionState.HANDSHAKING:
+                        # Before the handshake only 0-RTT carries stream data: replayable.
+                        self._early[ev.stream_id] = self._early.get(ev.stream_id, 0) + len(ev.data)
                     if not record.readable_signalled:
                         record.readable_signalled = True
                         emit(StreamReadable(stream_id=ev.stream_id))
@@ -1007,8 +1042,13 @@ class Connection:
                 if send is not None:
                     record.send = send
                     streams.drop_if_done(record)
+            elif isinstance(ev, EarlyDataAccepted):
+                self._alpn = ev.alpn
+                self._early_data_accepted = True
             elif isinstance(ev, HandshakeDone):
                 self._alpn = ev.alpn
+                self._resumed = ev.resumed
+                self._early_data_accepted = ev.early_data_accepted
                 if self._state is ConnectionState.HANDSHAKING:
                     self._state = ConnectionState.CONNECTED
                 config = self._config
@@ -1016,9 +1056,13 @@ class Connection:
                     self._pmtu = PathMtuSearch(config.max_udp_payload_size)
                 if auth is not None:
                     auth.handshake_done(now, self._config.auth if auth.server else None)
-                self._events.append(
-                    HandshakeCompleted(alpn=ev.alpn)
-                )  # the TLS result, not the peer's
+                self._events.append(  # the TLS result, not the peer's
+                    HandshakeCompleted(
+                        alpn=ev.alpn,
+                        resumed=ev.resumed,
+                        early_data_accepted=ev.early_data_accepted,
+                    )
+                )
             elif isinstance(ev, PathProbeAcked):
                 if self._pmtu is not None and self._pmtu.acked(ev.size, now):
                     self._counters.datagrams_send_dropped += engine.use_datagram_size(
@@ -1110,19 +1154,18 @@ class Connection:
         """
         error = self._closed_error
         if error is None:
-            return ConnectionClosed(0, "closed", by_peer=False, application=True)
+            return ConnectionClosed(0, "closed", application=True)
         return type(error)(
-            error.error_code, error.reason, by_peer=error.by_peer, application=error.application
+            error.error_code,
+            error.reason,
+            closed_by=error.closed_by,
+            application=error.application,
         )
 
     def _begin_close(self, ev: Terminated) -> None:
         """Refuse further commands with the error that describes this close."""
-        error_type = RemoteProtocolError if ev.closed_by is ClosedBy.VIOLATION else ConnectionClosed
-        self._closed_error = error_type(
-            ev.error_code,
-            ev.reason,
-            by_peer=ev.closed_by is ClosedBy.PEER,
-            application=ev.application,
+        self._closed_error = closed_error(
+            ev.closed_by, ev.error_code, ev.reason, application=ev.application
         )
         self._state = ConnectionState.CLOSING
 
@@ -1130,13 +1173,12 @@ class Connection:
         if self._auth is not None:
             self._auth.terminated(ev.error_code, ev.reason, ev.closed_by is ClosedBy.PEER)
         self._begin_close(ev)
-        by_peer = ev.closed_by is ClosedBy.PEER
         self._state = ConnectionState.CLOSED
         self._events.append(
             ConnectionTerminated(
                 error_code=ev.error_code,
                 reason=ev.reason,
-                by_peer=by_peer,
+                closed_by=ev.closed_by,
                 application=ev.application,
             )
         )

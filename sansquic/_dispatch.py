@@ -15,7 +15,12 @@ from collections.abc import Hashable
 
 from ._connection import Connection, ConnectionState
 from ._endpoint import Endpoint
-from ._errors import ConnectionClosed, SansQuicError, StreamResetError, StreamStoppedError
+from ._errors import (
+    PeerClosedError,
+    SansQuicError,
+    StreamResetError,
+    StreamStoppedError,
+)
 from ._events import (
     Authenticated,
     AuthRejected,
@@ -121,6 +126,14 @@ class Dispatcher:
             link.incoming.append(event.stream_id)
             wake.add(("accept", conn))
             self._prune(conn, link)
+            if (
+                not link.ready
+                and conn.role.value == "server"
+                and not self._authenticates
+                and conn.early_data_accepted
+            ):
+                # 0-RTT: the handler may answer before the handshake ends (0.5-RTT).
+                self._make_ready(conn, link, wake)
         elif isinstance(event, DatagramReceived):
             if len(link.datagrams) >= self._datagram_queue:
                 link.datagrams.popleft()  # unreliable by nature: the oldest goes
@@ -139,14 +152,10 @@ class Dispatcher:
             needs_auth = (
                 conn.role.value == "server" and self._authenticates
             ) or conn.config.auth_request is not None
-            if isinstance(event, Authenticated) or not needs_auth:
-                link.ready = True
-                wake.add(("ready", conn))
-                if conn.role.value == "server":
-                    self._accepted[conn] = None
-                    wake.add(("incoming",))
+            if (isinstance(event, Authenticated) or not needs_auth) and not link.ready:
+                self._make_ready(conn, link, wake)
         elif isinstance(event, AuthRejected):
-            link.failed = ConnectionClosed(event.code, event.reason, by_peer=True, application=True)
+            link.failed = PeerClosedError(event.code, event.reason, application=True)
             wake.add(("ready", conn))
         elif isinstance(event, ConnectionTerminated):
             # Every waiter on this connection must look again: it will find it closed.
@@ -156,6 +165,13 @@ class Dispatcher:
                 # Nobody will ever ask about it: it ends here, whoever ended it.
                 self._accepted.pop(conn, None)
                 self.forget(conn)
+
+    def _make_ready(self, conn: Connection, link: _Link, wake: set[Wake]) -> None:
+        link.ready = True
+        wake.add(("ready", conn))
+        if conn.role.value == "server":
+            self._accepted[conn] = None
+            wake.add(("incoming",))
 
     # -- queries ---------------------------------------------------------------------
 

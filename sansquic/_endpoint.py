@@ -29,10 +29,10 @@ from ._aioquic import (
     encode_version_negotiation,
     parse_header,
 )
-from ._codes import CloseCode
+from ._codes import CloseCode, ClosedBy
 from ._config import Config
 from ._connection import Connection, ConnectionState
-from ._engine import Address, ClosedBy, Terminated
+from ._engine import Address, Terminated
 from ._errors import LocalProtocolError
 from ._events import Event
 from ._retry import RetryTokens
@@ -171,6 +171,8 @@ class Endpoint:
         self._outbox: list[tuple[bytes, Address]] = []
         if reset_key is not None and len(reset_key) < 16:
             raise LocalProtocolError("reset_key needs at least 16 bytes of secret")
+        if reset_key is None:
+            reset_key = config.reset_key
         self._reset_key = reset_key if reset_key is not None else secrets.token_bytes(32)
         self._retry_tokens = RetryTokens(limits.retry_token_lifetime, now=now)
         self._responses = TokenBucket(limits.responses_per_second, limits.responses_per_second, now)

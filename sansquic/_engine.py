@@ -8,11 +8,12 @@ engine-specific leaves the seam. :class:`Engine` is what the core calls;
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+
+from ._codes import ClosedBy
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -22,6 +23,16 @@ Address = tuple[str, int]
 
 @attrs.frozen(slots=True)
 class HandshakeDone:
+    alpn: str | None
+    resumed: bool = False  # a session ticket was used
+    early_data_accepted: bool = False
+
+
+@attrs.frozen(slots=True)
+class EarlyDataAccepted:
+    """(Servers) The client's 0-RTT is taken: its streams may arrive before the
+    handshake completes; ``alpn`` is already chosen."""
+
     alpn: str | None
 
 
@@ -63,15 +74,6 @@ class CidRetired:
     cid: bytes
 
 
-class ClosedBy(enum.Enum):
-    """Who ended a connection, which decides how the core reports it."""
-
-    LOCAL = "local"  # the application called close()
-    PEER = "peer"  # the peer sent CONNECTION_CLOSE
-    VIOLATION = "violation"  # this side closed because of what the peer sent
-    IDLE = "idle"  # nothing was heard for the idle timeout
-
-
 @attrs.frozen(slots=True)
 class Terminated:
     error_code: int
@@ -89,6 +91,7 @@ class PathProbeAcked:
 
 EngineEvent = (
     HandshakeDone
+    | EarlyDataAccepted
     | PathProbeAcked
     | StreamData
     | StreamResetByPeer
@@ -164,6 +167,10 @@ class Engine(Protocol):
         """Datagram bytes the engine can put on the wire now (no flow control)."""
         ...
 
+    def early_data_sendable(self) -> bool:
+        """(Clients) True while stream data would leave in 0-RTT packets."""
+        ...
+
 
 class AioquicStyleEngine:
     """What the aioquic and qh3 adapters share: qh3 kept aioquic's calls for these."""
@@ -213,7 +220,9 @@ def translate(ev: Any, qe: Any, terminated: Callable[[Any], Terminated]) -> Engi
     if isinstance(ev, qe.StopSendingReceived):
         return StopSendingByPeer(ev.stream_id, int(ev.error_code))
     if isinstance(ev, qe.HandshakeCompleted):
-        return HandshakeDone(ev.alpn_protocol)
+        return HandshakeDone(
+            ev.alpn_protocol, bool(ev.session_resumed), bool(ev.early_data_accepted)
+        )
     if isinstance(ev, qe.ConnectionIdIssued):
         return CidIssued(ev.connection_id)
     if isinstance(ev, qe.ConnectionIdRetired):

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from ._codes import ClosedBy
+
 __all__ = [
     "BusyError",
     "ConfigError",
     "ConnectionClosed",
+    "IdleTimeoutError",
     "IncompleteRead",
     "LocalProtocolError",
+    "PeerClosedError",
     "ReadLimitExceeded",
     "RemoteProtocolError",
     "SansQuicError",
     "SendBufferFull",
+    "StatelessResetError",
     "StreamResetError",
     "StreamStoppedError",
+    "closed_error",
 ]
 
 
@@ -51,22 +59,49 @@ class ConnectionClosed(SansQuicError):
     """The connection is closing or closed; no more commands are accepted.
 
     ``error_code`` and ``reason`` are those of the CONNECTION_CLOSE;
-    ``by_peer`` tells which side closed; ``application`` is True for an
-    application error code, False for a QUIC transport error code.
+    ``closed_by`` tells who or what ended it, and each way has its own
+    subclass (:class:`PeerClosedError`, :class:`RemoteProtocolError`,
+    :class:`IdleTimeoutError`, :class:`StatelessResetError`); this class itself
+    means this side closed. ``application`` is True for an application error
+    code, False for a QUIC transport error code. :func:`closed_error` builds the
+    right one.
     """
 
-    def __init__(self, error_code: int, reason: str, *, by_peer: bool, application: bool) -> None:
-        side = "peer" if by_peer else "local side"
+    #: How instances of this class end; every subclass fixes its own.
+    CLOSED_BY: ClassVar[ClosedBy] = ClosedBy.LOCAL
+    _WHAT: ClassVar[str] = "connection closed by the local side"
+
+    def __init__(
+        self,
+        error_code: int,
+        reason: str,
+        *,
+        application: bool,
+        closed_by: ClosedBy | None = None,
+    ) -> None:
         kind = "application" if application else "transport"
         super().__init__(
-            f"connection closed by the {side} ({kind} error code {error_code:#x}"
+            f"{self._WHAT} ({kind} error code {error_code:#x}"
             + (f": {reason}" if reason else "")
             + ")"
         )
         self.error_code = error_code
         self.reason = reason
-        self.by_peer = by_peer
+        self.closed_by = self.CLOSED_BY if closed_by is None else closed_by
         self.application = application
+
+    @property
+    def by_peer(self) -> bool:
+        """True when the peer ended the connection (a close or a stateless reset)."""
+        return self.closed_by in (ClosedBy.PEER, ClosedBy.STATELESS_RESET)
+
+
+class PeerClosedError(ConnectionClosed):
+    """The peer closed the connection (it sent CONNECTION_CLOSE); a server
+    rejecting the client's credentials closes this way too."""
+
+    CLOSED_BY = ClosedBy.PEER
+    _WHAT = "connection closed by the peer"
 
 
 class RemoteProtocolError(ConnectionClosed):
@@ -75,6 +110,44 @@ class RemoteProtocolError(ConnectionClosed):
     The ``error_code`` is the transport error this side sent (RFC 9000
     section 20.1) and ``reason`` says what the peer did.
     """
+
+    CLOSED_BY = ClosedBy.VIOLATION
+    _WHAT = "connection closed: the peer broke the protocol"
+
+
+class IdleTimeoutError(ConnectionClosed):
+    """Nothing was heard from the peer for ``Config.idle_timeout``: the connection
+    ended silently (no CONNECTION_CLOSE was sent)."""
+
+    CLOSED_BY = ClosedBy.IDLE
+    _WHAT = "connection timed out (idle)"
+
+
+class StatelessResetError(ConnectionClosed):
+    """The peer sent a stateless reset: it no longer knows the connection (for
+    instance, it restarted). Reconnect to go on."""
+
+    CLOSED_BY = ClosedBy.STATELESS_RESET
+    _WHAT = "connection reset by the peer (stateless reset)"
+
+
+_BY_CAUSE: dict[ClosedBy, type[ConnectionClosed]] = {
+    cls.CLOSED_BY: cls
+    for cls in (
+        ConnectionClosed,
+        PeerClosedError,
+        RemoteProtocolError,
+        IdleTimeoutError,
+        StatelessResetError,
+    )
+}
+
+
+def closed_error(
+    closed_by: ClosedBy, error_code: int, reason: str, *, application: bool
+) -> ConnectionClosed:
+    """The :class:`ConnectionClosed` subclass that matches ``closed_by``."""
+    return _BY_CAUSE[closed_by](error_code, reason, application=application)
 
 
 class StreamResetError(SansQuicError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import attrs
 
 from ._auth import AuthRequest, Identity
+from ._codes import ClosedBy
 
 __all__ = [
     "AuthRejected",
@@ -37,10 +38,14 @@ class Event:
 class HandshakeCompleted(Event):
     """The TLS handshake finished; ``alpn`` is the negotiated protocol.
 
-    Streams and datagrams may now flow both ways.
+    Streams and datagrams may now flow both ways. ``resumed``: a session
+    ticket was used; ``early_data_accepted``: the 0-RTT data the client sent
+    was taken (when False, a client's early bytes are sent again, in 1-RTT).
     """
 
     alpn: str | None
+    resumed: bool = False
+    early_data_accepted: bool = False
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -153,7 +158,10 @@ class DatagramReceived(Event):
 class ConnectionTerminated(Event):
     """The connection is over; this is the last event it produces.
 
-    ``by_peer`` tells which side closed. ``application`` is True when
+    ``closed_by`` tells who or what ended it (:class:`~sansquic.ClosedBy`: this
+    side, the peer, a protocol violation by the peer, the idle timeout, or a
+    stateless reset); the commands refused from now on raise the matching
+    :class:`~sansquic.ConnectionClosed` subclass. ``application`` is True when
     ``error_code`` is an application code given to ``close()``, False when it
     is a QUIC transport error code (RFC 9000 section 20.1), as for an idle
     timeout (code 0, reason ``"idle timeout"``) or a protocol violation.
@@ -161,5 +169,10 @@ class ConnectionTerminated(Event):
 
     error_code: int
     reason: str
-    by_peer: bool
+    closed_by: ClosedBy
     application: bool
+
+    @property
+    def by_peer(self) -> bool:
+        """True when the peer ended the connection (a close or a stateless reset)."""
+        return self.closed_by in (ClosedBy.PEER, ClosedBy.STATELESS_RESET)

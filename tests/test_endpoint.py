@@ -7,6 +7,7 @@ from functools import partial
 import pytest
 
 from sansquic import (
+    ClosedBy,
     Config,
     Connection,
     ConnectionState,
@@ -334,6 +335,7 @@ def test_stateless_reset_after_a_server_restart() -> None:
     restarted, client, sink = restart_server_under_a_client(key, key)
     assert sink.terminated is not None
     assert (sink.terminated.reason, sink.terminated.by_peer) == ("stateless reset", True)
+    assert sink.terminated.closed_by is ClosedBy.STATELESS_RESET
     assert restarted.stats().stateless_resets >= 1
     assert client.connections == []
 

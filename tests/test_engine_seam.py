@@ -23,6 +23,7 @@ def engines() -> dict[str, object]:
         "QuicStreamSender": stream.sender,
         "QuicStreamReceiver": stream.receiver,
         "QuicConnection": quic,
+        "TlsContext": quic.tls,
         "QuicPacketRecovery": quic._loss,
         "Limit": quic._local_max_streams_bidi,
         "QuicConnectionId": quic._host_cids[0],

@@ -80,7 +80,9 @@ def test_transfer_and_close(client: sansquic.Config, server: sansquic.Config) ->
     pair.network.run_for(1.0)
     terminated = [e for e in _drain(pair.server) if isinstance(e, sansquic.ConnectionTerminated)]
     assert terminated == [
-        sansquic.ConnectionTerminated(error_code=7, reason="bye", by_peer=True, application=True)
+        sansquic.ConnectionTerminated(
+            error_code=7, reason="bye", closed_by=sansquic.ClosedBy.PEER, application=True
+        )
     ]
 
 

@@ -192,9 +192,7 @@ class _Driver:
             error = sansquic.SansQuicError("the sansquic I/O loop failed")
             error.__cause__ = self._failure
             return error
-        return sansquic.ConnectionClosed(
-            0, "the endpoint was closed", by_peer=False, application=True
-        )
+        return sansquic.ConnectionClosed(0, "the endpoint was closed", application=True)
 
     async def stop(self) -> None:
         """End the I/O loop, wait until it has, and close the socket (idempotent)."""
@@ -234,6 +232,13 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"<sansquic Stream id={self.id}>"
+
+    @property
+    def early_bytes(self) -> int:
+        """(Servers) How many of the stream's first bytes came in 0-RTT, before the
+        handshake completed; an attacker can replay those (docs/resumption.md)."""
+        with self._driver.backend.guard():
+            return self._core.early_bytes(self.id)
 
     @property
     def priority(self) -> int:
@@ -410,6 +415,18 @@ class Connection:
             return self._core.remote_address
 
     @property
+    def resumed(self) -> bool:
+        """True once the handshake completed by resuming a session (a ticket)."""
+        with self._driver.backend.guard():
+            return self._core.resumed
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether the server took the 0-RTT data; ``None`` until the handshake completes."""
+        with self._driver.backend.guard():
+            return self._core.early_data_accepted
+
+    @property
     def max_datagram_size(self) -> int | None:
         """The largest datagram :meth:`send_datagram` takes now (``None``: datagrams off)."""
         with self._driver.backend.guard():
@@ -520,7 +537,9 @@ async def open_connection(
     """Connect to ``host:port``, running the I/O loop in ``group``, and wait until
     the connection is ready (and authenticated, with ``token`` or ``config.auth_request``).
 
-    A rejection raises ``ConnectionClosed`` with the server's code.
+    With ``config.early_data`` and a stored ticket that allows 0-RTT, it returns at
+    once: what is sent before the handshake completes leaves in 0-RTT. A rejection
+    raises ``PeerClosedError`` with the server's code.
     """
     config = (config if config is not None else sansquic.Config()).with_token(token)
     family, remote = await backend.resolve(host, port)
@@ -538,11 +557,12 @@ async def open_connection(
     group.start_soon(driver.run)
     dispatcher = driver.dispatcher
     try:
-        await driver.until(
-            lambda: True if dispatcher.ready(core) else None,
-            ("ready", core),
-            driver.deadline(timeout),
-        )
+        if not core.sending_early_data:
+            await driver.until(
+                lambda: True if dispatcher.ready(core) else None,
+                ("ready", core),
+                driver.deadline(timeout),
+            )
     except BaseException:
         with backend.guard():
             if not driver.stopped and core.state is not sansquic.ConnectionState.CLOSED:

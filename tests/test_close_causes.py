@@ -1,0 +1,75 @@
+"""Each way a connection ends has its ClosedBy and its own ConnectionClosed subclass."""
+
+from __future__ import annotations
+
+import pytest
+
+import sansquic
+from sansquic import ClosedBy, Config, Connection
+from sansquic.testing import connected_pair
+
+
+def _terminated(conn: Connection) -> sansquic.ConnectionTerminated:
+    (event,) = [
+        e for e in iter(conn.next_event, None) if isinstance(e, sansquic.ConnectionTerminated)
+    ]
+    return event
+
+
+def _refused(conn: Connection) -> sansquic.ConnectionClosed:
+    with pytest.raises(sansquic.ConnectionClosed) as info:
+        conn.open_stream()
+    return info.value
+
+
+def test_a_local_close_and_the_peer_seeing_it() -> None:
+    pair = connected_pair()
+    pair.client.close(7, "done")
+    pair.network.run_for(1.0)
+    local, remote = _terminated(pair.client), _terminated(pair.server)
+    assert (local.closed_by, local.by_peer, local.error_code) == (ClosedBy.LOCAL, False, 7)
+    assert (remote.closed_by, remote.by_peer, remote.reason) == (ClosedBy.PEER, True, "done")
+    error = _refused(pair.client)
+    assert type(error) is sansquic.ConnectionClosed and error.closed_by is ClosedBy.LOCAL
+    error = _refused(pair.server)
+    assert isinstance(error, sansquic.PeerClosedError) and error.error_code == 7
+
+
+def test_an_idle_timeout() -> None:
+    config = Config(dev_mode=True, idle_timeout=1.0)
+    pair = connected_pair(client_config=config, server_config=config)
+    pair.network.run_for(5.0)
+    event = _terminated(pair.client)
+    assert (event.closed_by, event.error_code, event.reason) == (ClosedBy.IDLE, 0, "idle timeout")
+    error = _refused(pair.client)
+    assert isinstance(error, sansquic.IdleTimeoutError) and "timed out" in str(error)
+
+
+def test_a_violation_is_reported_as_one() -> None:
+    verifying = Config()  # trusts only the system's anchors: the dev certificate fails
+    pair = connected_pair(client_config=verifying, handshake=False)
+    pair.network.run_for(5.0)
+    event = _terminated(pair.client)
+    assert event.closed_by is ClosedBy.VIOLATION and not event.application
+    error = _refused(pair.client)
+    assert isinstance(error, sansquic.RemoteProtocolError)
+    assert error.closed_by is ClosedBy.VIOLATION and not error.by_peer
+
+
+@pytest.mark.parametrize(
+    ("cls", "closed_by"),
+    [
+        (sansquic.ConnectionClosed, ClosedBy.LOCAL),
+        (sansquic.PeerClosedError, ClosedBy.PEER),
+        (sansquic.RemoteProtocolError, ClosedBy.VIOLATION),
+        (sansquic.IdleTimeoutError, ClosedBy.IDLE),
+        (sansquic.StatelessResetError, ClosedBy.STATELESS_RESET),
+    ],
+)
+def test_each_error_class_names_its_cause(
+    cls: type[sansquic.ConnectionClosed], closed_by: ClosedBy
+) -> None:
+    error = cls(5, "why", application=False)
+    assert error.closed_by is closed_by and isinstance(error, sansquic.ConnectionClosed)
+    assert error.by_peer is (closed_by in (ClosedBy.PEER, ClosedBy.STATELESS_RESET))
+    assert "why" in str(error) and "0x5" in str(error)
