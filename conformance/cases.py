@@ -316,6 +316,22 @@ def idle_timeout(client: Harness, server: Harness) -> None:
             assert exc.reason == "idle timeout" or exc.by_peer, exc
 
 
+def keep_alive(client: Harness, server: Harness) -> None:
+    """The client's PINGs keep a quiet connection open past both idle timeouts
+    (``idle_timeout`` above is the same connection without them, closing)."""
+    config = CONFIG.replace(idle_timeout=1.0)
+    client_config = config.replace(keep_alive=0.3)
+    with _pair(client, server, _echo, server_config=config, client_config=client_config) as (
+        conn,
+        _,
+    ):
+        time.sleep(2.5)
+        stream = conn.open_stream()
+        stream.send(b"still open")
+        stream.finish()
+        assert _read_all(stream, timeout=5) == b"still open"
+
+
 def graceful_close(client: Harness, server: Harness) -> None:
     seen: queue.Queue[sansquic.ConnectionClosed] = queue.Queue()
 
@@ -563,6 +579,7 @@ CASES: dict[str, Case] = {
         per_address_limit,
         reset_and_stop,
         idle_timeout,
+        keep_alive,
         graceful_close,
         raising_handler,
         uncaught_peer_reset,

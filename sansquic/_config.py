@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from ._auth import Authenticator, AuthPolicy, AuthRequest
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
-from ._validators import bool_, int_in, one_of, positive
+from ._validators import bool_, int_in, one_of, positive, positive_or_none
 from .ratelimit import RateLimits
 
 __all__ = ["Config"]
@@ -97,6 +97,10 @@ class Config:
     dev_mode: bool = attrs.field(default=False, validator=bool_)
     #: Seconds without traffic after which the connection closes.
     idle_timeout: float = attrs.field(default=30.0, validator=positive)
+    #: Seconds without sending after which a PING goes out, so an idle connection
+    #: stays open; must be below ``idle_timeout`` (and below the peer's: the
+    #: smaller of the two applies). ``None``: no keep-alive.
+    keep_alive: float | None = attrs.field(default=None, validator=positive_or_none)
     #: Connection-level receive window in bytes (MAX_DATA); it starts here and grows
     #: (see ``max_connection_window``) only while it is what limits a transfer.
     max_data: int = attrs.field(default=16 * 1024 * 1024, validator=int_in(1024, _MAX_VARINT))
@@ -177,6 +181,10 @@ class Config:
         _check_pem(self.certificate, self.private_key, self.ca_certs)
         if self.engine == "qh3":
             _check_qh3(self)
+        if self.keep_alive is not None and not self.keep_alive < self.idle_timeout:
+            raise ConfigError(
+                f"keep_alive ({self.keep_alive}) must be below idle_timeout ({self.idle_timeout})"
+            )
         if self.max_stream_window < self.max_stream_data:
             raise ConfigError("max_stream_window must be at least max_stream_data")
         if self.max_connection_window < self.max_data:

@@ -240,6 +240,7 @@ class Connection:
         self._counters = _Counters()
         self._close_pending: tuple[int, str] | None = None  # closes after the next flush
         self._last_address: Address | None = None
+        self._last_sent = 0.0  # when datagrams last went out (keep-alive counts from it)
         self._auth = new_flow(self, server=role is Role.SERVER)
 
     @classmethod
@@ -390,6 +391,10 @@ class Connection:
             return
         # The engine checks each of its deadlines itself, so an early call does nothing.
         self._engine.handle_timer(now)
+        keep_alive = self._keep_alive_at()
+        if keep_alive is not None and now >= keep_alive:
+            self._engine.send_ping()
+            self._last_sent = now  # one PING per quiet period, even if it cannot leave yet
         if self._pmtu is not None:
             self._pmtu.on_timer(now, self._engine.packets_acked())
         self._pump(now)
@@ -420,6 +425,8 @@ class Connection:
             self._close_locally(code, reason)
             out += self._engine.datagrams_to_send(now)
         counters = self._counters
+        if out:
+            self._last_sent = now
         counters.udp_datagrams_sent += len(out)
         counters.udp_bytes_sent += sum(len(data) for data, _ in out)
         self._pump(now)
@@ -487,10 +494,20 @@ class Connection:
             probe = self._pmtu.timer()
             if probe is not None and (timer is None or probe < timer):
                 timer = probe
+        keep_alive = self._keep_alive_at()
+        if keep_alive is not None and (timer is None or keep_alive < timer):
+            timer = keep_alive
         auth_deadline = None if self._auth is None else self._auth.timer()
         if auth_deadline is not None and (timer is None or auth_deadline < timer):
             return auth_deadline
         return timer
+
+    def _keep_alive_at(self) -> float | None:
+        """When a keep-alive PING is due: ``Config.keep_alive`` after the last send."""
+        keep_alive = self._config.keep_alive
+        if keep_alive is None or self._state is not ConnectionState.CONNECTED:
+            return None
+        return self._last_sent + keep_alive
 
     def next_event(self) -> Event | None:
         """Return the next event, or ``None`` when there is none for now."""
@@ -1011,6 +1028,7 @@ class Connection:
                 self._alpn = ev.alpn
                 if self._state is ConnectionState.HANDSHAKING:
                     self._state = ConnectionState.CONNECTED
+                    self._last_sent = now
                 config = self._config
                 if config.pmtu_discovery and config.max_udp_payload_size > PMTU_BASE:
                     self._pmtu = PathMtuSearch(config.max_udp_payload_size)

@@ -121,6 +121,10 @@ class Engine(Protocol):
     def change_connection_id(self) -> None: ...
     def send_datagram(self, data: bytes) -> None: ...
     def close(self, error_code: int, reason: str) -> None: ...
+    def send_ping(self) -> None:
+        """Queue an ack-eliciting PING for the next :meth:`datagrams_to_send` (keep-alive)."""
+        ...
+
     def max_datagram_payload(self) -> int | None: ...
     def consumed(self, stream_id: int, size: int) -> None: ...
     def send_budget(self, inflight_limit: int | None = None) -> int:
@@ -176,6 +180,9 @@ class AioquicStyleEngine:
 
     def send_datagram(self, data: bytes) -> None:
         self._quic.send_datagram_frame(data)
+
+    def send_ping(self) -> None:
+        self._quic.send_ping(0)  # the uid only names the PingAcknowledged event, unused
 
     def close(self, error_code: int, reason: str) -> None:
         if self._closed_by is None:
