@@ -112,6 +112,10 @@ class _Stream:
         self._portal.call(self._stream.stop, code)
 
     @property
+    def queued(self) -> int:
+        return int(self._portal.call(_plain, lambda: self._stream.queued))
+
+    @property
     def priority(self) -> int:
         return int(self._portal.call(_plain, lambda: self._stream.priority))
 

@@ -46,6 +46,7 @@ from ._engine import (
     ClosedBy,
     EngineEvent,
     PathProbeAcked,
+    RecoveryStats,
     translate,
 )
 from ._errors import ConfigError
@@ -82,6 +83,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicPacketRecovery", "_rtt_smoothed"),
     ("QuicPacketRecovery", "_rtt_min"),
     ("QuicPacketRecovery", "_rtt_initialized"),
+    ("QuicPacketRecovery", "_rtt_variance"),
     ("QuicConnection", "_local_max_data"),  # credit follows reads
     ("QuicConnection", "_write_stream_limits"),  # overridden: stream credit follows reads
     ("QuicConnection", "_on_max_stream_data_delivery"),
@@ -554,6 +556,7 @@ class AioquicEngine(AioquicStyleEngine):
         self._probes_acked: list[int] = []
         self._crypto_trimmed = False
         self._acked_packets = self._large_losses = 0
+        self._packets_lost = self._packets_retransmitted = 0  # for stats()
         self._count_deliveries()
 
     # -- inputs ---------------------------------------------------------------
@@ -664,8 +667,12 @@ class AioquicEngine(AioquicStyleEngine):
     def _count_deliveries(self) -> None:
         """Count acknowledged packets, and lost packets above the 1200-byte floor since
         one was last acknowledged: path MTU discovery's evidence (wrapping the
-        congestion controller, which sees every in-flight packet's fate)."""
-        cc = self._quic._loss._cc
+        congestion controller, which sees every in-flight packet's fate). Also
+        count, for stats(), the packets declared lost, and those whose frames are
+        queued again: lost ones, and ones a probe timeout gives up waiting for."""
+        quic = self._quic
+        cc = quic._loss._cc
+        spaces = quic._spaces.values()
         acked, lost, expired = cc.on_packet_acked, cc.on_packets_lost, cc.on_packets_expired
 
         def on_packet_acked(*, now: float, packet: Any) -> None:
@@ -677,11 +684,19 @@ class AioquicEngine(AioquicStyleEngine):
         def on_packets_lost(*, now: float, packets: Any) -> None:
             packets = list(packets)
             self._large_losses += sum(p.sent_bytes > _SMALLEST_INITIAL for p in packets)
+            self._packets_lost += len(packets)
+            self._packets_retransmitted += sum(p.is_ack_eliciting for p in packets)
             lost(now=now, packets=packets)
 
-        def on_packets_expired(*, packets: Any) -> None:  # given up on by a probe timeout
+        def on_packets_expired(*, packets: Any) -> None:
             packets = list(packets)
             self._large_losses += sum(p.sent_bytes > _SMALLEST_INITIAL for p in packets)
+            # A probe timeout removed them from their space to send their frames
+            # again; a discarded space (keys dropped, or the close) still holds them.
+            # Packet numbers are unique across spaces here (one counter).
+            self._packets_retransmitted += sum(
+                not any(p.packet_number in space.sent_packets for space in spaces) for p in packets
+            )
             expired(packets=packets)
 
         setattr(cc, "on_packet_acked", on_packet_acked)  # noqa: B010  # instance override
@@ -860,6 +875,24 @@ class AioquicEngine(AioquicStyleEngine):
             return None
         addr = paths[0].addr
         return (str(addr[0]), int(addr[1]))
+
+    def recovery_stats(self) -> RecoveryStats:
+        """RTT variance, packets sent (the packet number counts every one), lost and
+        retransmitted (counted in ``_count_deliveries``)."""
+        quic = self._quic
+        loss = quic._loss
+        return RecoveryStats(
+            rtt_variance=float(loss._rtt_variance) if loss._rtt_initialized else None,
+            packets_sent=int(quic._packet_number),
+            packets_lost=self._packets_lost,
+            packets_retransmitted=self._packets_retransmitted,
+        )
+
+    def stream_unsent(self, stream_id: int) -> int:
+        stream = self._quic._streams.get(stream_id)
+        if stream is None or stream.sender.buffer_is_empty:
+            return 0  # gone, or reset: nothing more of it will be sent
+        return max(0, stream.sender._buffer_stop - stream.sender.highest_offset)
 
     def path_stats(self) -> tuple[float | None, float | None, int, int]:
         """(smoothed RTT, minimum RTT, congestion window, bytes in flight)."""

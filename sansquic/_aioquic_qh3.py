@@ -38,6 +38,7 @@ from ._engine import (
     AioquicStyleEngine,
     ClosedBy,
     EngineEvent,
+    RecoveryStats,
     translate,
 )
 from ._errors import ConfigError
@@ -79,6 +80,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnectionCore", "get_send_buffer_size"),
     ("QuicConnectionCore", "active_local_streams"),
     ("QuicConnectionCore", "pto_count"),
+    ("QuicConnectionCore", "loss_total"),
 )
 
 # DATAGRAM frame overhead as in _aioquic.py; 1-RTT packet overhead besides the
@@ -498,3 +500,18 @@ class Qh3Engine(AioquicStyleEngine):
         if latest is not None and (self._rtt_min is None or latest < self._rtt_min):
             self._rtt_min = latest
         return core.smoothed_rtt, self._rtt_min, core.congestion_window, core.bytes_in_flight
+
+    def recovery_stats(self) -> RecoveryStats:
+        """Only the lost-packet count: qh3 exposes no RTT variance, packet count or
+        retransmission count."""
+        core = self._quic._core
+        return RecoveryStats(
+            rtt_variance=None,
+            packets_sent=None,
+            packets_lost=None if core is None else int(core.loss_total),
+            packets_retransmitted=None,
+        )
+
+    def stream_unsent(self, stream_id: int) -> int:
+        """0: qh3 reports only the connection's unsent total (see docs/engines.md)."""
+        return 0

@@ -604,6 +604,16 @@ class Connection:
             raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
         return record.outgoing.buffer.size
 
+    def queued(self, stream_id: int) -> int:
+        """Bytes written to the stream that have not been sent yet: what the core
+        still queues plus what the engine holds unsent (0 for a receive-only or
+        closed stream). Retransmissions are not counted."""
+        record = self._streams.lookup(stream_id)  # raises for an id never opened
+        outgoing = None if record is None else record.outgoing
+        core = 0 if outgoing is None else outgoing.buffer.size
+        engine = self._engine
+        return core + (0 if engine is None else engine.stream_unsent(stream_id))
+
     def priority(self, stream_id: int) -> int:
         """The stream's send priority (0-255, higher first)."""
         record = self._live_stream(stream_id, "check")
@@ -794,6 +804,7 @@ class Connection:
         else:
             rtt_smoothed, rtt_min, cwnd, in_flight = self._engine.path_stats()
         return ConnectionStats(
+            **self._recovery_stats(),
             udp_bytes_sent=c.udp_bytes_sent,
             udp_bytes_received=c.udp_bytes_received,
             udp_datagrams_sent=c.udp_datagrams_sent,
@@ -815,6 +826,17 @@ class Connection:
             bytes_in_flight=in_flight,
             **self._pmtu_stats(),
         )
+
+    def _recovery_stats(self) -> dict[str, Any]:
+        if self._engine is None:
+            return {"packets_sent": 0, "packets_lost": 0, "packets_retransmitted": 0}
+        recovery = self._engine.recovery_stats()
+        return {
+            "rtt_variance": recovery.rtt_variance,
+            "packets_sent": recovery.packets_sent,
+            "packets_lost": recovery.packets_lost,
+            "packets_retransmitted": recovery.packets_retransmitted,
+        }
 
     def _pmtu_stats(self) -> dict[str, int]:
         pmtu = self._pmtu

@@ -87,6 +87,16 @@ class PathProbeAcked:
     size: int
 
 
+@attrs.frozen(slots=True)
+class RecoveryStats:
+    """Loss-recovery figures for ``stats()``; ``None`` where an engine cannot tell."""
+
+    rtt_variance: float | None
+    packets_sent: int | None
+    packets_lost: int | None
+    packets_retransmitted: int | None
+
+
 EngineEvent = (
     HandshakeDone
     | PathProbeAcked
@@ -138,6 +148,11 @@ class Engine(Protocol):
     def stream_count(self) -> int: ...
     def peer_address(self) -> Address | None: ...
     def path_stats(self) -> tuple[float | None, float | None, int, int]: ...
+    def recovery_stats(self) -> RecoveryStats: ...
+    def stream_unsent(self, stream_id: int) -> int:
+        """Bytes of the stream handed to the engine and not yet sent once."""
+        ...
+
     def send_path_probe(self, size: int, now: float) -> list[tuple[bytes, Address]]:
         """A PMTU probe of ``size`` bytes, answered by ``PathProbeAcked``; ``[]`` if
         the engine cannot send one now (or at all)."""
