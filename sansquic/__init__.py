@@ -5,6 +5,7 @@ change at any time. Start with :class:`Connection` and :class:`Config`; test
 your own code on the simulated network in :mod:`sansquic.testing`.
 """
 
+from . import qlog as qlog
 from . import ratelimit as ratelimit
 from . import tokens as tokens
 from ._auth import (
@@ -55,6 +56,7 @@ from ._events import (
 from ._scheduler import Priority
 from ._state import RecvState, SendState
 from ._stats import ConnectionStats
+from .qlog import QlogDirectory
 from .ratelimit import RateLimits
 
 __version__ = "0.1.0.dev0"
@@ -91,6 +93,7 @@ __all__ = [
     "Identity",
     "LocalProtocolError",
     "Priority",
+    "QlogDirectory",
     "RateLimits",
     "RecvState",
     "RemoteProtocolError",

@@ -28,6 +28,7 @@ from aioquic.quic.connection import (
     QuicConnectionState,
 )
 from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.logger import QuicLoggerTrace
 from aioquic.quic.packet import (
     QuicFrameType,
     QuicPacketType,
@@ -43,9 +44,11 @@ from ._config import Config
 from ._engine import (
     Address,
     AioquicStyleEngine,
+    BoundedTrace,
     ClosedBy,
     EngineEvent,
     PathProbeAcked,
+    QlogRecorder,
     RecoveryStats,
     translate,
 )
@@ -129,6 +132,8 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_crypto_buffers"),
     ("QuicConnection", "_handshake_confirmed"),
     ("QuicPacketBuilder", "_datagram_needs_padding"),
+    # qlog: events kept in a bounded log, stamped with the core's time.
+    ("QuicLoggerTrace", "_events"),
 )
 
 #: Connection id length this side uses; short headers are parsed with it.
@@ -488,6 +493,10 @@ class _QuicConnection(QuicConnection):
                     connection_id.stateless_reset_token = self._reset_token(connection_id.cid)
 
 
+class _Trace(BoundedTrace, QuicLoggerTrace):
+    """aioquic's qlog trace with a bounded event log and the core's clock."""
+
+
 class AioquicEngine(AioquicStyleEngine):
     """One aioquic ``QuicConnection`` behind the seam contract of ``_engine.py``."""
 
@@ -504,7 +513,10 @@ class AioquicEngine(AioquicStyleEngine):
         reset_token: Callable[[bytes], bytes] | None = None,
         now: float = 0.0,
     ) -> None:
+        self._now = now
         qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
+        if config.qlog is not None:
+            qc.quic_logger = self._qlog = QlogRecorder(self._new_trace(config.qlog_max_events))
         quic = self._quic = _QuicConnection(
             configuration=qc,
             original_destination_connection_id=original_destination_cid,
@@ -561,7 +573,16 @@ class AioquicEngine(AioquicStyleEngine):
 
     # -- inputs ---------------------------------------------------------------
 
+    def _new_trace(self, max_events: int) -> Callable[[bool, bytes], _Trace]:
+        def new_trace(is_client: bool, odcid: bytes) -> _Trace:
+            trace = _Trace(is_client=is_client, odcid=odcid)
+            trace.bound(max_events, lambda: self._now)
+            return trace
+
+        return new_trace
+
     def connect(self, addr: Address, now: float) -> None:
+        self._now = now
         self._quic.connect(addr, now=now)
 
     @property

@@ -24,6 +24,7 @@ from qh3._hazmat import Buffer, QuicConnectionCore
 from qh3.quic import events as qe
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
+from qh3.quic.logger import QuicLoggerTrace
 from qh3.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
 from qh3.tls import (
     ExtensionType,
@@ -36,8 +37,10 @@ from ._config import Config
 from ._engine import (
     Address,
     AioquicStyleEngine,
+    BoundedTrace,
     ClosedBy,
     EngineEvent,
+    QlogRecorder,
     RecoveryStats,
     translate,
 )
@@ -81,6 +84,10 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnectionCore", "active_local_streams"),
     ("QuicConnectionCore", "pto_count"),
     ("QuicConnectionCore", "loss_total"),
+    ("QuicConnection", "_quic_logger"),
+    ("QuicConnection", "_log_datagram"),  # qlog of what the overridden send loop sends
+    ("QuicConnection", "_log_packets"),
+    ("QuicLoggerTrace", "_events"),
 )
 
 # DATAGRAM frame overhead as in _aioquic.py; 1-RTT packet overhead besides the
@@ -227,8 +234,15 @@ class _QuicConnection(QuicConnection):
                 raise
             if transmit is None:
                 break
+            if self._quic_logger is not None:  # what qh3's own send loop logs
+                self._log_datagram("datagrams_sent", transmit[0])
+                self._log_packets("packet_sent", transmit[0])
             out.append((transmit[0], transmit[1]))
         return out
+
+
+class _Trace(BoundedTrace, QuicLoggerTrace):
+    """qh3's qlog trace with a bounded event log and the core's clock."""
 
 
 class Qh3Engine(AioquicStyleEngine):
@@ -247,7 +261,17 @@ class Qh3Engine(AioquicStyleEngine):
         reset_token: Callable[[bytes], bytes] | None = None,  # qh3 draws its own tokens
         now: float = 0.0,
     ) -> None:
+        self._now = now
         qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
+        if config.qlog is not None:
+            max_events = config.qlog_max_events
+
+            def new_trace(is_client: bool, odcid: bytes) -> _Trace:
+                trace = _Trace(is_client=is_client, odcid=odcid)
+                trace.bound(max_events, lambda: self._now)
+                return trace
+
+            qc.quic_logger = self._qlog = QlogRecorder(new_trace)
         quic = self._quic = _QuicConnection(
             configuration=qc,
             original_destination_connection_id=original_destination_cid,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
@@ -66,6 +67,11 @@ def _alpn(value: Any) -> tuple[str, ...]:
     ):
         raise ConfigError(f"alpn needs 1+ protocol names of 1-255 bytes, not {value!r}")
     return protocols
+
+
+def _qlog(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(value):
+        raise ConfigError(f"qlog must be a callable taking a trace dict, or None, not {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -166,6 +172,16 @@ class Config:
     engine: Literal["aioquic", "qh3"] = attrs.field(
         default="aioquic", validator=one_of("aioquic", "qh3")
     )
+
+    #: Called with each connection's qlog trace (a JSON-ready dict in qlog 0.3,
+    #: viewable in qvis) when the connection ends; ``None``: no tracing.
+    #: :class:`sansquic.qlog.QlogDirectory` writes them to files. Exceptions it
+    #: raises are logged on the ``sansquic`` logger, not propagated.
+    qlog: Callable[[dict[str, Any]], object] | None = attrs.field(default=None, validator=_qlog)
+    #: Events one trace keeps at most: the first and the latest half; what falls
+    #: in between is dropped and counted (``summary.events_dropped``), so a long
+    #: connection's trace stays bounded (an event is roughly 0.5-1 KB).
+    qlog_max_events: int = attrs.field(default=20_000, validator=int_in(1, 2**31))
 
     #: True when ``dev_mode`` made the certificate pair (not settable).
     dev_certificate: bool = attrs.field(default=False, init=False, repr=False, eq=False)

@@ -9,6 +9,7 @@ owns.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -94,6 +95,7 @@ _BLACK_HOLE_LOSSES = 3
 _PMTU_START_BYTES = 32 * 1024
 # Seconds the in-flight limit stays on after streams of two priorities last competed.
 _COMPETITION_MEMORY = 10.0
+_logger = logging.getLogger("sansquic")
 
 
 class Role(enum.Enum):
@@ -1180,3 +1182,17 @@ class Connection:
                 application=ev.application,
             )
         )
+        self._deliver_qlog()
+
+    def _deliver_qlog(self) -> None:
+        """Hand the finished trace to ``Config.qlog`` (last: the state is settled)."""
+        sink = self._config.qlog
+        trace = None if sink is None or self._engine is None else self._engine.take_qlog()
+        if sink is None or trace is None:
+            return
+        try:
+            sink(trace)
+        except Exception:
+            # A failing trace writer must not break this connection, or the Endpoint
+            # that owns it and many others: report it and go on.
+            _logger.exception("sansquic: the Config.qlog callable failed")
