@@ -317,6 +317,46 @@ def idle_timeout(client: Harness, server: Harness) -> None:
             assert exc.closed_by is sansquic.ClosedBy.IDLE and exc.reason == "idle timeout", exc
 
 
+def keep_alive(client: Harness, server: Harness) -> None:
+    """The client's PINGs keep a quiet connection open past both idle timeouts
+    (``idle_timeout`` above is the same connection without them, closing)."""
+    config = CONFIG.replace(idle_timeout=1.0)
+    client_config = config.replace(keep_alive=0.3)
+    with _pair(client, server, _echo, server_config=config, client_config=client_config) as (
+        conn,
+        _,
+    ):
+        time.sleep(2.5)
+        stream = conn.open_stream()
+        stream.send(b"still open")
+        stream.finish()
+        assert _read_all(stream, timeout=5) == b"still open"
+
+
+def stream_queued(client: Harness, server: Harness) -> None:
+    """``Stream.queued`` counts what the peer's flow control holds back, then drains to 0."""
+    go = threading.Event()
+    window = 16 * 1024
+
+    def handler(conn: Any) -> None:
+        stream = conn.accept_stream(timeout=10)
+        go.wait(10)
+        stream.send(hashlib.sha256(_read_all(stream)).digest())
+        stream.finish()
+
+    server_config = CONFIG.replace(max_stream_data=window, max_stream_window=window)
+    with _pair(client, server, handler, server_config=server_config) as (conn, _):
+        stream = conn.open_stream()
+        body = b"q" * 200_000  # under the send high watermark: send() returns at once
+        stream.send(body)
+        stream.finish()
+        time.sleep(0.5)  # one window's worth leaves; the rest waits for credit
+        assert len(body) - window <= stream.queued <= len(body) - window // 2, stream.queued
+        go.set()
+        assert _read_all(stream, timeout=10) == hashlib.sha256(body).digest()
+        assert stream.queued == 0
+
+
 def graceful_close(client: Harness, server: Harness) -> None:
     seen: queue.Queue[sansquic.ConnectionClosed] = queue.Queue()
 
@@ -643,6 +683,8 @@ CASES: dict[str, Case] = {
         per_address_limit,
         reset_and_stop,
         idle_timeout,
+        keep_alive,
+        stream_queued,
         graceful_close,
         raising_handler,
         uncaught_peer_reset,

@@ -116,6 +116,10 @@ class _Stream:
         return int(self._portal.call(_plain, lambda: self._stream.early_bytes))
 
     @property
+    def queued(self) -> int:
+        return int(self._portal.call(_plain, lambda: self._stream.queued))
+
+    @property
     def priority(self) -> int:
         return int(self._portal.call(_plain, lambda: self._stream.priority))
 

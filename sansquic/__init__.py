@@ -5,6 +5,7 @@ change at any time. Start with :class:`Connection` and :class:`Config`; test
 your own code on the simulated network in :mod:`sansquic.testing`.
 """
 
+from . import qlog as qlog
 from . import ratelimit as ratelimit
 from . import tokens as tokens
 from ._auth import (
@@ -59,6 +60,7 @@ from ._scheduler import Priority
 from ._state import RecvState, SendState
 from ._stats import ConnectionStats
 from ._tickets import MemoryTicketStore, TicketKeys, TicketStore
+from .qlog import QlogDirectory
 from .ratelimit import RateLimits
 
 __version__ = "0.1.0.dev0"
@@ -99,6 +101,7 @@ __all__ = [
     "MemoryTicketStore",
     "PeerClosedError",
     "Priority",
+    "QlogDirectory",
     "RateLimits",
     "RecvState",
     "RemoteProtocolError",

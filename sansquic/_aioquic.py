@@ -28,6 +28,7 @@ from aioquic.quic.connection import (
     QuicConnectionState,
 )
 from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.logger import QuicLoggerTrace
 from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
@@ -47,9 +48,12 @@ from ._config import Config
 from ._engine import (
     Address,
     AioquicStyleEngine,
+    BoundedTrace,
     EarlyDataAccepted,
     EngineEvent,
     PathProbeAcked,
+    QlogRecorder,
+    RecoveryStats,
     translate,
 )
 from ._errors import ConfigError
@@ -86,6 +90,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicPacketRecovery", "_rtt_smoothed"),
     ("QuicPacketRecovery", "_rtt_min"),
     ("QuicPacketRecovery", "_rtt_initialized"),
+    ("QuicPacketRecovery", "_rtt_variance"),
     ("QuicConnection", "_local_max_data"),  # credit follows reads
     ("QuicConnection", "_write_stream_limits"),  # overridden: stream credit follows reads
     ("QuicConnection", "_on_max_stream_data_delivery"),
@@ -132,6 +137,8 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_handshake_confirmed"),
     ("QuicPacketBuilder", "_datagram_needs_padding"),
     *_aioquic_tickets.PRIVATE_ATTRIBUTES,
+    # qlog: events kept in a bounded log, stamped with the core's time.
+    ("QuicLoggerTrace", "_events"),
 )
 
 #: Connection id length this side uses; short headers are parsed with it.
@@ -497,6 +504,10 @@ class _QuicConnection(QuicConnection):
                     connection_id.stateless_reset_token = self._reset_token(connection_id.cid)
 
 
+class _Trace(BoundedTrace, QuicLoggerTrace):
+    """aioquic's qlog trace with a bounded event log and the core's clock."""
+
+
 class AioquicEngine(AioquicStyleEngine):
     """One aioquic ``QuicConnection`` behind the seam contract of ``_engine.py``."""
 
@@ -513,7 +524,10 @@ class AioquicEngine(AioquicStyleEngine):
         reset_token: Callable[[bytes], bytes] | None = None,
         now: float = 0.0,
     ) -> None:
+        self._now = now
         qc = self._qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
+        if config.qlog is not None:
+            qc.quic_logger = self._qlog = QlogRecorder(self._new_trace(config.qlog_max_events))
         self._client_tickets: ClientTickets | None = None
         self._server_tickets: ServerTickets | None = None
         ticket_calls: dict[str, Any] = {}
@@ -579,11 +593,21 @@ class AioquicEngine(AioquicStyleEngine):
         self._probes_acked: list[int] = []
         self._crypto_trimmed = False
         self._acked_packets = self._large_losses = 0
+        self._packets_lost = self._packets_retransmitted = 0  # for stats()
         self._count_deliveries()
 
     # -- inputs ---------------------------------------------------------------
 
+    def _new_trace(self, max_events: int) -> Callable[[bool, bytes], _Trace]:
+        def new_trace(is_client: bool, odcid: bytes) -> _Trace:
+            trace = _Trace(is_client=is_client, odcid=odcid)
+            trace.bound(max_events, lambda: self._now)
+            return trace
+
+        return new_trace
+
     def connect(self, addr: Address, now: float) -> None:
+        self._now = now
         if self._client_tickets is not None and self._qc.server_name:
             key = f"{self._qc.server_name}:{addr[1]}"
             self._qc.session_ticket = self._client_tickets.take(key)
@@ -707,8 +731,12 @@ class AioquicEngine(AioquicStyleEngine):
     def _count_deliveries(self) -> None:
         """Count acknowledged packets, and lost packets above the 1200-byte floor since
         one was last acknowledged: path MTU discovery's evidence (wrapping the
-        congestion controller, which sees every in-flight packet's fate)."""
-        cc = self._quic._loss._cc
+        congestion controller, which sees every in-flight packet's fate). Also
+        count, for stats(), the packets declared lost, and those whose frames are
+        queued again: lost ones, and ones a probe timeout gives up waiting for."""
+        quic = self._quic
+        cc = quic._loss._cc
+        spaces = quic._spaces.values()
         acked, lost, expired = cc.on_packet_acked, cc.on_packets_lost, cc.on_packets_expired
 
         def on_packet_acked(*, now: float, packet: Any) -> None:
@@ -720,11 +748,19 @@ class AioquicEngine(AioquicStyleEngine):
         def on_packets_lost(*, now: float, packets: Any) -> None:
             packets = list(packets)
             self._large_losses += sum(p.sent_bytes > _SMALLEST_INITIAL for p in packets)
+            self._packets_lost += len(packets)
+            self._packets_retransmitted += sum(p.is_ack_eliciting for p in packets)
             lost(now=now, packets=packets)
 
-        def on_packets_expired(*, packets: Any) -> None:  # given up on by a probe timeout
+        def on_packets_expired(*, packets: Any) -> None:
             packets = list(packets)
             self._large_losses += sum(p.sent_bytes > _SMALLEST_INITIAL for p in packets)
+            # A probe timeout removed them from their space to send their frames
+            # again; a discarded space (keys dropped, or the close) still holds them.
+            # Packet numbers are unique across spaces here (one counter).
+            self._packets_retransmitted += sum(
+                not any(p.packet_number in space.sent_packets for space in spaces) for p in packets
+            )
             expired(packets=packets)
 
         setattr(cc, "on_packet_acked", on_packet_acked)  # noqa: B010  # instance override
@@ -905,6 +941,24 @@ class AioquicEngine(AioquicStyleEngine):
             return None
         addr = paths[0].addr
         return (str(addr[0]), int(addr[1]))
+
+    def recovery_stats(self) -> RecoveryStats:
+        """RTT variance, packets sent (the packet number counts every one), lost and
+        retransmitted (counted in ``_count_deliveries``)."""
+        quic = self._quic
+        loss = quic._loss
+        return RecoveryStats(
+            rtt_variance=float(loss._rtt_variance) if loss._rtt_initialized else None,
+            packets_sent=int(quic._packet_number),
+            packets_lost=self._packets_lost,
+            packets_retransmitted=self._packets_retransmitted,
+        )
+
+    def stream_unsent(self, stream_id: int) -> int:
+        stream = self._quic._streams.get(stream_id)
+        if stream is None or stream.sender.buffer_is_empty:
+            return 0  # gone, or reset: nothing more of it will be sent
+        return max(0, stream.sender._buffer_stop - stream.sender.highest_offset)
 
     def path_stats(self) -> tuple[float | None, float | None, int, int]:
         """(smoothed RTT, minimum RTT, congestion window, bytes in flight)."""

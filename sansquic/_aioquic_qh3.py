@@ -24,6 +24,7 @@ from qh3._hazmat import Buffer, QuicConnectionCore
 from qh3.quic import events as qe
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
+from qh3.quic.logger import QuicLoggerTrace
 from qh3.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
 from qh3.tls import (
     ExtensionType,
@@ -37,7 +38,10 @@ from ._config import Config
 from ._engine import (
     Address,
     AioquicStyleEngine,
+    BoundedTrace,
     EngineEvent,
+    QlogRecorder,
+    RecoveryStats,
     translate,
 )
 from ._errors import ConfigError
@@ -79,6 +83,11 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnectionCore", "get_send_buffer_size"),
     ("QuicConnectionCore", "active_local_streams"),
     ("QuicConnectionCore", "pto_count"),
+    ("QuicConnectionCore", "loss_total"),
+    ("QuicConnection", "_quic_logger"),
+    ("QuicConnection", "_log_datagram"),  # qlog of what the overridden send loop sends
+    ("QuicConnection", "_log_packets"),
+    ("QuicLoggerTrace", "_events"),
 )
 
 # DATAGRAM frame overhead as in _aioquic.py; 1-RTT packet overhead besides the
@@ -225,8 +234,15 @@ class _QuicConnection(QuicConnection):
                 raise
             if transmit is None:
                 break
+            if self._quic_logger is not None:  # what qh3's own send loop logs
+                self._log_datagram("datagrams_sent", transmit[0])
+                self._log_packets("packet_sent", transmit[0])
             out.append((transmit[0], transmit[1]))
         return out
+
+
+class _Trace(BoundedTrace, QuicLoggerTrace):
+    """qh3's qlog trace with a bounded event log and the core's clock."""
 
 
 class Qh3Engine(AioquicStyleEngine):
@@ -245,7 +261,17 @@ class Qh3Engine(AioquicStyleEngine):
         reset_token: Callable[[bytes], bytes] | None = None,  # qh3 draws its own tokens
         now: float = 0.0,
     ) -> None:
+        self._now = now
         qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
+        if config.qlog is not None:
+            max_events = config.qlog_max_events
+
+            def new_trace(is_client: bool, odcid: bytes) -> _Trace:
+                trace = _Trace(is_client=is_client, odcid=odcid)
+                trace.bound(max_events, lambda: self._now)
+                return trace
+
+            qc.quic_logger = self._qlog = QlogRecorder(new_trace)
         quic = self._quic = _QuicConnection(
             configuration=qc,
             original_destination_connection_id=original_destination_cid,
@@ -501,3 +527,18 @@ class Qh3Engine(AioquicStyleEngine):
         if latest is not None and (self._rtt_min is None or latest < self._rtt_min):
             self._rtt_min = latest
         return core.smoothed_rtt, self._rtt_min, core.congestion_window, core.bytes_in_flight
+
+    def recovery_stats(self) -> RecoveryStats:
+        """Only the lost-packet count: qh3 exposes no RTT variance, packet count or
+        retransmission count."""
+        core = self._quic._core
+        return RecoveryStats(
+            rtt_variance=None,
+            packets_sent=None,
+            packets_lost=None if core is None else int(core.loss_total),
+            packets_retransmitted=None,
+        )
+
+    def stream_unsent(self, stream_id: int) -> int:
+        """0: qh3 reports only the connection's unsent total (see docs/engines.md)."""
+        return 0

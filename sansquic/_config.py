@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
@@ -14,7 +15,7 @@ from ._auth import Authenticator, AuthPolicy, AuthRequest
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
 from ._tickets import MemoryTicketStore, TicketKeys, TicketStore
-from ._validators import bool_, int_in, one_of, positive
+from ._validators import bool_, int_in, one_of, positive, positive_or_none
 from .ratelimit import RateLimits
 
 __all__ = ["Config"]
@@ -92,6 +93,11 @@ def _alpn(value: Any) -> tuple[str, ...]:
     return protocols
 
 
+def _qlog(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(value):
+        raise ConfigError(f"qlog must be a callable taking a trace dict, or None, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Settings shared by client and server connections.
@@ -121,6 +127,10 @@ class Config:
     dev_mode: bool = attrs.field(default=False, validator=bool_)
     #: Seconds without traffic after which the connection closes.
     idle_timeout: float = attrs.field(default=30.0, validator=positive)
+    #: Seconds without sending after which a PING goes out, so an idle connection
+    #: stays open; must be below ``idle_timeout`` (and below the peer's: the
+    #: smaller of the two applies). ``None``: no keep-alive.
+    keep_alive: float | None = attrs.field(default=None, validator=positive_or_none)
     #: Connection-level receive window in bytes (MAX_DATA); it starts here and grows
     #: (see ``max_connection_window``) only while it is what limits a transfer.
     max_data: int = attrs.field(default=16 * 1024 * 1024, validator=int_in(1024, _MAX_VARINT))
@@ -209,6 +219,15 @@ class Config:
     #: a restarted server the same one so it can reset what its predecessor lost.
     #: ``None``: a random one per endpoint.
     reset_key: bytes | None = attrs.field(default=None, validator=_reset_key, repr=False)
+    #: Called with each connection's qlog trace (a JSON-ready dict in qlog 0.3,
+    #: viewable in qvis) when the connection ends; ``None``: no tracing.
+    #: :class:`sansquic.qlog.QlogDirectory` writes them to files. Exceptions it
+    #: raises are logged on the ``sansquic`` logger, not propagated.
+    qlog: Callable[[dict[str, Any]], object] | None = attrs.field(default=None, validator=_qlog)
+    #: Events one trace keeps at most: the first and the latest half; what falls
+    #: in between is dropped and counted (``summary.events_dropped``), so a long
+    #: connection's trace stays bounded (an event is roughly 0.5-1 KB).
+    qlog_max_events: int = attrs.field(default=20_000, validator=int_in(1, 2**31))
 
     #: True when ``dev_mode`` made the certificate pair (not settable).
     dev_certificate: bool = attrs.field(default=False, init=False, repr=False, eq=False)
@@ -229,6 +248,10 @@ class Config:
         object.__setattr__(self, "ticket_sealer", sealer)
         if self.engine == "qh3":
             _check_qh3(self)
+        if self.keep_alive is not None and not self.keep_alive < self.idle_timeout:
+            raise ConfigError(
+                f"keep_alive ({self.keep_alive}) must be below idle_timeout ({self.idle_timeout})"
+            )
         if self.max_stream_window < self.max_stream_data:
             raise ConfigError("max_stream_window must be at least max_stream_data")
         if self.max_connection_window < self.max_data:

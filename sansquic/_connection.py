@@ -9,6 +9,7 @@ owns.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -94,6 +95,7 @@ _BLACK_HOLE_LOSSES = 3
 _PMTU_START_BYTES = 32 * 1024
 # Seconds the in-flight limit stays on after streams of two priorities last competed.
 _COMPETITION_MEMORY = 10.0
+_logger = logging.getLogger("sansquic")
 
 
 class Role(enum.Enum):
@@ -243,6 +245,7 @@ class Connection:
         self._counters = _Counters()
         self._close_pending: tuple[int, str] | None = None  # closes after the next flush
         self._last_address: Address | None = None
+        self._last_sent = 0.0  # when datagrams last went out (keep-alive counts from it)
         self._auth = new_flow(self, server=role is Role.SERVER)
 
     @classmethod
@@ -422,6 +425,10 @@ class Connection:
             return
         # The engine checks each of its deadlines itself, so an early call does nothing.
         self._engine.handle_timer(now)
+        keep_alive = self._keep_alive_at()
+        if keep_alive is not None and now >= keep_alive:
+            self._engine.send_ping()
+            self._last_sent = now  # one PING per quiet period, even if it cannot leave yet
         if self._pmtu is not None:
             self._pmtu.on_timer(now, self._engine.packets_acked())
         self._pump(now)
@@ -452,6 +459,8 @@ class Connection:
             self._close_locally(code, reason)
             out += self._engine.datagrams_to_send(now)
         counters = self._counters
+        if out:
+            self._last_sent = now
         counters.udp_datagrams_sent += len(out)
         counters.udp_bytes_sent += sum(len(data) for data, _ in out)
         self._pump(now)
@@ -519,10 +528,20 @@ class Connection:
             probe = self._pmtu.timer()
             if probe is not None and (timer is None or probe < timer):
                 timer = probe
+        keep_alive = self._keep_alive_at()
+        if keep_alive is not None and (timer is None or keep_alive < timer):
+            timer = keep_alive
         auth_deadline = None if self._auth is None else self._auth.timer()
         if auth_deadline is not None and (timer is None or auth_deadline < timer):
             return auth_deadline
         return timer
+
+    def _keep_alive_at(self) -> float | None:
+        """When a keep-alive PING is due: ``Config.keep_alive`` after the last send."""
+        keep_alive = self._config.keep_alive
+        if keep_alive is None or self._state is not ConnectionState.CONNECTED:
+            return None
+        return self._last_sent + keep_alive
 
     def next_event(self) -> Event | None:
         """Return the next event, or ``None`` when there is none for now."""
@@ -618,6 +637,16 @@ class Connection:
         if record.outgoing is None:
             raise LocalProtocolError(f"stream {stream_id} is receive-only: the peer opened it")
         return record.outgoing.buffer.size
+
+    def queued(self, stream_id: int) -> int:
+        """Bytes written to the stream that have not been sent yet: what the core
+        still queues plus what the engine holds unsent (0 for a receive-only or
+        closed stream). Retransmissions are not counted."""
+        record = self._streams.lookup(stream_id)  # raises for an id never opened
+        outgoing = None if record is None else record.outgoing
+        core = 0 if outgoing is None else outgoing.buffer.size
+        engine = self._engine
+        return core + (0 if engine is None else engine.stream_unsent(stream_id))
 
     def priority(self, stream_id: int) -> int:
         """The stream's send priority (0-255, higher first)."""
@@ -809,6 +838,7 @@ class Connection:
         else:
             rtt_smoothed, rtt_min, cwnd, in_flight = self._engine.path_stats()
         return ConnectionStats(
+            **self._recovery_stats(),
             udp_bytes_sent=c.udp_bytes_sent,
             udp_bytes_received=c.udp_bytes_received,
             udp_datagrams_sent=c.udp_datagrams_sent,
@@ -830,6 +860,17 @@ class Connection:
             bytes_in_flight=in_flight,
             **self._pmtu_stats(),
         )
+
+    def _recovery_stats(self) -> dict[str, Any]:
+        if self._engine is None:
+            return {"packets_sent": 0, "packets_lost": 0, "packets_retransmitted": 0}
+        recovery = self._engine.recovery_stats()
+        return {
+            "rtt_variance": recovery.rtt_variance,
+            "packets_sent": recovery.packets_sent,
+            "packets_lost": recovery.packets_lost,
+            "packets_retransmitted": recovery.packets_retransmitted,
+        }
 
     def _pmtu_stats(self) -> dict[str, int]:
         pmtu = self._pmtu
@@ -1051,6 +1092,7 @@ class Connection:
                 self._early_data_accepted = ev.early_data_accepted
                 if self._state is ConnectionState.HANDSHAKING:
                     self._state = ConnectionState.CONNECTED
+                    self._last_sent = now
                 config = self._config
                 if config.pmtu_discovery and config.max_udp_payload_size > PMTU_BASE:
                     self._pmtu = PathMtuSearch(config.max_udp_payload_size)
@@ -1182,3 +1224,17 @@ class Connection:
                 application=ev.application,
             )
         )
+        self._deliver_qlog()
+
+    def _deliver_qlog(self) -> None:
+        """Hand the finished trace to ``Config.qlog`` (last: the state is settled)."""
+        sink = self._config.qlog
+        trace = None if sink is None or self._engine is None else self._engine.take_qlog()
+        if sink is None or trace is None:
+            return
+        try:
+            sink(trace)
+        except Exception:
+            # A failing trace writer must not break this connection, or the Endpoint
+            # that owns it and many others: report it and go on.
+            _logger.exception("sansquic: the Config.qlog callable failed")

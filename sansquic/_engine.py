@@ -8,6 +8,7 @@ engine-specific leaves the seam. :class:`Engine` is what the core calls;
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -89,6 +90,16 @@ class PathProbeAcked:
     size: int
 
 
+@attrs.frozen(slots=True)
+class RecoveryStats:
+    """Loss-recovery figures for ``stats()``; ``None`` where an engine cannot tell."""
+
+    rtt_variance: float | None
+    packets_sent: int | None
+    packets_lost: int | None
+    packets_retransmitted: int | None
+
+
 EngineEvent = (
     HandshakeDone
     | EarlyDataAccepted
@@ -124,6 +135,10 @@ class Engine(Protocol):
     def change_connection_id(self) -> None: ...
     def send_datagram(self, data: bytes) -> None: ...
     def close(self, error_code: int, reason: str) -> None: ...
+    def send_ping(self) -> None:
+        """Queue an ack-eliciting PING for the next :meth:`datagrams_to_send` (keep-alive)."""
+        ...
+
     def max_datagram_payload(self) -> int | None: ...
     def consumed(self, stream_id: int, size: int) -> None: ...
     def send_budget(self, inflight_limit: int | None = None) -> int:
@@ -137,6 +152,15 @@ class Engine(Protocol):
     def stream_count(self) -> int: ...
     def peer_address(self) -> Address | None: ...
     def path_stats(self) -> tuple[float | None, float | None, int, int]: ...
+    def recovery_stats(self) -> RecoveryStats: ...
+    def take_qlog(self) -> dict[str, Any] | None:
+        """The connection's qlog document (``Config.qlog``), once; ``None`` after or without."""
+        ...
+
+    def stream_unsent(self, stream_id: int) -> int:
+        """Bytes of the stream handed to the engine and not yet sent once."""
+        ...
+
     def send_path_probe(self, size: int, now: float) -> list[tuple[bytes, Address]]:
         """A PMTU probe of ``size`` bytes, answered by ``PathProbeAcked``; ``[]`` if
         the engine cannot send one now (or at all)."""
@@ -172,17 +196,106 @@ class Engine(Protocol):
         ...
 
 
+QLOG_VERSION = "0.3"  # the qlog draft aioquic's (and qh3's) event encoders follow
+
+
+class EventLog:
+    """One connection's qlog events, at most ``max_events`` of them.
+
+    The first half is kept (the handshake, the start of a transfer) and the
+    latest half (how it ended); what fell in between is counted in ``dropped``
+    and marked by one ``sansquic:events_dropped`` event.
+    """
+
+    __slots__ = ("_head", "_head_size", "_tail", "dropped", "max_events")
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self._head_size = max_events - max_events // 2
+        self._head: list[dict[str, Any]] = []
+        self._tail: deque[dict[str, Any]] = deque(maxlen=max_events // 2)
+        self.dropped = 0
+
+    def append(self, event: dict[str, Any]) -> None:
+        if len(self._head) < self._head_size:
+            self._head.append(event)
+            return
+        if len(self._tail) == self._tail.maxlen:
+            self.dropped += 1  # the deque pushes out its oldest
+        self._tail.append(event)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self._head
+        if self.dropped:
+            time = self._tail[0]["time"] if self._tail else self._head[-1]["time"]
+            yield {"name": "sansquic:events_dropped", "time": time, "data": {"count": self.dropped}}
+        yield from self._tail
+
+
+class BoundedTrace:
+    """Mixed into an engine's ``QuicLoggerTrace``: events go to an :class:`EventLog`,
+    stamped with the time the core passed in (``clock``), not the wall clock."""
+
+    _events: Any
+    _clock: Callable[[], float]
+
+    def bound(self, max_events: int, clock: Callable[[], float]) -> None:
+        self._events = EventLog(max_events)
+        self._clock = clock
+
+    def log_event(self, *, category: str, event: str, data: dict[str, Any]) -> None:
+        self._events.append(
+            {"data": data, "name": category + ":" + event, "time": self._clock() * 1000.0}
+        )
+
+
+class QlogRecorder:
+    """Stands in for an engine's ``QuicLogger``: holds the one trace of one connection."""
+
+    def __init__(self, make_trace: Callable[[bool, bytes], Any]) -> None:
+        self._make_trace = make_trace
+        self._trace: Any = None
+
+    def start_trace(self, is_client: bool, odcid: bytes) -> Any:
+        self._trace = self._make_trace(is_client, odcid)
+        return self._trace
+
+    def end_trace(self, trace: Any) -> None:
+        """Kept until :meth:`take` (the engine ends the trace before the core reports)."""
+
+    def take(self) -> dict[str, Any] | None:
+        """The trace as a qlog document, once."""
+        trace, self._trace = self._trace, None
+        if trace is None:
+            return None
+        events: EventLog = trace._events
+        return {
+            "qlog_format": "JSON",
+            "qlog_version": QLOG_VERSION,
+            "title": "sansquic connection trace",
+            "summary": {"events_dropped": events.dropped, "max_events": events.max_events},
+            "traces": [trace.to_dict()],
+        }
+
+
 class AioquicStyleEngine:
     """What the aioquic and qh3 adapters share: qh3 kept aioquic's calls for these."""
 
     _quic: Any
     _closed_by: ClosedBy | None
+    _qlog: QlogRecorder | None = None
+
+    def take_qlog(self) -> dict[str, Any] | None:
+        return None if self._qlog is None else self._qlog.take()
 
     def change_connection_id(self) -> None:
         self._quic.change_connection_id()
 
     def send_datagram(self, data: bytes) -> None:
         self._quic.send_datagram_frame(data)
+
+    def send_ping(self) -> None:
+        self._quic.send_ping(0)  # the uid only names the PingAcknowledged event, unused
 
     def close(self, error_code: int, reason: str) -> None:
         if self._closed_by is None:

@@ -40,9 +40,19 @@ class ConnectionStats:
     #: Congestion window and bytes in flight, in bytes.
     congestion_window: int
     bytes_in_flight: int
-    #: Largest UDP payload packets use now (path MTU discovery raises it from 1200),
-    #: and the path MTU probes sent, acknowledged and given up on.
+    #: Largest UDP payload packets use now: the path MTU as far as it is known
+    #: (path MTU discovery raises it from 1200), and the probes sent, acknowledged
+    #: and given up on.
     udp_payload_size: int = 1200
     pmtu_probes_sent: int = 0
     pmtu_probes_acked: int = 0
     pmtu_probes_lost: int = 0
+    #: RTT variance in seconds (RFC 9002 ``rttvar``), ``None`` before the first sample.
+    rtt_variance: float | None = None
+    #: QUIC packets sent (all packet number spaces, probes included), in-flight
+    #: packets declared lost, and packets whose frames were queued to be sent
+    #: again (lost ones, and ones a probe timeout stopped waiting for).
+    #: ``None`` where the engine cannot tell (qh3 reports only losses).
+    packets_sent: int | None = None
+    packets_lost: int | None = None
+    packets_retransmitted: int | None = None

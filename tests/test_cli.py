@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -171,3 +172,49 @@ def test_serve_sink_holds_bounded_memory_whatever_the_peer_sends() -> None:
     with cli_server("sink") as (server, port):
         before, after = asyncio.run(scenario(port, server.pid))
     assert after - before < 16 << 20, f"the sink grew by {(after - before) >> 20} MiB"
+
+
+def _qlog_files(directory: Path) -> dict[str, dict[str, object]]:
+    return {path.name: json.loads(path.read_text()) for path in sorted(directory.glob("*.qlog"))}
+
+
+@pytest.mark.parametrize("runtime", ["asyncio", "threads"])
+def test_demo_qlog_writes_a_trace_per_connection_side(
+    runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", "--runtime", runtime, "--seconds", "1", "--clients", "2"]
+    assert main([*argv, "--qlog", str(tmp_path)]) == 0
+    files = _qlog_files(tmp_path)
+    assert sum(name.endswith("-client.qlog") for name in files) == 2
+    assert sum(name.endswith("-server.qlog") for name in files) == 2
+    assert all(document["qlog_version"] == "0.3" for document in files.values())
+
+
+def test_serve_and_connect_write_qlog_traces(tmp_path: Path) -> None:
+    server_dir, client_dir = tmp_path / "server", tmp_path / "client"
+    cli = [sys.executable, "-m", "sansquic_cli"]
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", "0", "--seconds", "20", "--qlog", str(server_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().rsplit(":", 1)[1].strip()
+        subprocess.run(
+            [*cli, "connect", "127.0.0.1", port, "--insecure", "--qlog", str(client_dir)],
+            input=b"traced",
+            capture_output=True,
+            timeout=20,
+            check=True,
+        )
+        assert [name.rsplit("-", 1)[1] for name in _qlog_files(client_dir)] == ["client.qlog"]
+        deadline = time.monotonic() + 10  # the server's side ends once its close drained
+        while not _qlog_files(server_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [name.rsplit("-", 1)[1] for name in _qlog_files(server_dir)] == ["server.qlog"]
+    finally:
+        server.terminate()
+        server.wait(10)
+        if server.stdout is not None:
+            server.stdout.close()

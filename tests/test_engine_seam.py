@@ -4,6 +4,7 @@ from importlib.metadata import version
 
 import pytest
 from aioquic.quic.connection import Limit, QuicConnection
+from aioquic.quic.logger import QuicLoggerTrace
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketRecovery
 
@@ -27,6 +28,7 @@ def engines() -> dict[str, object]:
         "QuicPacketRecovery": quic._loss,
         "Limit": quic._local_max_streams_bidi,
         "QuicConnectionId": quic._host_cids[0],
+        "QuicLoggerTrace": QuicLoggerTrace(is_client=True, odcid=b"o"),
         "QuicPacketBuilder": QuicPacketBuilder(
             host_cid=b"h", peer_cid=b"p", version=1, is_client=True, max_datagram_size=1200
         ),

@@ -65,6 +65,38 @@ def test_only_the_seam_imports_an_engine() -> None:
     assert importers == SEAMS
 
 
+# File I/O: _config.py reads the PEM paths a user passes; qlog.py is the public helper
+# whose callable a user hands to Config.qlog. The connection itself never touches files.
+FILE_IO_MODULES = {"pathlib", "shutil", "tempfile", "io"}
+FILE_IO_ALLOWED = {"_config.py": {"open"}, "qlog.py": {"open", "pathlib"}}
+
+
+def file_io(path: Path) -> set[str]:
+    """Builtin ``open`` calls and file-system module imports in ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = {name for name in imported_modules(path) if name.split(".")[0] in FILE_IO_MODULES}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
+            found.add("open")
+    return found
+
+
+def test_file_io_stays_in_config_and_the_qlog_helper() -> None:
+    breaches = {
+        path.relative_to(CORE).as_posix(): uses - FILE_IO_ALLOWED.get(path.name, set())
+        for path in core_files()
+        if (uses := file_io(path)) - FILE_IO_ALLOWED.get(path.name, set())
+    }
+    assert breaches == {}
+    assert file_io(CORE / "qlog.py") == {"pathlib"}  # the walk does see the helper's I/O
+
+
+def test_file_io_check_catches_a_breach(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import pathlib\nwith open('x') as f: pass\n")
+    assert file_io(bad) == {"pathlib", "open"}
+
+
 def test_purity_check_catches_a_breach(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom time import monotonic\nimport asyncio.events\n")

@@ -33,6 +33,9 @@ def owners() -> dict[str, object]:
         "QuicConnectionCore": quic._core,
         "QuicTlsBridge": quic._tls,
         "Context": quic._tls.tls,
+        "QuicLoggerTrace": pytest.importorskip("qh3.quic.logger").QuicLoggerTrace(
+            is_client=True, odcid=b"o"
+        ),
     }
 
 

@@ -30,7 +30,7 @@ __all__ = ["main"]
 # -- demo ------------------------------------------------------------------------------
 
 
-def _run_demo(runtime_name: str, seconds: float, clients: int) -> int:
+def _run_demo(runtime_name: str, seconds: float, clients: int, qlog: str | None = None) -> int:
     """``sansquic demo``: the one demo (``_demo_async``) on the runtime asked for."""
     try:
         rt = _frameworks.load(runtime_name)
@@ -38,17 +38,24 @@ def _run_demo(runtime_name: str, seconds: float, clients: int) -> int:
         print(f"sansquic demo: {exc}", file=sys.stderr)
         return 2
     if isinstance(rt, _frameworks.SyncRuntime):
-        return _demo_sync.run(rt, seconds, clients)  # the generated blocking twin
-    return rt.run(functools.partial(_demo_async.run, rt, seconds, clients))
+        return _demo_sync.run(rt, seconds, clients, qlog)  # the generated blocking twin
+    return rt.run(functools.partial(_demo_async.run, rt, seconds, clients, qlog))
 
 
 # -- serve / connect / token / cert ------------------------------------------------------
 
 
+def _with_qlog(config: sansquic.Config, args: argparse.Namespace) -> sansquic.Config:
+    """``--qlog DIR``: each connection's qlog trace becomes a file in DIR."""
+    return config.replace(qlog=sansquic.QlogDirectory(args.qlog)) if args.qlog else config
+
+
 def _server_config(args: argparse.Namespace) -> sansquic.Config:
     if args.certificate:
-        return sansquic.Config(certificate=args.certificate, private_key=args.key)
-    return sansquic.Config(dev_mode=True)
+        config = sansquic.Config(certificate=args.certificate, private_key=args.key)
+    else:
+        config = sansquic.Config(dev_mode=True)
+    return _with_qlog(config, args)
 
 
 #: The most ``sansquic serve`` reads from a stream at once.
@@ -97,7 +104,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
 async def _connect(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
-    config = sansquic.Config(dev_mode=args.insecure, ca_certs=args.ca)
+    config = _with_qlog(sansquic.Config(dev_mode=args.insecure, ca_certs=args.ca), args)
     async with runtime.connect(
         args.host, args.port, config=config, token=args.token, server_name=args.server_name
     ) as conn:
@@ -149,6 +156,10 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument("--server-name")
     connect.add_argument("--ca", help="trust this PEM certificate")
     connect.add_argument("--insecure", action="store_true", help="skip verification (dev)")
+    for command in (demo, serve, connect):
+        command.add_argument(
+            "--qlog", metavar="DIR", help="write each connection's qlog trace (qvis) into DIR"
+        )
     token = commands.add_parser("token", help="issue a signed token")
     token.add_argument("subject")
     token.add_argument("--key", required=True, help="the signing secret (16+ characters)")
@@ -165,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sansquic`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        return _run_demo(args.runtime, args.seconds, args.clients)
+        return _run_demo(args.runtime, args.seconds, args.clients, args.qlog)
     if args.command == "serve":
         return asyncio.run(_serve(args))
     if args.command == "connect":

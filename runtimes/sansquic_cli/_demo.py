@@ -30,9 +30,12 @@ PRIORITIES = {
 FLOWS = (("critical", 1_000), ("normal", 20_000), ("background", 400_000))
 
 
-def setup() -> tuple[sansquic.Config, str, sansquic.Authenticator]:
-    """The in-memory dev certificate, a fresh signing key, a token and its checker."""
+def setup(qlog: str | None = None) -> tuple[sansquic.Config, str, sansquic.Authenticator]:
+    """The in-memory dev certificate, a fresh signing key, a token and its checker;
+    with ``qlog``, every connection's qlog trace goes to that directory."""
     config = sansquic.Config(dev_mode=True)  # in-memory self-signed pair; clients skip checks
+    if qlog is not None:
+        config = config.replace(qlog=sansquic.QlogDirectory(qlog))
     key = {"demo": secrets.token_bytes(32)}
     token = tokens.TokenSigner(key, key_id="demo").sign(
         "demo-agent", scopes=("echo",), ttl=600, now=time.time()

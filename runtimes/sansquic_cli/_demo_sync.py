@@ -27,10 +27,11 @@ HOST, SERVER_NAME = "127.0.0.1", "localhost"
 ROUND_TRIP_TIMEOUT = 30.0
 
 
-def run(rt: SyncRuntime, seconds: float, clients: int) -> int:
-    """The demo on ``rt``: ``clients`` clients for ``seconds``; the exit status."""
+def run(rt: SyncRuntime, seconds: float, clients: int, qlog: str | None = None) -> int:
+    """The demo on ``rt``: ``clients`` clients for ``seconds``; the exit status.
+    With ``qlog``, each connection's qlog trace is written to that directory."""
     console = Console()
-    config, token, authenticator = setup()
+    config, token, authenticator = setup(qlog)
     with rt.serve(_Echo(rt), HOST, config, authenticator) as server:
         demo = _Demo(rt, server.address[1], config, token, time.monotonic() + seconds)
         start = time.monotonic()

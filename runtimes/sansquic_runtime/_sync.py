@@ -249,6 +249,13 @@ class Stream:
             self._core.set_priority(self.id, value)
             self._driver.touch()
 
+    @property
+    def queued(self) -> int:
+        """Bytes sent on this stream that have not left yet (in the core or the engine);
+        0 for a receive-only stream or once everything went out."""
+        with self._driver.backend.guard():
+            return self._core.queued(self.id)
+
     def send(
         self, data: bytes | bytearray | memoryview, *, timeout: float | None = None
     ) -> None:
