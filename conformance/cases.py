@@ -546,6 +546,59 @@ def hq_interop_transfer(client: Harness, server: Harness) -> None:
             assert exc.error_code == hq.NOT_FOUND
 
 
+def _wait_for(predicate: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition did not come true in time")
+        time.sleep(0.01)
+
+
+def _update_keys_when_settled(conn: Any) -> None:
+    """Update the keys, waiting (bounded) while the last update is unconfirmed."""
+    for _ in range(200):
+        try:
+            conn.update_keys()
+            return
+        except sansquic.LocalProtocolError:
+            time.sleep(0.025)
+    raise AssertionError("the keys never settled enough for another update")
+
+
+def key_update(client: Harness, server: Harness) -> None:
+    """Each side updates the keys mid-transfer: the data arrives intact, both count the updates."""
+    payload = os.urandom(2_000_000)
+    half = len(payload) // 2
+    server_stats: queue.Queue[sansquic.ConnectionStats] = queue.Queue()
+
+    def handler(conn: Any) -> None:
+        for stream in conn:
+            first = stream.receive_exactly(half, timeout=20)
+            before = conn.stats().key_updates
+            _update_keys_when_settled(conn)
+            rest = _read_all(stream)
+            # This side's own update counts once its first packet under the new keys left.
+            _wait_for(lambda n=before: conn.stats().key_updates > n, 10)  # type: ignore[misc]
+            server_stats.put(conn.stats())
+            stream.send(hashlib.sha256(first + rest).digest())
+            stream.finish()
+
+    with _pair(client, server, handler) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(payload[:half])
+        _update_keys_when_settled(conn)
+        stream.send(payload[half:])
+        stream.finish()
+        assert _read_all(stream, timeout=60) == hashlib.sha256(payload).digest()
+        theirs = server_stats.get(timeout=20)
+        _wait_for(lambda: conn.stats().key_updates >= theirs.key_updates, 10)
+        ours = conn.stats()
+        # Two updates, unless both sides started theirs at the same moment (then one).
+        assert ours.key_updates >= 1 and theirs.key_updates >= 1, (ours, theirs)
+        assert ours.key_updates == theirs.key_updates, (ours, theirs)
+        assert ours.key_phase == theirs.key_phase == ours.key_updates % 2
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -572,6 +625,7 @@ CASES: dict[str, Case] = {
         timeouts_leave_the_connection_usable,
         local_actions_wake_blocked_tasks,
         hq_interop_transfer,
+        key_update,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -590,6 +644,7 @@ FAST_CASES = (
     "receive_sizes",
     "concurrent_receive_is_busy",
     "hq_interop_transfer",
+    "key_update",
 )
 #: What CI runs for every pair of different runtimes: the quickest that cross every path.
 CROSS_CASES = ("handshake", "echo", "datagrams", "auth_reject", "reset_and_stop")

@@ -177,6 +177,9 @@ class _Connection:
         data: bytes = self._portal.call(self._conn.receive_datagram, timeout=timeout)
         return data
 
+    def update_keys(self) -> None:
+        self._portal.call(self._conn.update_keys)
+
     def close(self, code: int = 0, reason: str = "") -> None:
         if self._closed:
             return  # closing is idempotent, as in the runtimes

@@ -45,6 +45,7 @@ from ._engine import (
     AioquicStyleEngine,
     ClosedBy,
     EngineEvent,
+    KeyState,
     PathProbeAcked,
     translate,
 )
@@ -127,6 +128,10 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_crypto_buffers"),
     ("QuicConnection", "_handshake_confirmed"),
     ("QuicPacketBuilder", "_datagram_needs_padding"),
+    # Key updates: the phase packets go out under, and acknowledgement of the current keys.
+    ("CryptoPair", "send"),
+    ("CryptoContext", "key_phase"),
+    ("QuicPacketSpace", "largest_acked_packet"),
 )
 
 #: Connection id length this side uses; short headers are parsed with it.
@@ -555,6 +560,12 @@ class AioquicEngine(AioquicStyleEngine):
         self._crypto_trimmed = False
         self._acked_packets = self._large_losses = 0
         self._count_deliveries()
+        # Key updates (see key_state): the phase last seen, updates counted, the number
+        # of the first packet under the current keys (None: a requested update waits
+        # for the handshake to be confirmed), and whether ours is still to happen.
+        self._key_phase = self._key_updates = 0
+        self._key_start: int | None = 0
+        self._key_requested = False
 
     # -- inputs ---------------------------------------------------------------
 
@@ -576,6 +587,7 @@ class AioquicEngine(AioquicStyleEngine):
         quic = self._quic
         quic.receive_datagram(data, addr, now=now)
         self._note_engine_close()
+        self._watch_keys()
         if not self._crypto_trimmed and quic._handshake_confirmed:
             self._trim_crypto_buffers()
 
@@ -618,6 +630,7 @@ class AioquicEngine(AioquicStyleEngine):
         self._grant(now)
         out: list[tuple[bytes, Address]] = self._quic.datagrams_to_send(now=now)
         self._note_engine_close()
+        self._watch_keys()
         return out
 
     def timer(self) -> float | None:
@@ -637,6 +650,7 @@ class AioquicEngine(AioquicStyleEngine):
         out: list[tuple[bytes, Address]] = self._quic.send_path_probe(
             size, now, self._probe_delivered
         )
+        self._watch_keys()
         return out
 
     def _probe_delivered(self, delivery: Any, size: int) -> None:
@@ -715,6 +729,51 @@ class AioquicEngine(AioquicStyleEngine):
         # no longer holds has nothing left to stop.
         if stream_id in self._quic._streams:
             self._quic.stop_stream(stream_id, error_code)
+
+    def update_keys(self) -> None:
+        quic = self._quic
+        self._key_requested = True
+        # aioquic defers an update asked for before the handshake is confirmed; the
+        # first packet under the new keys is then only known once it is.
+        self._key_start = quic._packet_number if quic._handshake_confirmed else None
+        quic.request_key_update()
+        # The keys change with the next packet: an idle connection needs one sent (and
+        # acknowledged, or no further update could ever start).
+        quic.send_ping(0)
+
+    def _watch_keys(self) -> None:
+        """Count key phase flips: packets are only protected in receive and send."""
+        quic = self._quic
+        crypto = quic._cryptos.get(tls.Epoch.ONE_RTT)
+        if crypto is None:
+            return
+        phase = crypto.send.key_phase
+        if phase != self._key_phase:
+            self._key_phase = phase
+            self._key_updates += 1
+            if not self._key_requested or self._key_start is None:
+                # The peer's update (aioquic follows it at once): ours go from here, and a
+                # PING gets one acknowledged, so this side may update later even when idle.
+                self._key_start = quic._packet_number
+                quic.send_ping(0)
+            self._key_requested = False
+        elif self._key_requested and self._key_start is None and quic._handshake_confirmed:
+            self._key_start = quic._packet_number  # the deferred update goes out next
+            quic.send_ping(0)
+
+    def key_state(self) -> KeyState:
+        """Key phase and updates; ``settled`` once a packet under the current keys
+        was acknowledged (RFC 9001 section 6.5: only then may another update start)."""
+        quic = self._quic
+        start = self._key_start
+        space = quic._spaces.get(tls.Epoch.ONE_RTT)
+        acked = start is not None and space is not None and space.largest_acked_packet >= start
+        return KeyState(
+            phase=self._key_phase,
+            updates=self._key_updates,
+            packets=quic._packet_number - (start or 0),
+            settled=not self._key_requested and (self._key_updates == 0 or acked),
+        )
 
     # -- queries --------------------------------------------------------------
 

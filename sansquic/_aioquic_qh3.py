@@ -38,6 +38,7 @@ from ._engine import (
     AioquicStyleEngine,
     ClosedBy,
     EngineEvent,
+    KeyState,
     translate,
 )
 from ._errors import ConfigError
@@ -79,6 +80,9 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnectionCore", "get_send_buffer_size"),
     ("QuicConnectionCore", "active_local_streams"),
     ("QuicConnectionCore", "pto_count"),
+    ("QuicConnection", "_handshake_confirmed"),  # key updates wait for it
+    ("QuicConnectionCore", "send_key_phase"),
+    ("QuicConnectionCore", "receive_key_phase"),
 )
 
 # DATAGRAM frame overhead as in _aioquic.py; 1-RTT packet overhead besides the
@@ -261,6 +265,11 @@ class Qh3Engine(AioquicStyleEngine):
         self._rtt_min: float | None = None
         # Streams opened beyond the peer's limit: qh3 refuses them, so they wait here.
         self._waiting: list[tuple[int, bytes, bool]] = []
+        # Key updates: the phase last seen, updates counted, datagrams sent under the
+        # current keys (qh3 does not count packets), and a request not yet made
+        # (qh3 refuses one before the handshake is confirmed) or not yet seen.
+        self._key_phase = self._key_updates = self._key_packets = 0
+        self._key_deferred = self._key_requested = False
 
     # -- inputs ---------------------------------------------------------------
 
@@ -277,6 +286,11 @@ class Qh3Engine(AioquicStyleEngine):
         self._now = now
         self._quic.receive_datagram(data, addr, now=now)
         self._note_engine_close()
+        if self._key_deferred and self._quic._handshake_confirmed:
+            self._key_deferred = False
+            self._quic.request_key_update()
+            self._quic.send_ping(0)
+        self._watch_keys()
 
     def handle_timer(self, now: float) -> None:
         self._now = now
@@ -310,7 +324,38 @@ class Qh3Engine(AioquicStyleEngine):
             self._open_waiting()
         out: list[tuple[bytes, Address]] = self._quic.datagrams_to_send(now=now)
         self._note_engine_close()
+        self._key_packets += len(out)
+        self._watch_keys()
         return out
+
+    def update_keys(self) -> None:
+        self._key_requested = True
+        if self._quic._handshake_confirmed:
+            self._quic.request_key_update()
+            self._quic.send_ping(0)  # the keys change with the next packet: send one
+        else:
+            self._key_deferred = True
+
+    def _watch_keys(self) -> None:
+        core = self._quic._core
+        phase = None if core is None else core.send_key_phase
+        if phase is not None and phase != self._key_phase:
+            self._key_phase = phase
+            self._key_updates += 1
+            self._key_packets = 0
+            self._key_requested = False
+
+    def key_state(self) -> KeyState:
+        """As aioquic's; ``settled`` once the peer sends under the current keys (qh3
+        does not say which packets were acknowledged)."""
+        core = self._quic._core
+        answered = core is not None and core.receive_key_phase == core.send_key_phase
+        return KeyState(
+            phase=self._key_phase,
+            updates=self._key_updates,
+            packets=self._key_packets,
+            settled=not self._key_requested and (self._key_updates == 0 or answered),
+        )
 
     def timer(self) -> float | None:
         timer: float | None = self._quic.get_timer()

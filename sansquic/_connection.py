@@ -413,6 +413,8 @@ class Connection:
         out = self._engine.datagrams_to_send(now)
         if self._pmtu is not None and self._state is ConnectionState.CONNECTED:
             out += self._probe_path(self._engine, self._pmtu, now)
+        if self._state is ConnectionState.CONNECTED and self._config.key_update_packets:
+            self._update_keys_on_budget(self._engine)
         if self._close_pending is not None:
             # The answer went out in `out`; now the CONNECTION_CLOSE follows it.
             code, reason = self._close_pending
@@ -424,6 +426,14 @@ class Connection:
         counters.udp_bytes_sent += sum(len(data) for data, _ in out)
         self._pump(now)
         return out
+
+    def _update_keys_on_budget(self, engine: Engine) -> None:
+        """Update the keys once they protected ``Config.key_update_packets`` packets
+        (the update waits while the last one is unconfirmed)."""
+        keys = engine.key_state()
+        budget = self._config.key_update_packets
+        if budget is not None and keys.packets >= budget and keys.settled:
+            engine.update_keys()
 
     def _limit_inflight(self, engine: Engine, now: float) -> None:
         """Refresh the in-flight limit the scheduler hands data under (``_inflight.py``).
@@ -748,6 +758,25 @@ class Connection:
         """
         self._require_engine().change_connection_id()
 
+    def update_keys(self) -> None:
+        """Move to fresh packet protection keys (a QUIC key update, RFC 9001 section 6).
+
+        The peer follows; ``stats().key_phase`` flips and ``key_updates``
+        counts it. ``Config.key_update_packets`` does this on its own. Raises
+        :class:`~sansquic.LocalProtocolError` before the handshake completed and
+        while the last update (either side's) is unconfirmed: no packet under
+        the current keys has been acknowledged yet. Next: :meth:`datagrams_to_send`.
+        """
+        engine = self._require_engine()
+        if self._state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("keys can be updated once the handshake has completed")
+        if not engine.key_state().settled:
+            raise LocalProtocolError(
+                "the last key update is unconfirmed: wait until the peer acknowledged "
+                "a packet under the current keys"
+            )
+        engine.update_keys()
+
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close the connection with an application ``error_code`` and ``reason``.
 
@@ -797,7 +826,14 @@ class Connection:
             congestion_window=cwnd,
             bytes_in_flight=in_flight,
             **self._pmtu_stats(),
+            **self._key_stats(),
         )
+
+    def _key_stats(self) -> dict[str, int]:
+        if self._engine is None:
+            return {}
+        keys = self._engine.key_state()
+        return {"key_updates": keys.updates, "key_phase": keys.phase}
 
     def _pmtu_stats(self) -> dict[str, int]:
         pmtu = self._pmtu

@@ -87,6 +87,16 @@ class PathProbeAcked:
     size: int
 
 
+@attrs.frozen(slots=True)
+class KeyState:
+    """Where the 1-RTT packet protection keys are (RFC 9001 section 6)."""
+
+    phase: int  # the key phase bit packets are sent with now
+    updates: int  # key updates so far, by either side
+    packets: int  # packets sent under the current keys
+    settled: bool  # a new update may start: none requested, the current keys acknowledged
+
+
 EngineEvent = (
     HandshakeDone
     | PathProbeAcked
@@ -163,6 +173,13 @@ class Engine(Protocol):
     def datagram_budget(self, inflight_limit: int | None = None) -> int:
         """Datagram bytes the engine can put on the wire now (no flow control)."""
         ...
+
+    def update_keys(self) -> None:
+        """Start a key update (deferred until the handshake is confirmed); only
+        when :meth:`key_state` says ``settled``."""
+        ...
+
+    def key_state(self) -> KeyState: ...
 
 
 class AioquicStyleEngine:

@@ -46,3 +46,6 @@ class ConnectionStats:
     pmtu_probes_sent: int = 0
     pmtu_probes_acked: int = 0
     pmtu_probes_lost: int = 0
+    #: Key updates so far (started by either side) and the key phase bit in use now.
+    key_updates: int = 0
+    key_phase: int = 0

@@ -464,6 +464,13 @@ class Connection:
             lambda: dispatcher.next_datagram(core), ("datagram", core), driver.deadline(timeout)
         )
 
+    def update_keys(self) -> None:
+        """Move to fresh packet protection keys now (see :meth:`sansquic.Connection.update_keys`:
+        ``LocalProtocolError`` while the last update is unconfirmed)."""
+        with self._driver.backend.guard():
+            self._core.update_keys()
+            self._driver.touch()
+
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close with an application ``code`` and ``reason``, then release what it holds.
 
