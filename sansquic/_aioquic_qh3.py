@@ -41,7 +41,7 @@ from ._engine import (
     KeyState,
     translate,
 )
-from ._errors import ConfigError
+from ._errors import ConfigError, LocalProtocolError
 
 __all__ = ["PRIVATE_ATTRIBUTES", "Qh3Engine"]
 
@@ -287,9 +287,10 @@ class Qh3Engine(AioquicStyleEngine):
         self._quic.receive_datagram(data, addr, now=now)
         self._note_engine_close()
         if self._key_deferred and self._quic._handshake_confirmed:
-            self._key_deferred = False
-            self._quic.request_key_update()
-            self._quic.send_ping(0)
+            with contextlib.suppress(ValueError):  # refused for now: try again next time
+                self._quic.request_key_update()
+                self._quic.send_ping(0)
+                self._key_deferred = False
         self._watch_keys()
 
     def handle_timer(self, now: float) -> None:
@@ -329,12 +330,18 @@ class Qh3Engine(AioquicStyleEngine):
         return out
 
     def update_keys(self) -> None:
-        self._key_requested = True
         if self._quic._handshake_confirmed:
-            self._quic.request_key_update()
+            try:
+                self._quic.request_key_update()
+            except ValueError as exc:  # "invalid key phase": qh3 waits for an acknowledgement
+                raise LocalProtocolError(
+                    "the last key update is unconfirmed: wait until the peer acknowledged "
+                    "a packet under the current keys"
+                ) from exc
             self._quic.send_ping(0)  # the keys change with the next packet: send one
         else:
             self._key_deferred = True
+        self._key_requested = True
 
     def _watch_keys(self) -> None:
         core = self._quic._core

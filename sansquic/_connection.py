@@ -8,6 +8,7 @@ owns.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 from collections import deque
@@ -433,7 +434,8 @@ class Connection:
         keys = engine.key_state()
         budget = self._config.key_update_packets
         if budget is not None and keys.packets >= budget and keys.settled:
-            engine.update_keys()
+            with contextlib.suppress(LocalProtocolError):  # the engine wants to wait: later
+                engine.update_keys()
 
     def _limit_inflight(self, engine: Engine, now: float) -> None:
         """Refresh the in-flight limit the scheduler hands data under (``_inflight.py``).
