@@ -180,6 +180,9 @@ class _Connection:
     def update_keys(self) -> None:
         self._portal.call(self._conn.update_keys)
 
+    def migrate(self) -> None:
+        self._portal.call(self._conn.migrate)
+
     def close(self, code: int = 0, reason: str = "") -> None:
         if self._closed:
             return  # closing is idempotent, as in the runtimes

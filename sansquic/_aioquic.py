@@ -132,6 +132,8 @@ PRIVATE_ATTRIBUTES = (
     ("CryptoPair", "send"),
     ("CryptoContext", "key_phase"),
     ("QuicPacketSpace", "largest_acked_packet"),
+    # Migration: which paths the peer proved it can be reached on.
+    ("QuicNetworkPath", "is_validated"),
 )
 
 #: Connection id length this side uses; short headers are parsed with it.
@@ -919,6 +921,23 @@ class AioquicEngine(AioquicStyleEngine):
             return None
         addr = paths[0].addr
         return (str(addr[0]), int(addr[1]))
+
+    def validated_peer_address(self) -> Address | None:
+        """The address of the first validated path: the path in use once validated,
+        else the one the engine falls back to if validation fails."""
+        paths = self._quic._network_paths
+        path = next((p for p in paths if p.is_validated), paths[0] if paths else None)
+        if path is None:
+            return None
+        return (str(path.addr[0]), int(path.addr[1]))
+
+    def migration_refusal(self) -> str | None:
+        quic = self._quic
+        if not quic._handshake_confirmed:
+            return "a client can migrate once the handshake is confirmed (RFC 9000 section 9)"
+        if not quic._peer_cid_available:
+            return "the server has issued no spare connection id to move to"
+        return None
 
     def path_stats(self) -> tuple[float | None, float | None, int, int]:
         """(smoothed RTT, minimum RTT, congestion window, bytes in flight)."""

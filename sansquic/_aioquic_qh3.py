@@ -284,7 +284,14 @@ class Qh3Engine(AioquicStyleEngine):
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._now = now
-        self._quic.receive_datagram(data, addr, now=now)
+        try:
+            self._quic.receive_datagram(data, addr, now=now)
+        except ValueError:
+            # qh3 2.1 fails to set up a path to a new peer address ("path allocation
+            # failed"): the datagram is dropped, as if lost, and the connection stays
+            # on its path (so a migrated or rebound client is not followed).
+            if addr == self.peer_address():
+                raise
         self._note_engine_close()
         if self._key_deferred and self._quic._handshake_confirmed:
             with contextlib.suppress(ValueError):  # refused for now: try again next time
@@ -540,6 +547,13 @@ class Qh3Engine(AioquicStyleEngine):
             return None
         addr = core.active_path[2]
         return (str(addr[0]), int(addr[1]))
+
+    def validated_peer_address(self) -> Address | None:
+        """qh3 does not say whether its path is validated: the path in use."""
+        return self.peer_address()
+
+    def migration_refusal(self) -> str | None:
+        return "qh3 2.1 cannot move a connection to a new address: migrate needs engine='aioquic'"
 
     def path_stats(self) -> tuple[float | None, float | None, int, int]:
         """(smoothed RTT, minimum RTT seen here, congestion window, bytes in flight)."""

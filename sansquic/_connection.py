@@ -298,10 +298,14 @@ class Connection:
 
     @property
     def remote_address(self) -> Address | None:
-        """The peer's address on the path in use; ``None`` before any datagram."""
+        """The peer's address on the path in use; ``None`` before any datagram.
+
+        When the client moves (migration, NAT rebinding) a server follows once
+        it validated the new address: until then this stays the old one.
+        """
         if self._engine is None:
             return None
-        return self._engine.peer_address()
+        return self._engine.validated_peer_address()
 
     @property
     def identity(self) -> Identity | None:
@@ -759,6 +763,37 @@ class Connection:
         handshake completed). Next: :meth:`datagrams_to_send`.
         """
         self._require_engine().change_connection_id()
+
+    def migrate(self) -> None:
+        """(Client) This side now sends from a new local address (connection migration).
+
+        Call it as the datagrams start leaving from the new address (a runtime
+        does this in ``await conn.migrate()``, with a new socket). The
+        connection moves to a fresh connection id, so the paths cannot be
+        linked, and sends at once; the server validates the new path
+        (PATH_CHALLENGE) and follows. Path MTU discovery starts over, at 1200
+        bytes, as nothing is known of the new path. Raises
+        :class:`~sansquic.LocalProtocolError` on a server, before the handshake
+        is confirmed, and when the server issued no spare connection id.
+        Next: :meth:`datagrams_to_send`.
+        """
+        engine = self._require_engine()
+        if self._role is not Role.CLIENT:
+            raise LocalProtocolError(
+                "only a client migrates (RFC 9000 section 9); a server follows"
+            )
+        if self._state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("a client can migrate once the handshake has completed")
+        refusal = engine.migration_refusal()
+        if refusal is not None:
+            raise LocalProtocolError(refusal)
+        engine.migrate()
+        if self._pmtu is not None:
+            # Nothing is known of the new path: packets drop to the floor at once, and
+            # the search starts over where the clock is known (_probe_path sees a new path).
+            self._pmtu_path = None
+            if self._pmtu.size > PMTU_BASE:
+                self._counters.datagrams_send_dropped += engine.use_datagram_size(PMTU_BASE)
 
     def update_keys(self) -> None:
         """Move to fresh packet protection keys (a QUIC key update, RFC 9001 section 6).

@@ -174,6 +174,20 @@ class Engine(Protocol):
         """Datagram bytes the engine can put on the wire now (no flow control)."""
         ...
 
+    def validated_peer_address(self) -> Address | None:
+        """The peer's address on the newest validated path (``peer_address`` switches
+        at once to a new address the peer sends from, before it is validated)."""
+        ...
+
+    def migration_refusal(self) -> str | None:
+        """(Clients) Why the connection cannot move to a new local address now, or None."""
+        ...
+
+    def migrate(self) -> None:
+        """(Clients) This side now sends from a new local address: move to a fresh
+        connection id and send at once, so the peer validates the new path."""
+        ...
+
     def update_keys(self) -> None:
         """Start a key update (deferred until the handshake is confirmed); only
         when :meth:`key_state` says ``settled``."""
@@ -190,6 +204,12 @@ class AioquicStyleEngine:
 
     def change_connection_id(self) -> None:
         self._quic.change_connection_id()
+
+    def migrate(self) -> None:
+        self._quic.change_connection_id()
+        # A PING is a non-probing frame: the server moves to the new path on it and
+        # validates the path with PATH_CHALLENGE (RFC 9000 section 9.2).
+        self._quic.send_ping(0)
 
     def send_datagram(self, data: bytes) -> None:
         self._quic.send_datagram_frame(data)

@@ -30,6 +30,7 @@ def engines() -> dict[str, object]:
         "CryptoPair": quic._cryptos[tls.Epoch.ONE_RTT],
         "CryptoContext": quic._cryptos[tls.Epoch.ONE_RTT].send,
         "QuicPacketSpace": quic._spaces[tls.Epoch.ONE_RTT],
+        "QuicNetworkPath": quic._network_paths[0],
         "QuicPacketBuilder": QuicPacketBuilder(
             host_cid=b"h", peer_cid=b"p", version=1, is_client=True, max_datagram_size=1200
         ),
