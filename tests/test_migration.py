@@ -155,3 +155,21 @@ def test_misuse_raises_before_anything_changes() -> None:
     idle = Connection(Config(dev_mode=True), role=Role.CLIENT, server_name="localhost")
     with pytest.raises(LocalProtocolError, match="connect"):
         idle.migrate()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_migration_survives_loss(seed: int) -> None:
+    pair = connected_pair(LinkConditions(delay=0.01, loss=0.05), seed=seed)
+    server_sink = StreamSink(pair.server)
+    pair.network.step_hooks.append(server_sink.pump)
+    data = random.Random(seed).randbytes(300_000)
+    sid = pair.client.open_stream()
+    pair.client.send(sid, data[:150_000])
+    net = pair.network
+    net.run_for(0.3)
+    net.rebind(pair.client_address, NEW_ADDRESS)
+    pair.client.migrate()
+    pair.client.send(sid, data[150_000:], end=True)
+    assert net.run_until(lambda: sid in server_sink.ended, 60)
+    assert bytes(server_sink.received[sid]) == data
+    assert net.run_until(lambda: pair.server.remote_address == NEW_ADDRESS, 10)
