@@ -6,6 +6,7 @@ written once, against the blocking interface of ``harness.py``.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import os
@@ -666,6 +667,112 @@ def hq_interop_transfer(client: Harness, server: Harness) -> None:
             assert exc.error_code == hq.NOT_FOUND
 
 
+def _wait_for(predicate: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition did not come true in time")
+        time.sleep(0.01)
+
+
+def _update_keys_when_settled(conn: Any) -> None:
+    """Update the keys, waiting (bounded) while the last update is unconfirmed."""
+    for _ in range(200):
+        try:
+            conn.update_keys()
+            return
+        except sansquic.LocalProtocolError:
+            time.sleep(0.025)
+    raise AssertionError("the keys never settled enough for another update")
+
+
+def key_update(client: Harness, server: Harness) -> None:
+    """Each side updates the keys mid-transfer: the data arrives intact, both count the updates."""
+    payload = os.urandom(2_000_000)
+    half = len(payload) // 2
+    server_stats: queue.Queue[sansquic.ConnectionStats] = queue.Queue()
+
+    def handler(conn: Any) -> None:
+        for stream in conn:
+            first = stream.receive_exactly(half, timeout=20)
+            before = conn.stats().key_updates
+            _update_keys_when_settled(conn)
+            rest = _read_all(stream)
+            # This side's own update counts once its first packet under the new keys left.
+            _wait_for(lambda n=before: conn.stats().key_updates > n, 10)  # type: ignore[misc]
+            server_stats.put(conn.stats())
+            stream.send(hashlib.sha256(first + rest).digest())
+            stream.finish()
+
+    with _pair(client, server, handler) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(payload[:half])
+        _update_keys_when_settled(conn)
+        stream.send(payload[half:])
+        stream.finish()
+        assert _read_all(stream, timeout=60) == hashlib.sha256(payload).digest()
+        theirs = server_stats.get(timeout=20)
+        _wait_for(lambda: conn.stats().key_updates >= theirs.key_updates, 10)
+        ours = conn.stats()
+        # Two updates, unless both sides started theirs at the same moment (then one).
+        assert ours.key_updates >= 1 and theirs.key_updates >= 1, (ours, theirs)
+        assert ours.key_updates == theirs.key_updates, (ours, theirs)
+        assert ours.key_phase == theirs.key_phase == ours.key_updates % 2
+
+
+def _address_or_digest(conn: Any) -> None:
+    """Answer a stream carrying ``where`` with the address the client is seen at (and
+    whether this server connection refused to migrate), any other with its sha256."""
+    for stream in conn:
+        data = _read_all(stream)
+        if data == b"where":
+            try:
+                conn.migrate()
+                refused = False
+            except sansquic.LocalProtocolError:
+                refused = True
+            stream.send(repr((conn.remote_address, refused)).encode())
+        else:
+            stream.send(_sha(data))
+        stream.finish()
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _ask_where(conn: Any) -> tuple[tuple[str, int], bool]:
+    stream = conn.open_stream()
+    stream.send(b"where")
+    stream.finish()
+    answer: tuple[tuple[str, int], bool] = ast.literal_eval(_read_all(stream).decode())
+    return answer
+
+
+def migration(client: Harness, server: Harness) -> None:
+    """The client moves to a new UDP port mid-transfer: the transfer completes and the
+    server sees the client at the new port (and refuses to migrate itself)."""
+    payload = os.urandom(2_000_000)
+    half = len(payload) // 2
+    with _pair(client, server, _address_or_digest) as (conn, _):
+        (old_host, old_port), refused = _ask_where(conn)
+        assert refused, "a server connection agreed to migrate"
+        stream = conn.open_stream()
+        stream.send(payload[:half])  # returns with most of it on the wire
+        for _ in range(200):  # the server confirms the handshake a round trip after it ends
+            try:
+                conn.migrate()
+                break
+            except sansquic.LocalProtocolError as exc:
+                assert "confirmed" in str(exc), exc
+                time.sleep(0.025)
+        stream.send(payload[half:])
+        stream.finish()
+        assert _read_all(stream, timeout=60) == _sha(payload)
+        (new_host, new_port), _ = _ask_where(conn)
+        assert new_host == old_host and new_port != old_port, (old_port, new_port)
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -696,6 +803,8 @@ CASES: dict[str, Case] = {
         hq_interop_transfer,
         stateless_reset,
         resumption_and_0rtt,
+        key_update,
+        migration,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -714,6 +823,8 @@ FAST_CASES = (
     "receive_sizes",
     "concurrent_receive_is_busy",
     "hq_interop_transfer",
+    "key_update",
+    "migration",
 )
 #: What CI runs for every pair of different runtimes: the quickest that cross every path.
 CROSS_CASES = ("handshake", "echo", "datagrams", "auth_reject", "reset_and_stop")

@@ -194,6 +194,12 @@ class _Connection:
         data: bytes = self._portal.call(self._conn.receive_datagram, timeout=timeout)
         return data
 
+    def update_keys(self) -> None:
+        self._portal.call(self._conn.update_keys)
+
+    def migrate(self) -> None:
+        self._portal.call(self._conn.migrate)
+
     def close(self, code: int = 0, reason: str = "") -> None:
         if self._closed:
             return  # closing is idempotent, as in the runtimes

@@ -51,6 +51,7 @@ from ._engine import (
     BoundedTrace,
     EarlyDataAccepted,
     EngineEvent,
+    KeyState,
     PathProbeAcked,
     QlogRecorder,
     RecoveryStats,
@@ -139,6 +140,12 @@ PRIVATE_ATTRIBUTES = (
     *_aioquic_tickets.PRIVATE_ATTRIBUTES,
     # qlog: events kept in a bounded log, stamped with the core's time.
     ("QuicLoggerTrace", "_events"),
+    # Key updates: the phase packets go out under, and acknowledgement of the current keys.
+    ("CryptoPair", "send"),
+    ("CryptoContext", "key_phase"),
+    ("QuicPacketSpace", "largest_acked_packet"),
+    # Migration: which paths the peer proved it can be reached on.
+    ("QuicNetworkPath", "is_validated"),
 )
 
 #: Connection id length this side uses; short headers are parsed with it.
@@ -595,6 +602,12 @@ class AioquicEngine(AioquicStyleEngine):
         self._acked_packets = self._large_losses = 0
         self._packets_lost = self._packets_retransmitted = 0  # for stats()
         self._count_deliveries()
+        # Key updates (see key_state): the phase last seen, updates counted, the number
+        # of the first packet under the current keys (None: a requested update waits
+        # for the handshake to be confirmed), and whether ours is still to happen.
+        self._key_phase = self._key_updates = 0
+        self._key_start: int | None = 0
+        self._key_requested = False
 
     # -- inputs ---------------------------------------------------------------
 
@@ -643,6 +656,7 @@ class AioquicEngine(AioquicStyleEngine):
                     reason_phrase="0-RTT on a ticket that did not allow it",
                 )
         self._note_engine_close()
+        self._watch_keys()
         if not self._crypto_trimmed and quic._handshake_confirmed:
             self._trim_crypto_buffers()
 
@@ -685,6 +699,7 @@ class AioquicEngine(AioquicStyleEngine):
         self._grant(now)
         out: list[tuple[bytes, Address]] = self._quic.datagrams_to_send(now=now)
         self._note_engine_close()
+        self._watch_keys()
         return out
 
     def timer(self) -> float | None:
@@ -704,6 +719,7 @@ class AioquicEngine(AioquicStyleEngine):
         out: list[tuple[bytes, Address]] = self._quic.send_path_probe(
             size, now, self._probe_delivered
         )
+        self._watch_keys()
         return out
 
     def _probe_delivered(self, delivery: Any, size: int) -> None:
@@ -796,6 +812,51 @@ class AioquicEngine(AioquicStyleEngine):
         # no longer holds has nothing left to stop.
         if stream_id in self._quic._streams:
             self._quic.stop_stream(stream_id, error_code)
+
+    def update_keys(self) -> None:
+        quic = self._quic
+        self._key_requested = True
+        # aioquic defers an update asked for before the handshake is confirmed; the
+        # first packet under the new keys is then only known once it is.
+        self._key_start = quic._packet_number if quic._handshake_confirmed else None
+        quic.request_key_update()
+        # The keys change with the next packet: an idle connection needs one sent (and
+        # acknowledged, or no further update could ever start).
+        quic.send_ping(0)
+
+    def _watch_keys(self) -> None:
+        """Count key phase flips: packets are only protected in receive and send."""
+        quic = self._quic
+        crypto = quic._cryptos.get(tls.Epoch.ONE_RTT)
+        if crypto is None:
+            return
+        phase = crypto.send.key_phase
+        if phase != self._key_phase:
+            self._key_phase = phase
+            self._key_updates += 1
+            if not self._key_requested or self._key_start is None:
+                # The peer's update (aioquic follows it at once): ours go from here, and a
+                # PING gets one acknowledged, so this side may update later even when idle.
+                self._key_start = quic._packet_number
+                quic.send_ping(0)
+            self._key_requested = False
+        elif self._key_requested and self._key_start is None and quic._handshake_confirmed:
+            self._key_start = quic._packet_number  # the deferred update goes out next
+            quic.send_ping(0)
+
+    def key_state(self) -> KeyState:
+        """Key phase and updates; ``settled`` once a packet under the current keys
+        was acknowledged (RFC 9001 section 6.5: only then may another update start)."""
+        quic = self._quic
+        start = self._key_start
+        space = quic._spaces.get(tls.Epoch.ONE_RTT)
+        acked = start is not None and space is not None and space.largest_acked_packet >= start
+        return KeyState(
+            phase=self._key_phase,
+            updates=self._key_updates,
+            packets=quic._packet_number - (start or 0),
+            settled=not self._key_requested and (self._key_updates == 0 or acked),
+        )
 
     # -- queries --------------------------------------------------------------
 
@@ -959,6 +1020,23 @@ class AioquicEngine(AioquicStyleEngine):
         if stream is None or stream.sender.buffer_is_empty:
             return 0  # gone, or reset: nothing more of it will be sent
         return max(0, stream.sender._buffer_stop - stream.sender.highest_offset)
+
+    def validated_peer_address(self) -> Address | None:
+        """The address of the first validated path: the path in use once validated,
+        else the one the engine falls back to if validation fails."""
+        paths = self._quic._network_paths
+        path = next((p for p in paths if p.is_validated), paths[0] if paths else None)
+        if path is None:
+            return None
+        return (str(path.addr[0]), int(path.addr[1]))
+
+    def migration_refusal(self) -> str | None:
+        quic = self._quic
+        if not quic._handshake_confirmed:
+            return "a client can migrate once the handshake is confirmed (RFC 9000 section 9)"
+        if not quic._peer_cid_available:
+            return "the server has issued no spare connection id to move to"
+        return None
 
     def path_stats(self) -> tuple[float | None, float | None, int, int]:
         """(smoothed RTT, minimum RTT, congestion window, bytes in flight)."""

@@ -40,11 +40,12 @@ from ._engine import (
     AioquicStyleEngine,
     BoundedTrace,
     EngineEvent,
+    KeyState,
     QlogRecorder,
     RecoveryStats,
     translate,
 )
-from ._errors import ConfigError
+from ._errors import ConfigError, LocalProtocolError
 
 __all__ = ["PRIVATE_ATTRIBUTES", "Qh3Engine"]
 
@@ -88,6 +89,9 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_log_datagram"),  # qlog of what the overridden send loop sends
     ("QuicConnection", "_log_packets"),
     ("QuicLoggerTrace", "_events"),
+    ("QuicConnection", "_handshake_confirmed"),  # key updates wait for it
+    ("QuicConnectionCore", "send_key_phase"),
+    ("QuicConnectionCore", "receive_key_phase"),
 )
 
 # DATAGRAM frame overhead as in _aioquic.py; 1-RTT packet overhead besides the
@@ -287,6 +291,11 @@ class Qh3Engine(AioquicStyleEngine):
         self._rtt_min: float | None = None
         # Streams opened beyond the peer's limit: qh3 refuses them, so they wait here.
         self._waiting: list[tuple[int, bytes, bool]] = []
+        # Key updates: the phase last seen, updates counted, datagrams sent under the
+        # current keys (qh3 does not count packets), and a request not yet made
+        # (qh3 refuses one before the handshake is confirmed) or not yet seen.
+        self._key_phase = self._key_updates = self._key_packets = 0
+        self._key_deferred = self._key_requested = False
 
     # -- inputs ---------------------------------------------------------------
 
@@ -301,8 +310,21 @@ class Qh3Engine(AioquicStyleEngine):
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._now = now
-        self._quic.receive_datagram(data, addr, now=now)
+        try:
+            self._quic.receive_datagram(data, addr, now=now)
+        except ValueError:
+            # qh3 2.1 fails to set up a path to a new peer address ("path allocation
+            # failed"): the datagram is dropped, as if lost, and the connection stays
+            # on its path (so a migrated or rebound client is not followed).
+            if addr == self.peer_address():
+                raise
         self._note_engine_close()
+        if self._key_deferred and self._quic._handshake_confirmed:
+            with contextlib.suppress(ValueError):  # refused for now: try again next time
+                self._quic.request_key_update()
+                self._quic.send_ping(0)
+                self._key_deferred = False
+        self._watch_keys()
 
     def handle_timer(self, now: float) -> None:
         self._now = now
@@ -336,7 +358,44 @@ class Qh3Engine(AioquicStyleEngine):
             self._open_waiting()
         out: list[tuple[bytes, Address]] = self._quic.datagrams_to_send(now=now)
         self._note_engine_close()
+        self._key_packets += len(out)
+        self._watch_keys()
         return out
+
+    def update_keys(self) -> None:
+        if self._quic._handshake_confirmed:
+            try:
+                self._quic.request_key_update()
+            except ValueError as exc:  # "invalid key phase": qh3 waits for an acknowledgement
+                raise LocalProtocolError(
+                    "the last key update is unconfirmed: wait until the peer acknowledged "
+                    "a packet under the current keys"
+                ) from exc
+            self._quic.send_ping(0)  # the keys change with the next packet: send one
+        else:
+            self._key_deferred = True
+        self._key_requested = True
+
+    def _watch_keys(self) -> None:
+        core = self._quic._core
+        phase = None if core is None else core.send_key_phase
+        if phase is not None and phase != self._key_phase:
+            self._key_phase = phase
+            self._key_updates += 1
+            self._key_packets = 0
+            self._key_requested = False
+
+    def key_state(self) -> KeyState:
+        """As aioquic's; ``settled`` once the peer sends under the current keys (qh3
+        does not say which packets were acknowledged)."""
+        core = self._quic._core
+        answered = core is not None and core.receive_key_phase == core.send_key_phase
+        return KeyState(
+            phase=self._key_phase,
+            updates=self._key_updates,
+            packets=self._key_packets,
+            settled=not self._key_requested and (self._key_updates == 0 or answered),
+        )
 
     def timer(self) -> float | None:
         timer: float | None = self._quic.get_timer()
@@ -517,6 +576,13 @@ class Qh3Engine(AioquicStyleEngine):
             return None
         addr = core.active_path[2]
         return (str(addr[0]), int(addr[1]))
+
+    def validated_peer_address(self) -> Address | None:
+        """qh3 does not say whether its path is validated: the path in use."""
+        return self.peer_address()
+
+    def migration_refusal(self) -> str | None:
+        return "qh3 2.1 cannot move a connection to a new address: migrate needs engine='aioquic'"
 
     def path_stats(self) -> tuple[float | None, float | None, int, int]:
         """(smoothed RTT, minimum RTT seen here, congestion window, bytes in flight)."""

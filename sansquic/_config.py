@@ -15,7 +15,7 @@ from ._auth import Authenticator, AuthPolicy, AuthRequest
 from ._certs import make_dev_certificate
 from ._errors import ConfigError
 from ._tickets import MemoryTicketStore, TicketKeys, TicketStore
-from ._validators import bool_, int_in, one_of, positive, positive_or_none
+from ._validators import bool_, int_in, one_of, optional, positive, positive_or_none
 from .ratelimit import RateLimits
 
 __all__ = ["Config"]
@@ -195,6 +195,12 @@ class Config:
     #: (``pip install 'sansquic[qh3]'``; see docs/engines.md for what it lacks).
     engine: Literal["aioquic", "qh3"] = attrs.field(
         default="aioquic", validator=one_of("aioquic", "qh3")
+    )
+    #: Packets sent under one set of keys before this side updates them (RFC 9001
+    #: section 6.6: AES-GCM keys must protect fewer than 2**23 packets); ``None``
+    #: leaves updates to ``Connection.update_keys()`` and the peer.
+    key_update_packets: int | None = attrs.field(
+        default=2**20, validator=optional(int_in(1, 2**23))
     )
 
     #: Session resumption (see docs/resumption.md): servers issue tickets, clients

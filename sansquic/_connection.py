@@ -8,6 +8,7 @@ owns.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -303,10 +304,14 @@ class Connection:
 
     @property
     def remote_address(self) -> Address | None:
-        """The peer's address on the path in use; ``None`` before any datagram."""
+        """The peer's address on the path in use; ``None`` before any datagram.
+
+        When the client moves (migration, NAT rebinding) a server follows once
+        it validated the new address: until then this stays the old one.
+        """
         if self._engine is None:
             return None
-        return self._engine.peer_address()
+        return self._engine.validated_peer_address()
 
     @property
     def identity(self) -> Identity | None:
@@ -452,6 +457,8 @@ class Connection:
         out = self._engine.datagrams_to_send(now)
         if self._pmtu is not None and self._state is ConnectionState.CONNECTED:
             out += self._probe_path(self._engine, self._pmtu, now)
+        if self._state is ConnectionState.CONNECTED and self._config.key_update_packets:
+            self._update_keys_on_budget(self._engine)
         if self._close_pending is not None:
             # The answer went out in `out`; now the CONNECTION_CLOSE follows it.
             code, reason = self._close_pending
@@ -465,6 +472,15 @@ class Connection:
         counters.udp_bytes_sent += sum(len(data) for data, _ in out)
         self._pump(now)
         return out
+
+    def _update_keys_on_budget(self, engine: Engine) -> None:
+        """Update the keys once they protected ``Config.key_update_packets`` packets
+        (the update waits while the last one is unconfirmed)."""
+        keys = engine.key_state()
+        budget = self._config.key_update_packets
+        if budget is not None and keys.packets >= budget and keys.settled:
+            with contextlib.suppress(LocalProtocolError):  # the engine wants to wait: later
+                engine.update_keys()
 
     def _limit_inflight(self, engine: Engine, now: float) -> None:
         """Refresh the in-flight limit the scheduler hands data under (``_inflight.py``).
@@ -809,6 +825,56 @@ class Connection:
         """
         self._require_engine().change_connection_id()
 
+    def migrate(self) -> None:
+        """(Client) This side now sends from a new local address (connection migration).
+
+        Call it as the datagrams start leaving from the new address (a runtime
+        does this in ``await conn.migrate()``, with a new socket). The
+        connection moves to a fresh connection id, so the paths cannot be
+        linked, and sends at once; the server validates the new path
+        (PATH_CHALLENGE) and follows. Path MTU discovery starts over, at 1200
+        bytes, as nothing is known of the new path. Raises
+        :class:`~sansquic.LocalProtocolError` on a server, before the handshake
+        is confirmed, and when the server issued no spare connection id.
+        Next: :meth:`datagrams_to_send`.
+        """
+        engine = self._require_engine()
+        if self._role is not Role.CLIENT:
+            raise LocalProtocolError(
+                "only a client migrates (RFC 9000 section 9); a server follows"
+            )
+        if self._state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("a client can migrate once the handshake has completed")
+        refusal = engine.migration_refusal()
+        if refusal is not None:
+            raise LocalProtocolError(refusal)
+        engine.migrate()
+        if self._pmtu is not None:
+            # Nothing is known of the new path: packets drop to the floor at once, and
+            # the search starts over where the clock is known (_probe_path sees a new path).
+            self._pmtu_path = None
+            if self._pmtu.size > PMTU_BASE:
+                self._counters.datagrams_send_dropped += engine.use_datagram_size(PMTU_BASE)
+
+    def update_keys(self) -> None:
+        """Move to fresh packet protection keys (a QUIC key update, RFC 9001 section 6).
+
+        The peer follows; ``stats().key_phase`` flips and ``key_updates``
+        counts it. ``Config.key_update_packets`` does this on its own. Raises
+        :class:`~sansquic.LocalProtocolError` before the handshake completed and
+        while the last update (either side's) is unconfirmed: no packet under
+        the current keys has been acknowledged yet. Next: :meth:`datagrams_to_send`.
+        """
+        engine = self._require_engine()
+        if self._state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("keys can be updated once the handshake has completed")
+        if not engine.key_state().settled:
+            raise LocalProtocolError(
+                "the last key update is unconfirmed: wait until the peer acknowledged "
+                "a packet under the current keys"
+            )
+        engine.update_keys()
+
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close the connection with an application ``error_code`` and ``reason``.
 
@@ -859,6 +925,7 @@ class Connection:
             congestion_window=cwnd,
             bytes_in_flight=in_flight,
             **self._pmtu_stats(),
+            **self._key_stats(),
         )
 
     def _recovery_stats(self) -> dict[str, Any]:
@@ -871,6 +938,12 @@ class Connection:
             "packets_lost": recovery.packets_lost,
             "packets_retransmitted": recovery.packets_retransmitted,
         }
+
+    def _key_stats(self) -> dict[str, int]:
+        if self._engine is None:
+            return {}
+        keys = self._engine.key_state()
+        return {"key_updates": keys.updates, "key_phase": keys.phase}
 
     def _pmtu_stats(self) -> dict[str, int]:
         pmtu = self._pmtu

@@ -100,6 +100,16 @@ class RecoveryStats:
     packets_retransmitted: int | None
 
 
+@attrs.frozen(slots=True)
+class KeyState:
+    """Where the 1-RTT packet protection keys are (RFC 9001 section 6)."""
+
+    phase: int  # the key phase bit packets are sent with now
+    updates: int  # key updates so far, by either side
+    packets: int  # packets sent under the current keys
+    settled: bool  # a new update may start: none requested, the current keys acknowledged
+
+
 EngineEvent = (
     HandshakeDone
     | EarlyDataAccepted
@@ -194,6 +204,27 @@ class Engine(Protocol):
     def early_data_sendable(self) -> bool:
         """(Clients) True while stream data would leave in 0-RTT packets."""
         ...
+
+    def validated_peer_address(self) -> Address | None:
+        """The peer's address on the newest validated path (``peer_address`` switches
+        at once to a new address the peer sends from, before it is validated)."""
+        ...
+
+    def migration_refusal(self) -> str | None:
+        """(Clients) Why the connection cannot move to a new local address now, or None."""
+        ...
+
+    def migrate(self) -> None:
+        """(Clients) This side now sends from a new local address: move to a fresh
+        connection id and send at once, so the peer validates the new path."""
+        ...
+
+    def update_keys(self) -> None:
+        """Start a key update (deferred until the handshake is confirmed); only
+        when :meth:`key_state` says ``settled``."""
+        ...
+
+    def key_state(self) -> KeyState: ...
 
 
 QLOG_VERSION = "0.3"  # the qlog draft aioquic's (and qh3's) event encoders follow
@@ -290,6 +321,12 @@ class AioquicStyleEngine:
 
     def change_connection_id(self) -> None:
         self._quic.change_connection_id()
+
+    def migrate(self) -> None:
+        self._quic.change_connection_id()
+        # A PING is a non-probing frame: the server moves to the new path on it and
+        # validates the path with PATH_CHALLENGE (RFC 9000 section 9.2).
+        self._quic.send_ping(0)
 
     def send_datagram(self, data: bytes) -> None:
         self._quic.send_datagram_frame(data)

@@ -56,3 +56,6 @@ class ConnectionStats:
     packets_sent: int | None = None
     packets_lost: int | None = None
     packets_retransmitted: int | None = None
+    #: Key updates so far (started by either side) and the key phase bit in use now.
+    key_updates: int = 0
+    key_phase: int = 0

@@ -8,7 +8,7 @@ import attrs
 
 from ._errors import ConfigError
 
-__all__ = ["bool_", "int_in", "one_of", "positive", "positive_or_none"]
+__all__ = ["bool_", "int_in", "one_of", "optional", "positive", "positive_or_none"]
 
 Validator = Any  # attrs' validator protocol: (instance, attribute, value) -> None
 
@@ -53,3 +53,13 @@ def one_of(*choices: str) -> Validator:
             raise ConfigError(f"{attribute.name} must be one of {choices}, not {value!r}")
 
     return check
+
+
+def optional(check: Validator) -> Validator:
+    """``check``, or ``None``."""
+
+    def check_optional(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check(instance, attribute, value)
+
+    return check_optional

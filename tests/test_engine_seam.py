@@ -3,6 +3,7 @@
 from importlib.metadata import version
 
 import pytest
+from aioquic import tls
 from aioquic.quic.connection import Limit, QuicConnection
 from aioquic.quic.logger import QuicLoggerTrace
 from aioquic.quic.packet_builder import QuicPacketBuilder
@@ -29,6 +30,10 @@ def engines() -> dict[str, object]:
         "Limit": quic._local_max_streams_bidi,
         "QuicConnectionId": quic._host_cids[0],
         "QuicLoggerTrace": QuicLoggerTrace(is_client=True, odcid=b"o"),
+        "CryptoPair": quic._cryptos[tls.Epoch.ONE_RTT],
+        "CryptoContext": quic._cryptos[tls.Epoch.ONE_RTT].send,
+        "QuicPacketSpace": quic._spaces[tls.Epoch.ONE_RTT],
+        "QuicNetworkPath": quic._network_paths[0],
         "QuicPacketBuilder": QuicPacketBuilder(
             host_cid=b"h", peer_cid=b"p", version=1, is_client=True, max_datagram_size=1200
         ),

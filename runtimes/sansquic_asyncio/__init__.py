@@ -117,8 +117,11 @@ class _Backend:
             self.wake(key)
 
     async def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None:
-        if self._reader is None:
-            # Registered once: the I/O loop drains every ready datagram each time it wakes.
+        if self._reader != sock.fileno():
+            # Registered once (again after a migration switched the socket): the I/O
+            # loop drains every ready datagram each time it wakes.
+            if self._reader is not None:
+                self._loop.remove_reader(self._reader)
             self._reader = sock.fileno()
             self._loop.add_reader(self._reader, self.nudge)
         waiter = self._readable = self._loop.create_future()

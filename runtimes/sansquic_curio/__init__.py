@@ -169,6 +169,7 @@ class _Backend:
         # The socket and a wake-up pair, watched by a selector of ours whose own fd
         # curio watches: one curio task then waits for "readable or nudged".
         self._poll: tuple[selectors.BaseSelector, socket.socket, socket.socket] | None = None
+        self._watched: socket.socket | None = None  # the UDP socket the poller watches
         self._waiting = self._nudged = self._released = False
 
     def now(self) -> float:
@@ -215,7 +216,13 @@ class _Backend:
             poller.register(sock.sock, selectors.EVENT_READ)
             poller.register(wake_r, selectors.EVENT_READ)
             self._poll = (poller, wake_r, wake_w)
+            self._watched = sock.sock
         poller, wake_r, _ = self._poll
+        if self._watched is not sock.sock:  # a migration switched the socket
+            if self._watched is not None:
+                poller.unregister(self._watched)
+            poller.register(sock.sock, selectors.EVENT_READ)
+            self._watched = sock.sock
         self._waiting = True
         try:
             await _wait(_read_wait(poller), deadline)

@@ -58,6 +58,8 @@ class _Driver:
         self.endpoint = endpoint
         self.dispatcher = sansquic.Dispatcher(endpoint)
         self.sock = sock
+        # Sockets a migration moved away from, closed once the I/O loop waits elsewhere.
+        self._retired: list[UdpSocket] = []
         self.log = logging.getLogger(backend.logger_name)
         # A client's loop ends with its last connection, so a connection never closed
         # cannot keep a process alive past its idle timeout; a server's runs until stop().
@@ -78,12 +80,13 @@ class _Driver:
 
     async def run(self) -> None:
         """The I/O loop: wait for datagrams or the timer, feed the endpoint, flush."""
-        backend, endpoint, sock = self.backend, self.endpoint, self.sock
+        backend, endpoint = self.backend, self.endpoint
         with backend.guard():
             self._started = True
         try:
             while True:
                 with backend.guard():
+                    sock = self.sock  # a migration may have switched it
                     if self._stopping or (self._client and not endpoint.connections):
                         return
                     if self._dirty:
@@ -93,6 +96,8 @@ class _Driver:
                     deadline = endpoint.timer()
                     self._sleep_until = math.inf if deadline is None else deadline
                 await backend.wait_readable(sock, deadline)
+                if self._retired:
+                    self._close_retired(sock)
                 batch = sock.receive_ready()  # every ready datagram before one send pass
                 with backend.guard():
                     self._sleep_until = -math.inf  # awake: flush() need not nudge
@@ -214,6 +219,21 @@ class _Driver:
             self.socket_closed = True
         self.backend.release(self.sock)
         self.sock.close()
+        self._close_retired(self.sock)
+
+    def switch_socket(self, sock: UdpSocket) -> None:
+        """Send and receive on ``sock`` from now on (a client's migration)."""
+        self._retired.append(self.sock)
+        self.sock = sock
+        self.backend.nudge()  # the I/O loop waits on the old socket: move it
+
+    def _close_retired(self, current: UdpSocket) -> None:
+        """Close the sockets migrated away from; the backend watches ``current`` now."""
+        with self.backend.guard():
+            retired, self._retired = self._retired, [s for s in self._retired if s is current]
+        for sock in retired:
+            if sock is not current:
+                sock.close()
 
 
 class Stream:
@@ -490,6 +510,50 @@ class Connection:
         return await driver.until(
             lambda: dispatcher.next_datagram(core), ("datagram", core), driver.deadline(timeout)
         )
+
+    async def migrate(self) -> None:
+        """(Client) Move the connection to a new local UDP port (connection migration).
+
+        A new socket is bound (same address family and host), the connection
+        moves to a fresh connection id and sends from the new socket at once;
+        the server validates the new path and follows. Raises
+        :class:`sansquic.LocalProtocolError` on a server, on a connection that
+        shares its socket, and before the handshake is confirmed (see
+        :meth:`sansquic.Connection.migrate`).
+        """
+        driver, core = self._driver, self._core
+        with driver.backend.guard():
+            if core.role is not sansquic.Role.CLIENT:
+                raise sansquic.LocalProtocolError(
+                    "only a client migrates (RFC 9000 section 9); a server follows"
+                )
+            if not self._owns_driver:
+                raise sansquic.LocalProtocolError(
+                    "this connection shares its socket with others: it cannot move alone"
+                )
+            old = driver.sock
+        sock = UdpSocket(old.family, (old.address[0], 0))
+        moved = False
+        try:
+            with driver.backend.guard():
+                if driver.socket_closed:
+                    raise sansquic.ConnectionClosed(
+                        0, "the connection was closed", application=True
+                    )
+                core.migrate()  # misuse raises here, before anything changed
+                driver.switch_socket(sock)
+                moved = True
+                driver.flush()  # the server learns of the new path now
+        finally:
+            if not moved:
+                sock.close()
+
+    async def update_keys(self) -> None:
+        """Move to fresh packet protection keys now (see :meth:`sansquic.Connection.update_keys`:
+        ``LocalProtocolError`` while the last update is unconfirmed)."""
+        with self._driver.backend.guard():
+            self._core.update_keys()
+            self._driver.touch()
 
     async def close(self, code: int = 0, reason: str = "") -> None:
         """Close with an application ``code`` and ``reason``, then release what it holds.

@@ -85,6 +85,7 @@ class UdpSocket:
 
     def __init__(self, family: int, bind: tuple[str, int]) -> None:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.family = family
         try:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)

@@ -72,6 +72,7 @@ class _Backend:
         for end in (self._wake_r, self._wake_w):
             end.setblocking(False)
         self._selector: selectors.BaseSelector | None = None
+        self._watched: socket.socket | None = None  # the UDP socket the selector watches
         self.threads = _Threads()
 
     def now(self) -> float:
@@ -109,6 +110,12 @@ class _Backend:
             self._selector = selectors.DefaultSelector()
             self._selector.register(sock.sock, selectors.EVENT_READ)
             self._selector.register(self._wake_r, selectors.EVENT_READ)
+            self._watched = sock.sock
+        elif self._watched is not sock.sock:  # a migration switched the socket
+            if self._watched is not None:
+                self._selector.unregister(self._watched)
+            self._selector.register(sock.sock, selectors.EVENT_READ)
+            self._watched = sock.sock
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         for key, _ in self._selector.select(timeout):
             if key.fileobj is self._wake_r:
