@@ -31,6 +31,7 @@ from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicFrameType,
     QuicPacketType,
+    QuicProtocolVersion,
     encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
@@ -39,7 +40,7 @@ from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificates
 
-from ._config import Config
+from ._config import QUIC_VERSIONS, Config
 from ._engine import (
     Address,
     AioquicStyleEngine,
@@ -131,8 +132,8 @@ PRIVATE_ATTRIBUTES = (
 
 #: Connection id length this side uses; short headers are parsed with it.
 CID_LENGTH = 8
-#: QUIC versions this side speaks.
-SUPPORTED_VERSIONS = (1,)
+#: QUIC versions the engine speaks (v1, v2); ``Config.versions`` picks among them.
+SUPPORTED_VERSIONS = (QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2)
 
 # aioquic logs failed handshakes at WARNING on the "quic" logger; with no handler
 # configured Python's last-resort handler would print them to stderr. A
@@ -185,12 +186,12 @@ def _version(header: Header) -> int:
     return header.version if header.version is not None else SUPPORTED_VERSIONS[0]
 
 
-def encode_version_negotiation(header: Header) -> bytes:
-    """A Version Negotiation packet answering ``header``."""
+def encode_version_negotiation(header: Header, versions: tuple[int, ...]) -> bytes:
+    """A Version Negotiation packet answering ``header``, offering ``versions``."""
     data: bytes = encode_quic_version_negotiation(
         source_cid=header.destination_cid,
         destination_cid=header.source_cid,
-        supported_versions=list(SUPPORTED_VERSIONS),
+        supported_versions=list(versions),
     )
     return data
 
@@ -266,7 +267,10 @@ def _quic_configuration(config: Config, *, is_client: bool, server_name: str | N
         ),
         congestion_control_algorithm=config.congestion_control,
         server_name=server_name,
+        supported_versions=[QUIC_VERSIONS[name] for name in config.versions],
     )
+    if config.cipher_suites is not None:
+        qc.cipher_suites = [tls.CipherSuite[name] for name in config.cipher_suites]
     if is_client:
         if config.dev_mode or not config.verify_peer:
             qc.verify_mode = ssl.CERT_NONE
