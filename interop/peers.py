@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -81,9 +82,15 @@ class Peer(Protocol):
     """An hq-interop implementation nobody here wrote."""
 
     name: str
+    #: The application protocol it speaks: "hq-interop" or "h3".
+    alpn: str
 
     def unavailable(self) -> str | None:
         """Why this peer cannot run at all here (not installed, ...), or None."""
+        ...
+
+    def key_update_seen(self, log: PeerLog) -> str | None:
+        """None if ``log`` shows a 1-RTT key update that both sides went through, else why not."""
         ...
 
     def unsupported(self, case: Case, role: str) -> str | None:
@@ -184,6 +191,7 @@ class AioquicExamples:
     """aioquic's ``examples/http3_server.py`` and ``http3_client.py``, in hq-interop mode."""
 
     name = "aioquic"
+    alpn = "hq-interop"
 
     def __init__(self, examples: Path | None, extra_path: str | None = None) -> None:
         self.examples = examples
@@ -200,13 +208,31 @@ class AioquicExamples:
         return None
 
     def unsupported(self, case: Case, role: str) -> str | None:
-        if role == "server" and case.cipher is not None:
-            # The server offers aioquic's default suites; the client's choice decides.
-            return None
-        if role == "server" and case.version == "v2":
-            return None  # the example server accepts v1 and v2 (aioquic's defaults)
-        if role == "server" and case.key_update:
-            return None  # it follows a key update (aioquic does); sansquic starts it
+        # The example server takes no cipher or version options, but the client's
+        # choice decides both and aioquic's defaults accept v1, v2 and all suites;
+        # the client has options for the rest, and the server follows a key update.
+        return None
+
+    def key_update_seen(self, log: PeerLog) -> str | None:
+        # aioquic's qlog logs every key update with its trigger: this side
+        # started one (local_update) or followed sansquic's (remote_update).
+        # Once a side updated, packets under the old keys no longer open, so
+        # 1-RTT packets still received afterwards show sansquic moved too.
+        updates = [
+            e["time"]
+            for e in log.events
+            if e.get("name") == "security:key_updated"
+            and e.get("data", {}).get("trigger") in ("local_update", "remote_update")
+        ]
+        if not updates:
+            return "the peer's qlog shows no 1-RTT key update"
+        if not any(
+            e.get("name") == "transport:packet_received"
+            and e.get("data", {}).get("header", {}).get("packet_type") == "1RTT"
+            and e["time"] > min(updates)
+            for e in log.events
+        ):
+            return "the peer received no 1-RTT packet after the key update"
         return None
 
     def _env(self, www: Path | None = None) -> dict[str, str]:
@@ -270,18 +296,18 @@ class Ngtcp2:
     """Debian's ngtcp2 examples (``gtlsclient`` / ``gtlsserver``), when installed.
 
     Debian builds them from ngtcp2's HTTP/3 examples (ALPN ``h3`` over
-    nghttp3); the hq-interop ones (``h09client``/``h09server``) are not
-    packaged, so they cannot serve or fetch a file with sansquic's
-    hq-interop side.
+    nghttp3); the hq-interop ones are not packaged, so sansquic's side speaks
+    HTTP/3 with them (:mod:`interop.h3`).
     """
 
     name = "ngtcp2"
+    alpn = "h3"
+    _CHACHA = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+CHACHA20-POLY1305"
 
     def __init__(self) -> None:
         self.client = shutil.which("gtlsclient")
-        self.server = shutil.which("gtlsserver") or (
-            "/usr/sbin/gtlsserver" if Path("/usr/sbin/gtlsserver").exists() else None
-        )
+        sbin = Path("/usr/sbin/gtlsserver")
+        self.server = shutil.which("gtlsserver") or (str(sbin) if sbin.exists() else None)
 
     def unavailable(self) -> str | None:
         if self.client is None or self.server is None:
@@ -289,12 +315,50 @@ class Ngtcp2:
         return None
 
     def unsupported(self, case: Case, role: str) -> str | None:
-        return "Debian's gtlsclient/gtlsserver speak h3 only, no hq-interop"
+        if case.version == "v2":
+            return "ngtcp2 0.12 speaks only the v2 draft (0x709a50c4), not RFC 9369 v2"
+        if role == "server" and case.cipher is not None:
+            return None  # gtlsserver's default suites include it; the client picks
+        return None
+
+    def key_update_seen(self, log: PeerLog) -> str | None:
+        # ngtcp2's debug log prints each packet's key phase (k=0/1), sent
+        # ("pkt tx") and received ("pkt rx"): 1-RTT packets received in phase 1
+        # mean sansquic moved to the next keys too.
+        if not re.search(r"pkt rx [^\n]*type=1RTT k=1", log.text):
+            return "ngtcp2's log shows no 1-RTT packet received under updated keys"
+        return None
 
     def serve(self, case: Case, www: Path, host: str, work: Path) -> ServerProcess:
-        raise NotImplementedError("ngtcp2's packaged examples do not speak hq-interop")
+        assert self.server is not None
+        cert, key = _dev_pair(work)
+        port = _free_port(host)
+        command = [self.server, host, str(port), str(key), str(cert), "-d", str(www)]
+        command += ["--no-quic-dump", "--no-http-dump"]
+        if case.retry:
+            command.append("--validate-addr")
+        log = work / "ngtcp2-server.log"
+        process = _start(command, log, dict(os.environ), work)
+        _wait_bound(host, port, process)
+        return ServerProcess(process, (host, port), log)
 
     def fetch(
         self, case: Case, address: tuple[str, int], paths: list[str], out: Path, work: Path
     ) -> tuple[int, PeerLog]:
-        raise NotImplementedError("ngtcp2's packaged examples do not speak hq-interop")
+        assert self.client is not None
+        command = [self.client, "--no-quic-dump", "--no-http-dump", "--exit-on-all-streams-close"]
+        command += ["--download", str(out), "--timeout", "20s"]
+        if case.resume or case.zero_rtt:
+            command += ["--session-file", str(work / "session.pem")]
+            command += ["--tp-file", str(work / "tp.txt")]
+        if case.resume and not case.zero_rtt:
+            command.append("--disable-early-data")
+        if case.key_update:
+            command.append("--key-update=20ms")
+        if case.cipher == "CHACHA20_POLY1305_SHA256":
+            command.append(f"--ciphers={self._CHACHA}")
+        base = f"https://{_url_host(address[0])}:{address[1]}"
+        command += [address[0], str(address[1]), *(base + path for path in paths)]
+        log = work / f"ngtcp2-client-{time.monotonic_ns()}.log"
+        status = _run(command, log, dict(os.environ), work, case.timeout)
+        return status, PeerLog(log.read_text(errors="replace"), [])

@@ -64,6 +64,7 @@ def _client_side(case: Case, peer: Peer, work: Path, www: Path) -> tuple[Observa
     files = _files(case, www)
     server = peer.serve(case, www, host, work)
     config = sansquic_side.config(
+        peer.alpn,
         versions=("v2", "v1") if case.version == "v2" else ("v1",),
         cipher=case.cipher,
         early_data=case.zero_rtt,
@@ -86,7 +87,12 @@ def _client_side(case: Case, peer: Peer, work: Path, www: Path) -> tuple[Observa
     finally:
         log = server.stop()
     obs = Observation(
-        proxy.observer, dict(proxy.actions), proxy.families, facts, log.text, log.events
+        proxy.observer,
+        dict(proxy.actions),
+        proxy.families,
+        facts,
+        log.text,
+        peer.key_update_seen(log) if case.key_update else None,
     )
     return obs, _compare(files, got)
 
@@ -96,6 +102,7 @@ def _server_side(case: Case, peer: Peer, work: Path, www: Path) -> tuple[Observa
     host = "::1" if case.ipv6 else "127.0.0.1"
     files = _files(case, www)
     config = sansquic_side.config(
+        peer.alpn,
         versions=("v1", "v2") if case.version == "v2" else ("v1",),
         retry=case.retry,
         early_data=case.zero_rtt,
@@ -118,13 +125,14 @@ def _server_side(case: Case, peer: Peer, work: Path, www: Path) -> tuple[Observa
     finally:
         server.close()
     got = {f"/{p.name}": p.read_bytes() for p in out.iterdir()}
+    joined = PeerLog("\n".join(log.text for log in logs), [e for log in logs for e in log.events])
     obs = Observation(
         proxy.observer,
         dict(proxy.actions),
         proxy.families,
         server.connections,
-        "\n".join(log.text for log in logs),
-        [event for log in logs for event in log.events],
+        joined.text,
+        peer.key_update_seen(joined) if case.key_update else None,
     )
     return obs, failure or _compare(files, got)
 

@@ -18,6 +18,8 @@ import sansquic_threads
 import sansquic
 from conformance import hq
 
+from . import h3
+
 __all__ = ["Fetched", "SansquicServer", "fetch", "missing_feature"]
 
 _TIMEOUT = 60.0
@@ -46,14 +48,15 @@ def missing_feature(feature: str, role: str) -> str | None:
 
 
 def config(
+    alpn: str,
     *,
     versions: tuple[str, ...] = ("v1",),
     cipher: str | None = None,
     retry: bool = False,
     early_data: bool = False,
 ) -> sansquic.Config:
-    """The hq-interop Config for one case."""
-    changes: dict[str, Any] = {"versions": versions, "idle_timeout": 20.0}
+    """The Config for one case, speaking ``alpn`` ("hq-interop" or "h3")."""
+    changes: dict[str, Any] = {"alpn": (alpn,), "versions": versions, "idle_timeout": 20.0}
     if cipher is not None:
         changes["cipher_suites"] = (cipher,)
     if retry:
@@ -73,7 +76,7 @@ def _facts(conn: Any) -> dict[str, Any]:
 
 @dataclass
 class SansquicServer:
-    """An hq-interop file server; records what each connection reported."""
+    """An hq-interop (or h3) file server; records what each connection reported."""
 
     files: dict[str, bytes]
     config: sansquic.Config
@@ -81,7 +84,8 @@ class SansquicServer:
     connections: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        serve = hq.serve_files(self.files)
+        h3_alpn = self.config.alpn[0] == h3.ALPN
+        serve = h3.serve_files(self.files) if h3_alpn else hq.serve_files(self.files)
         lock = threading.Lock()
 
         def handler(conn: Any) -> None:
@@ -121,6 +125,8 @@ def fetch(
     try:
         if key_update:
             conn.update_keys()  # type: ignore[attr-defined]  # the contract's name, see module doc
+        if config.alpn[0] == h3.ALPN:
+            return Fetched(h3.get_all(conn, paths), _facts(conn))
         streams = []
         for path in paths:
             stream = conn.open_stream()

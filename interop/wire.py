@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["V1", "V2", "Hello", "Observer", "parse_datagram"]
+__all__ = ["V1", "V2", "Hello", "Observer", "parse_datagram", "varint"]
 
 V1 = 0x00000001
 V2 = 0x6B3343CF
@@ -63,7 +63,8 @@ class Hello:
     resumed: bool
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A QUIC variable-length integer at ``pos``: (value, position after it)."""
     if pos >= len(data):
         raise ValueError("truncated varint")
     first = data[pos]
@@ -103,9 +104,9 @@ def parse_datagram(data: bytes, short_dcid_length: int = 8) -> list[Packet]:
                 packets.append(Packet(kind, version, dcid, scid, data[start:]))
                 break
             if kind == "initial":
-                token_length, pos = _varint(data, pos)
+                token_length, pos = varint(data, pos)
                 pos += token_length
-            length, pos = _varint(data, pos)
+            length, pos = varint(data, pos)
         except (ValueError, IndexError):
             break
         end = pos + length
@@ -146,8 +147,8 @@ def _decrypt_initial(packet: Packet, keys: _Keys) -> bytes | None:
     raw = packet.raw
     pos = 7 + len(packet.dcid) + len(packet.scid)
     try:
-        token_length, pos = _varint(raw, pos)
-        _, pn_offset = _varint(raw, pos + token_length)
+        token_length, pos = varint(raw, pos)
+        _, pn_offset = varint(raw, pos + token_length)
     except ValueError:
         return None
     sample = raw[pn_offset + 4 : pn_offset + 20]
@@ -180,18 +181,18 @@ def _crypto_frames(payload: bytes) -> list[tuple[int, bytes]]:
     pos = 0
     try:
         while pos < len(payload):
-            kind, pos = _varint(payload, pos)
+            kind, pos = varint(payload, pos)
             if kind in (0x00, 0x01):  # PADDING, PING
                 continue
             if kind in (0x02, 0x03):  # ACK: largest, delay, count, first range, ranges
-                _, pos = _varint(payload, pos)
-                _, pos = _varint(payload, pos)
-                count, pos = _varint(payload, pos)
+                _, pos = varint(payload, pos)
+                _, pos = varint(payload, pos)
+                count, pos = varint(payload, pos)
                 for _ in range(1 + 2 * count + (3 if kind == 0x03 else 0)):
-                    _, pos = _varint(payload, pos)
+                    _, pos = varint(payload, pos)
             elif kind == 0x06:
-                offset, pos = _varint(payload, pos)
-                length, pos = _varint(payload, pos)
+                offset, pos = varint(payload, pos)
+                length, pos = varint(payload, pos)
                 frames.append((offset, payload[pos : pos + length]))
                 pos += length
             else:  # CONNECTION_CLOSE or anything else: nothing more we need

@@ -1,6 +1,8 @@
 """The interop observer and impairment proxy: they never crash, and they see what happened."""
 
+import contextlib
 import socket
+from typing import Any
 
 import pytest
 import sansquic_threads
@@ -8,8 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import hq
+from interop import h3
+from interop.peers import AioquicExamples, Ngtcp2, PeerLog
 from interop.proxy import Impairment, Proxy
-from interop.wire import V1, Observer, parse_datagram
+from interop.spec import CASES, Observation
+from interop.wire import V1, Hello, Observer, parse_datagram
 
 BODY = bytes(range(256)) * 1200  # 300 KB
 
@@ -74,3 +79,89 @@ def test_each_impairment_acts_and_the_transfer_survives(
 def test_ipv6_goes_over_ipv6() -> None:
     proxy = fetch_through(None, host="::1")
     assert proxy.families == {socket.AF_INET6}
+
+
+# -- the checks themselves can fail --------------------------------------------------------
+
+
+def test_ngtcp2_key_update_needs_a_received_packet_in_phase_one() -> None:
+    peer = Ngtcp2()
+    sent_only = "I00000046 0xab pkt tx pkn=9 dcid=0xcd type=1RTT k=1 len=0\n"
+    received = "I00000047 0xab pkt rx pkn=6 dcid=0xab type=1RTT k=1\n"
+    assert peer.key_update_seen(PeerLog(sent_only, [])) is not None
+    assert peer.key_update_seen(PeerLog(sent_only + received, [])) is None
+
+
+def test_aioquic_key_update_needs_an_update_and_a_packet_after_it() -> None:
+    peer = AioquicExamples(None, "")
+    update = {"name": "security:key_updated", "time": 2.0, "data": {"trigger": "local_update"}}
+    tls = {"name": "security:key_updated", "time": 1.0, "data": {"trigger": "tls"}}
+
+    def received(at: float) -> dict[str, Any]:
+        header = {"packet_type": "1RTT"}
+        return {"name": "transport:packet_received", "time": at, "data": {"header": header}}
+
+    assert peer.key_update_seen(PeerLog("", [tls, received(3.0)])) is not None
+    assert peer.key_update_seen(PeerLog("", [update, received(1.5)])) is not None
+    assert peer.key_update_seen(PeerLog("", [tls, update, received(3.0)])) is None
+
+
+def observation(hellos: list[Hello], **counts: int) -> Observation:
+    observer = Observer()
+    observer.hellos = hellos
+    for key, n in counts.items():
+        direction, kind = key.split("_")
+        observer.counts[(direction, kind, V1)] = n
+    return Observation(observer, {}, {socket.AF_INET})
+
+
+def test_resumption_and_zerortt_checks_fail_without_their_evidence() -> None:
+    full, resumed = Hello(V1, "AES_128_GCM_SHA256", False), Hello(V1, "AES_128_GCM_SHA256", True)
+    resumption, zerortt = CASES["resumption"].check, CASES["zerortt"].check
+    assert resumption(observation([full, full])) is not None
+    assert resumption(observation([resumed, resumed])) is not None
+    assert resumption(observation([full])) is not None
+    assert resumption(observation([full, resumed])) is None
+    assert zerortt(observation([full, resumed])) is not None  # no 0-RTT packet
+    assert zerortt(observation([full, resumed], c2s_0rtt=3)) is None
+
+
+def test_version_cipher_retry_and_ipv6_checks_fail_without_their_evidence() -> None:
+    hello = Hello(V1, "AES_128_GCM_SHA256", False)
+    assert CASES["v2"].check(observation([hello], s2c_handshake=2)) is not None
+    assert CASES["chacha20"].check(observation([hello])) is not None
+    assert CASES["retry"].check(observation([hello])) is not None
+    assert CASES["retry"].check(observation([hello], s2c_retry=1)) is None
+    assert CASES["ipv6"].check(observation([hello])) is not None
+    assert CASES["handshake"].check(observation([hello, hello])) is not None
+
+
+# -- the HTTP/3 side used with h3-only peers -------------------------------------------------
+
+
+@given(st.binary(max_size=200))
+def test_h3_frames_of_any_bytes_parse_or_raise_h3error(data: bytes) -> None:
+    with contextlib.suppress(h3.H3Error):
+        for kind, payload in h3.frames(data):
+            assert kind >= 0 and len(payload) <= len(data)
+
+
+def test_h3_client_and_server_move_files_and_refuse_unknown_paths() -> None:
+    files = {"/a": b"alpha", "/blob": BODY}
+    config = hq.CONFIG.replace(alpn=(h3.ALPN,))
+    server = sansquic_threads.serve(h3.serve_files(files), "127.0.0.1", 0, config=config)
+    try:
+        for paths, expected in ((list(files), files), (["/a", "/nowhere"], None)):
+            conn = sansquic_threads.connect(
+                *server.address[:2], config=config, server_name="localhost"
+            )
+            try:
+                if expected is None:
+                    with pytest.raises(h3.H3Error, match="404"):
+                        h3.get_all(conn, paths)
+                else:
+                    assert h3.get_all(conn, paths) == expected
+            finally:
+                conn.close()
+    finally:
+        server.close()
