@@ -78,6 +78,11 @@ def _retry(obs: Observation) -> str | None:
     return None
 
 
+def _reported(obs: Observation, fact: str) -> list[object]:
+    """What sansquic's side reported as ``fact`` for each connection, in order."""
+    return [facts.get(fact) for facts in obs.sansquic]
+
+
 def _resumed(obs: Observation) -> str | None:
     hellos = obs.observer.hellos
     if len(hellos) < 2:
@@ -86,6 +91,9 @@ def _resumed(obs: Observation) -> str | None:
         return "the first handshake already used a pre-shared key"
     if not hellos[-1].resumed:
         return "the second ServerHello carries no pre_shared_key: not resumed"
+    # The wire says it resumed; sansquic's own report must agree.
+    if (reported := _reported(obs, "resumed")) != [False] * (len(reported) - 1) + [True]:
+        return f"sansquic's Connection.resumed per connection: {reported}"
     return None
 
 
@@ -94,6 +102,9 @@ def _zero_rtt(obs: Observation) -> str | None:
         return reason
     if obs.observer.packets("c2s", "0rtt") == 0:
         return "no 0-RTT packet seen on the wire"
+    # 0-RTT packets prove the client sent early data, not that the server took it.
+    if (accepted := _reported(obs, "early_data_accepted"))[-1:] != [True]:
+        return f"sansquic's Connection.early_data_accepted per connection: {accepted}"
     return None
 
 

@@ -106,24 +106,33 @@ def test_aioquic_key_update_needs_an_update_and_a_packet_after_it() -> None:
     assert peer.key_update_seen(PeerLog("", [tls, update, received(3.0)])) is None
 
 
-def observation(hellos: list[Hello], **counts: int) -> Observation:
+def observation(
+    hellos: list[Hello], facts: list[dict[str, Any]] | None = None, **counts: int
+) -> Observation:
     observer = Observer()
     observer.hellos = hellos
     for key, n in counts.items():
         direction, kind = key.split("_")
         observer.counts[(direction, kind, V1)] = n
-    return Observation(observer, {}, {socket.AF_INET})
+    return Observation(observer, {}, {socket.AF_INET}, facts or [])
 
 
 def test_resumption_and_zerortt_checks_fail_without_their_evidence() -> None:
     full, resumed = Hello(V1, "AES_128_GCM_SHA256", False), Hello(V1, "AES_128_GCM_SHA256", True)
     resumption, zerortt = CASES["resumption"].check, CASES["zerortt"].check
-    assert resumption(observation([full, full])) is not None
-    assert resumption(observation([resumed, resumed])) is not None
-    assert resumption(observation([full])) is not None
-    assert resumption(observation([full, resumed])) is None
-    assert zerortt(observation([full, resumed])) is not None  # no 0-RTT packet
-    assert zerortt(observation([full, resumed], c2s_0rtt=3)) is None
+    said = [{"resumed": False}, {"resumed": True}]
+    assert resumption(observation([full, full], said)) is not None
+    assert resumption(observation([resumed, resumed], said)) is not None
+    assert resumption(observation([full], said[:1])) is not None
+    assert resumption(observation([full, resumed], said)) is None
+    # The wire and sansquic's own report must agree.
+    assert resumption(observation([full, resumed], [{"resumed": False}] * 2)) is not None
+    assert resumption(observation([full, resumed], [{}, {}])) is not None
+    accepted = [{"resumed": False}, {"resumed": True, "early_data_accepted": True}]
+    refused = [{"resumed": False}, {"resumed": True, "early_data_accepted": False}]
+    assert zerortt(observation([full, resumed], accepted)) is not None  # no 0-RTT packet
+    assert zerortt(observation([full, resumed], refused, c2s_0rtt=3)) is not None
+    assert zerortt(observation([full, resumed], accepted, c2s_0rtt=3)) is None
 
 
 def test_version_cipher_retry_and_ipv6_checks_fail_without_their_evidence() -> None:
