@@ -114,6 +114,12 @@ class Config:
 
     #: ALPN protocol names offered (client) or accepted (server), in preference order.
     alpn: tuple[str, ...] = attrs.field(default=("sansquic",), converter=_alpn)
+    #: QUIC versions, in preference order: ``"v1"``, ``"v2"``. A client starts with
+    #: the first; a server accepts any listed and answers others with Version Negotiation.
+    versions: tuple[str, ...] = attrs.field(default=("v1",), converter=_versions)
+    #: TLS 1.3 cipher suites offered (client) or accepted (server), by IANA name
+    #: (``"CHACHA20_POLY1305_SHA256"``, ...); ``None`` leaves the engine's default set.
+    cipher_suites: tuple[str, ...] | None = attrs.field(default=None, converter=_cipher_suites)
     #: The server's certificate chain: PEM bytes, PEM text, or a path.
     certificate: bytes | None = attrs.field(default=None, converter=_certificate)
     #: The server's private key: PEM bytes, PEM text, or a path.
@@ -191,13 +197,6 @@ class Config:
     engine: Literal["aioquic", "qh3"] = attrs.field(
         default="aioquic", validator=one_of("aioquic", "qh3")
     )
-
-    #: QUIC versions, in preference order: ``"v1"``, ``"v2"``. A client starts with
-    #: the first; a server accepts any listed and answers others with Version Negotiation.
-    versions: tuple[str, ...] = attrs.field(default=("v1",), converter=_versions)
-    #: TLS 1.3 cipher suites offered (client) or accepted (server), by IANA name
-    #: (``"CHACHA20_POLY1305_SHA256"``, ...); ``None`` leaves the engine's default set.
-    cipher_suites: tuple[str, ...] | None = attrs.field(default=None, converter=_cipher_suites)
 
     #: True when ``dev_mode`` made the certificate pair (not settable).
     dev_certificate: bool = attrs.field(default=False, init=False, repr=False, eq=False)
