@@ -61,6 +61,7 @@ class Proxy:
         self.observer = Observer()
         #: What was done: forwarded, lost, corrupted, blackholed, delayed, ...
         self.actions: Counter[str] = Counter()
+        #: Address families datagrams arrived over, from either side.
         self.families: set[int] = set()
         self._random = random.Random(self.impairment.seed)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -107,6 +108,8 @@ class Proxy:
                         break
                     except OSError:
                         break  # ICMP errors surface here; UDP goes on
+                    # The address family of what actually arrived (IPv6 addresses are 4-tuples).
+                    self.families.add(socket.AF_INET6 if len(source) == 4 else socket.AF_INET)
                     if sock is self._listen:
                         self._from_client(data, source[:2])
                     else:
@@ -125,7 +128,6 @@ class Proxy:
             self._clients[source] = upstream
             self._by_socket[upstream] = source
             self._selector.register(upstream, selectors.EVENT_READ)
-        self.families.add(self._listen.family)
         self._forward(data, upstream, self.upstream, to_server=True)
 
     def _forward(
