@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(cell)
     print()
     print_matrix(cells)
+    return exit_status(cells)
+
+
+def exit_status(cells: list[Cell]) -> int:
+    """1 if any cell both sides support failed, else 0."""
     return 1 if any(c.outcome is Outcome.FAIL for c in cells) else 0
 
 

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from conformance import hq
 from interop import h3
+from interop.__main__ import exit_status, print_matrix
 from interop.peers import AioquicExamples, Ngtcp2, PeerLog
 from interop.proxy import Impairment, Proxy
+from interop.runner import DIRECTIONS, Outcome, run_cell
 from interop.spec import CASES, Observation
 from interop.wire import V1, Hello, Observer, parse_datagram
 
@@ -174,3 +176,45 @@ def test_h3_client_and_server_move_files_and_refuse_unknown_paths() -> None:
                 conn.close()
     finally:
         server.close()
+
+
+# -- the runner reports every cell, never a silent pass --------------------------------------
+
+
+class BrokenPeer:
+    """A peer whose server never starts and whose client fetches nothing."""
+
+    name, alpn = "broken", "hq-interop"
+
+    def __init__(self, missing: str | None = None) -> None:
+        self.missing = missing
+
+    def unavailable(self) -> str | None:
+        return self.missing
+
+    def unsupported(self, case: Any, role: str) -> str | None:
+        return None
+
+    def key_update_seen(self, log: PeerLog) -> str | None:
+        return "no"
+
+    def serve(self, *args: Any) -> Any:
+        raise RuntimeError("peer server exited with status 1")
+
+    def fetch(self, *args: Any) -> tuple[int, PeerLog]:
+        return 3, PeerLog("", [])
+
+
+def test_a_failing_or_missing_peer_shows_in_the_matrix_and_the_exit_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    case = CASES["handshake"]
+    cells = [run_cell(case, BrokenPeer(), direction) for direction in DIRECTIONS]
+    assert [c.outcome for c in cells] == [Outcome.FAIL, Outcome.FAIL]
+    assert "status 1" in cells[0].reason and "status 3" in cells[1].reason
+    missing = run_cell(case, BrokenPeer("not installed (here)"), DIRECTIONS[0])
+    assert missing.outcome is Outcome.UNSUPPORTED_PEER and "not installed" in missing.reason
+    print_matrix([*cells, missing])
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "not installed (here)" in out
+    assert exit_status(cells) == 1 and exit_status([missing]) == 0
