@@ -2,7 +2,9 @@
 
 ``tests`` runs on every supported Python (``requires-python`` is true to the
 code only if each passes). ``conformance`` (the whole runtime matrix),
-``fuzz``, ``bench`` and ``soak`` are long and stay out of CI.
+``fuzz``, ``bench`` and ``soak`` are long and stay out of CI, and so does
+``interop`` (it needs Debian's ngtcp2 packages for its ngtcp2 part; its
+aioquic part also runs in the tests, tests/test_interop_examples.py).
 """
 
 import nox
@@ -92,6 +94,16 @@ def soak(session: nox.Session) -> None:
         *("--connections", "1000", "--streams", "10", "--seconds", "180", "--pause", "10")
     ]
     session.run("python", "benchmarks/soak.py", "--runtime", "all", *args, "--json", "soak.json")
+
+
+@nox.session(python=PYTHONS[0])
+def interop(session: nox.Session) -> None:
+    """The QUIC interop runner's cases against aioquic's example programs (from its
+    sdist, fetched with pip) and, when installed, Debian's ngtcp2 examples
+    (``apt-get install ngtcp2-client ngtcp2-server``): a case x peer x direction
+    matrix, failing if a supported cell fails. ``-- --case retry --peer aioquic`` picks."""
+    session.install("-e", ".", "wsproto")
+    session.run("python", "-m", "interop", *session.posargs)
 
 
 @nox.session(python=PYTHONS)

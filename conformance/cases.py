@@ -102,6 +102,37 @@ def echo(client: Harness, server: Harness) -> None:
         assert _read_all(stream) == b"hello, conformance"
 
 
+def versions_and_cipher_suites(client: Harness, server: Harness) -> None:
+    """QUIC v2 with ChaCha20 where both sides allow it; a v2-only client cannot reach a
+    v1-only server (Version Negotiation offers nothing it speaks)."""
+    v2_chacha = {"versions": ("v2",), "cipher_suites": ("CHACHA20_POLY1305_SHA256",)}
+    if ENGINE == "qh3":  # the qh3 adapter refuses both rather than ignoring them
+        try:
+            CONFIG.replace(**v2_chacha)
+            raise AssertionError("qh3 accepted versions/cipher_suites it does not pass on")
+        except sansquic.ConfigError:
+            return
+    both = CONFIG.replace(versions=("v1", "v2"))
+    with _pair(
+        client, server, _echo, server_config=both, client_config=CONFIG.replace(**v2_chacha)
+    ) as (conn, _):
+        stream = conn.open_stream()
+        stream.send(b"over v2")
+        stream.finish()
+        assert _read_all(stream) == b"over v2"
+    handle = server.serve(_echo, CONFIG, None)
+    try:
+        started = time.monotonic()
+        try:
+            client.connect(handle.address, CONFIG.replace(versions=("v2",))).close()
+            raise AssertionError("a v2-only client connected to a v1-only server")
+        except (sansquic.ConnectionClosed, TimeoutError):
+            pass
+        assert time.monotonic() - started < 15
+    finally:
+        handle.close()
+
+
 def streams_1000(client: Harness, server: Harness) -> None:
     with _pair(client, server, _echo) as (conn, _):
         sent = {}
@@ -778,6 +809,7 @@ CASES: dict[str, Case] = {
     for case in (
         handshake,
         echo,
+        versions_and_cipher_suites,
         streams_1000,
         transfer_10mb,
         critical_overtakes_low,
@@ -811,6 +843,7 @@ CASES: dict[str, Case] = {
 FAST_CASES = (
     "handshake",
     "echo",
+    "versions_and_cipher_suites",
     "datagrams",
     "auth_accept",
     "auth_reject",

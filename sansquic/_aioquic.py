@@ -30,9 +30,9 @@ from aioquic.quic.connection import (
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.logger import QuicLoggerTrace
 from aioquic.quic.packet import (
-    QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
+    QuicProtocolVersion,
     encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
@@ -44,7 +44,7 @@ from cryptography.x509 import load_pem_x509_certificates
 from . import _aioquic_tickets
 from ._aioquic_tickets import ClientTickets, ServerTickets
 from ._codes import ClosedBy
-from ._config import Config
+from ._config import QUIC_VERSIONS, Config
 from ._engine import (
     Address,
     AioquicStyleEngine,
@@ -150,8 +150,8 @@ PRIVATE_ATTRIBUTES = (
 
 #: Connection id length this side uses; short headers are parsed with it.
 CID_LENGTH = 8
-#: QUIC versions this side speaks.
-SUPPORTED_VERSIONS = (1,)
+#: QUIC versions the engine speaks (v1, v2); ``Config.versions`` picks among them.
+SUPPORTED_VERSIONS = (QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2)
 
 # aioquic logs failed handshakes at WARNING on the "quic" logger; with no handler
 # configured Python's last-resort handler would print them to stderr. A
@@ -204,12 +204,12 @@ def _version(header: Header) -> int:
     return header.version if header.version is not None else SUPPORTED_VERSIONS[0]
 
 
-def encode_version_negotiation(header: Header) -> bytes:
-    """A Version Negotiation packet answering ``header``."""
+def encode_version_negotiation(header: Header, versions: tuple[int, ...]) -> bytes:
+    """A Version Negotiation packet answering ``header``, offering ``versions``."""
     data: bytes = encode_quic_version_negotiation(
         source_cid=header.destination_cid,
         destination_cid=header.source_cid,
-        supported_versions=list(SUPPORTED_VERSIONS),
+        supported_versions=list(versions),
     )
     return data
 
@@ -285,7 +285,10 @@ def _quic_configuration(config: Config, *, is_client: bool, server_name: str | N
         ),
         congestion_control_algorithm=config.congestion_control,
         server_name=server_name,
+        supported_versions=[QUIC_VERSIONS[name] for name in config.versions],
     )
+    if config.cipher_suites is not None:
+        qc.cipher_suites = [tls.CipherSuite[name] for name in config.cipher_suites]
     if is_client:
         if config.dev_mode or not config.verify_peer:
             qc.verify_mode = ssl.CERT_NONE
@@ -644,17 +647,13 @@ class AioquicEngine(AioquicStyleEngine):
         self._grant(now)
         quic = self._quic
         quic.receive_datagram(data, addr, now=now)
-        tickets = self._server_tickets
-        if tickets is not None and not self._early_seen and quic.tls.early_data_accepted:
+        if (
+            self._server_tickets is not None
+            and not self._early_seen
+            and quic.tls.early_data_accepted  # only on a ticket that allows it (fetch)
+        ):
             self._early_seen = True
-            if tickets.resumed_early:
-                self._early_accepted.append(EarlyDataAccepted(quic.tls.alpn_negotiated))
-            elif quic._close_event is None:
-                quic.close(
-                    error_code=QuicErrorCode.PROTOCOL_VIOLATION,
-                    frame_type=QuicFrameType.CRYPTO,  # a transport close, not an application one
-                    reason_phrase="0-RTT on a ticket that did not allow it",
-                )
+            self._early_accepted.append(EarlyDataAccepted(quic.tls.alpn_negotiated))
         self._note_engine_close()
         self._watch_keys()
         if not self._crypto_trimmed and quic._handshake_confirmed:

@@ -145,8 +145,7 @@ class ServerTickets:
         self._keys = keys
         self._early_data = early_data
         self._issued: tls.SessionTicket | None = None
-        #: Whether the ticket this connection resumed with allowed 0-RTT; None: not resumed.
-        self.resumed_early: bool | None = None
+        self._allow_early = False  # the resumed ticket allows 0-RTT, and so do we
 
     def issued(self, ticket: tls.SessionTicket) -> None:
         """aioquic's session ticket handler: remember the state to seal."""
@@ -157,21 +156,24 @@ class ServerTickets:
         ticket = decode(self._keys.open(identity) or b"")
         if ticket is None:
             return None
-        early = ticket.max_early_data_size is not None
-        if early and not self._early_data:
-            # aioquic would take the 0-RTT this ticket allows; a full handshake refuses it.
-            return None
-        self.resumed_early = early
+        self._allow_early = self._early_data and ticket.max_early_data_size is not None
         ticket.ticket = identity
         return ticket
 
-    def early_data_forbidden(self, context: tls.Context) -> bool:
-        """True when the client sent 0-RTT the ticket did not allow (a violation)."""
-        return bool(context.early_data_accepted) and not self.resumed_early
-
     def install(self, context: tls.Context) -> None:
-        """Make ``context`` issue sealed tickets instead of aioquic's random ids."""
+        """Make ``context`` issue sealed tickets instead of aioquic's random ids, and
+        refuse 0-RTT it should not take."""
         original: Callable[[Any, Any], None] = context._server_handle_finished
+        set_key = context.update_traffic_key_cb
+
+        def update_traffic_key(direction: Any, epoch: Any, suite: Any, secret: bytes) -> None:
+            # aioquic takes 0-RTT whenever a resumed ClientHello offers it; refusing means
+            # not installing its key, and saying so in the EncryptedExtensions written
+            # next. The client then sends those bytes again, after the handshake.
+            if epoch == tls.Epoch.ZERO_RTT and not self._allow_early:
+                context.early_data_accepted = False
+                return
+            set_key(direction, epoch, suite, secret)
 
         def handle_finished(input_buf: Any, output_buf: Any) -> None:
             start = output_buf.tell()
@@ -188,4 +190,5 @@ class ServerTickets:
             tls.push_new_session_ticket(output_buf, message)
             self._issued = None
 
+        context.update_traffic_key_cb = update_traffic_key
         context._server_handle_finished = handle_finished  # type: ignore[method-assign]

@@ -79,6 +79,35 @@ def _reset_key(instance: Any, attribute: Any, value: Any) -> None:
         raise ConfigError("reset_key must be bytes with at least 16 bytes of secret, or None")
 
 
+#: QUIC versions by name: v1 (RFC 9000) and v2 (RFC 9369).
+QUIC_VERSIONS = {"v1": 0x00000001, "v2": 0x6B3343CF}
+#: TLS 1.3 cipher suites QUIC may use, by their IANA names.
+CIPHER_SUITES = ("AES_128_GCM_SHA256", "AES_256_GCM_SHA384", "CHACHA20_POLY1305_SHA256")
+
+
+def _names(value: Any, field_name: str, choices: Any) -> tuple[str, ...]:
+    """A non-empty, duplicate-free sequence of names out of ``choices``, order kept."""
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{field_name} must be a sequence of names, not {value!r}") from None
+    if not names or len(set(names)) != len(names) or any(n not in choices for n in names):
+        raise ConfigError(
+            f"{field_name} needs 1+ distinct names out of {', '.join(choices)}, not {value!r}"
+        )
+    return names
+
+
+def _versions(value: Any) -> tuple[str, ...]:
+    return _names(value, "versions", tuple(QUIC_VERSIONS))
+
+
+def _cipher_suites(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else _names(value, "cipher_suites", CIPHER_SUITES)
+
+
 def _alpn(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
@@ -115,6 +144,12 @@ class Config:
 
     #: ALPN protocol names offered (client) or accepted (server), in preference order.
     alpn: tuple[str, ...] = attrs.field(default=("sansquic",), converter=_alpn)
+    #: QUIC versions, in preference order: ``"v1"``, ``"v2"``. A client starts with
+    #: the first; a server accepts any listed and answers others with Version Negotiation.
+    versions: tuple[str, ...] = attrs.field(default=("v1",), converter=_versions)
+    #: TLS 1.3 cipher suites offered (client) or accepted (server), by IANA name
+    #: (``"CHACHA20_POLY1305_SHA256"``, ...); ``None`` leaves the engine's default set.
+    cipher_suites: tuple[str, ...] | None = attrs.field(default=None, converter=_cipher_suites)
     #: The server's certificate chain: PEM bytes, PEM text, or a path.
     certificate: bytes | None = attrs.field(default=None, converter=_certificate)
     #: The server's private key: PEM bytes, PEM text, or a path.
@@ -325,6 +360,9 @@ def _check_qh3(config: Config) -> None:
         raise ConfigError(
             f"engine='qh3' is tested with qh3 {'.'.join(map(str, _QH3_TESTED))}.x, not {found}"
         )
+    # Version and cipher choice are wired to aioquic only; refuse rather than ignore.
+    if config.versions != ("v1",) or config.cipher_suites is not None:
+        raise ConfigError("engine='qh3' speaks QUIC v1 with its default cipher suites only")
     limits = config.rate_limits
     for name in ("peer_streams_per_second", "peer_bytes_per_second"):
         if getattr(limits, name) is not None:

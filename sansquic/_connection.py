@@ -1158,7 +1158,7 @@ class Connection:
                     streams.drop_if_done(record)
             elif isinstance(ev, EarlyDataAccepted):
                 self._alpn = ev.alpn
-                self._early_data_accepted = True
+                self._resumed = self._early_data_accepted = True  # 0-RTT comes only on a ticket
             elif isinstance(ev, HandshakeDone):
                 self._alpn = ev.alpn
                 self._resumed = ev.resumed

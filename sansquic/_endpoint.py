@@ -21,7 +21,6 @@ import attrs
 
 from ._aioquic import (
     CID_LENGTH,
-    SUPPORTED_VERSIONS,
     Header,
     encode_initial_close,
     encode_retry,
@@ -30,7 +29,7 @@ from ._aioquic import (
     parse_header,
 )
 from ._codes import CloseCode, ClosedBy
-from ._config import Config
+from ._config import QUIC_VERSIONS, Config
 from ._connection import Connection, ConnectionState
 from ._engine import Address, Terminated
 from ._errors import LocalProtocolError
@@ -159,6 +158,7 @@ class Endpoint:
             raise LocalProtocolError("a server needs certificate and private_key, or dev_mode=True")
         self._config = config
         self._server = server
+        self._versions = tuple(QUIC_VERSIONS[name] for name in config.versions)
         limits = config.rate_limits
         self._limits = limits
         self._entries: dict[Connection, _Entry] = {}
@@ -248,7 +248,7 @@ class Endpoint:
             self._unknown_short_header(data, address, now)
         elif header.negotiation:
             self._dropped["version negotiation"] += 1  # a client endpoint ignores stray ones
-        elif header.version not in SUPPORTED_VERSIONS:
+        elif header.version not in self._versions:
             self._negotiate_version(header, len(data), address, now)
         elif self._server and header.initial:
             self._admit(header, data, address, now)
@@ -404,7 +404,9 @@ class Endpoint:
             self._dropped["unsupported version"] += 1
         elif self._address_allows(address, now) is None:
             return
-        elif self._respond(encode_version_negotiation(header), address, now, "version"):
+        elif self._respond(
+            encode_version_negotiation(header, self._versions), address, now, "version"
+        ):
             self._negotiations += 1
 
     def _admit(self, header: Header, data: bytes, address: Address, now: float) -> None:
