@@ -365,6 +365,32 @@ def keep_alive(client: Harness, server: Harness) -> None:
         assert _read_all(stream, timeout=5) == b"still open"
 
 
+def qlog_traces(client: Harness, server: Harness) -> None:
+    """``Config.qlog`` hands each side one qlog 0.3 trace of its connection when it ends."""
+    traces: dict[str, queue.Queue[dict[str, Any]]] = {
+        "client": queue.Queue(),
+        "server": queue.Queue(),
+    }
+    client_config = CONFIG.replace(qlog=traces["client"].put)
+    server_config = CONFIG.replace(qlog=traces["server"].put)
+    with _pair(client, server, _echo, server_config=server_config, client_config=client_config) as (
+        conn,
+        _,
+    ):
+        stream = conn.open_stream()
+        stream.send(b"traced")
+        stream.finish()
+        assert _read_all(stream) == b"traced"
+    for side, got in traces.items():
+        trace = got.get(timeout=10)  # the server's comes after its closing period
+        assert trace["qlog_version"] == "0.3", trace.keys()
+        (first,) = trace["traces"]
+        assert first["vantage_point"]["type"] == side, first["vantage_point"]
+        names = {event["name"] for event in first["events"]}
+        assert {"transport:packet_sent", "transport:packet_received"} <= names, names
+        assert got.empty(), f"the {side} got more than one trace for one connection"
+
+
 def stream_queued(client: Harness, server: Harness) -> None:
     """``Stream.queued`` counts what the peer's flow control holds back, then drains to 0."""
     go = threading.Event()
@@ -671,6 +697,8 @@ def resumption_and_0rtt(client: Harness, server: Harness) -> None:
             first.close()
         second = client.connect(relay.address, client_config)
         try:
+            # connect() returned before the handshake could end (a 100 ms round trip).
+            assert second.early_data_accepted is None, second.early_data_accepted
             stream = second.open_stream()
             stream.send(b"GET /early")
             stream.finish()
@@ -835,6 +863,7 @@ CASES: dict[str, Case] = {
         hq_interop_transfer,
         stateless_reset,
         resumption_and_0rtt,
+        qlog_traces,
         key_update,
         migration,
     )

@@ -542,10 +542,14 @@ class AioquicEngine(AioquicStyleEngine):
         self._server_tickets: ServerTickets | None = None
         ticket_calls: dict[str, Any] = {}
         if config.session_tickets and is_client:
-            self._client_tickets = ClientTickets(config.ticket_store, early_data=config.early_data)
+            # No 0-RTT with auth: the auth request would travel in replayable 0-RTT.
+            early = config.early_data and config.auth_request is None
+            self._client_tickets = ClientTickets(config.ticket_store, early_data=early)
             ticket_calls["session_ticket_handler"] = self._client_tickets.received
         elif config.session_tickets:
-            self._server_tickets = ServerTickets(config.ticket_sealer, early_data=config.early_data)
+            # No 0-RTT with auth: a replayed first flight would pass the auth handshake.
+            early = config.early_data and config.auth is None
+            self._server_tickets = ServerTickets(config.ticket_sealer, early_data=early)
             ticket_calls["session_ticket_handler"] = self._server_tickets.issued
             ticket_calls["session_ticket_fetcher"] = self._server_tickets.fetch
         quic = self._quic = _QuicConnection(
@@ -650,6 +654,7 @@ class AioquicEngine(AioquicStyleEngine):
         if (
             self._server_tickets is not None
             and not self._early_seen
+            and getattr(quic, "tls", None) is not None  # made by the first Initial it takes
             and quic.tls.early_data_accepted  # only on a ticket that allows it (fetch)
         ):
             self._early_seen = True

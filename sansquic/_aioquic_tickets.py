@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aioquic import tls
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from C
 from aioquic.quic.connection import MAX_EARLY_DATA
+from aioquic.quic.packet import pull_quic_transport_parameters
 
 from ._tickets import TicketKeys, TicketStore
 
@@ -110,6 +112,18 @@ def decode(data: bytes) -> tls.SessionTicket | None:
         return None
 
 
+def _parameters_parse(ticket: tls.SessionTicket) -> bool:
+    """Whether the server's transport parameters in ``ticket`` parse: aioquic reads
+    them for 0-RTT at connect(), where bad ones would fail the connection."""
+    for kind, data in ticket.other_extensions:
+        if kind == tls.ExtensionType.QUIC_TRANSPORT_PARAMETERS:
+            try:
+                pull_quic_transport_parameters(Buffer(data=data))
+            except Exception:  # any way a damaged blob fails to parse
+                return False
+    return True
+
+
 class ClientTickets:
     """A client connection's use of ``Config.ticket_store``, for the server ``key``."""
 
@@ -121,8 +135,13 @@ class ClientTickets:
     def take(self, key: str) -> tls.SessionTicket | None:
         """A stored ticket for ``key`` to resume with; later tickets are kept under it."""
         self.key = key
-        ticket = decode(self._store.take(key) or b"")
-        if ticket is None or not ticket.is_valid:
+        try:
+            stored = self._store.take(key)
+        except Exception:  # the application's store: a failure costs only the ticket
+            _log.exception("the ticket store failed to give a session ticket")
+            return None
+        ticket = decode(stored) if isinstance(stored, bytes) else None
+        if ticket is None or not ticket.is_valid or not _parameters_parse(ticket):
             return None
         if not self._early_data or ticket.max_early_data_size != MAX_EARLY_DATA:
             ticket.max_early_data_size = None  # aioquic sends 0-RTT whenever a ticket allows

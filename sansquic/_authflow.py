@@ -25,7 +25,7 @@ from ._auth import (
     parse_accepted_or_rejected,
     parse_request,
 )
-from ._codes import CloseCode
+from ._codes import CloseCode, ClosedBy
 from ._engine import Address
 from ._errors import LocalProtocolError, SansQuicError
 from ._events import (
@@ -119,7 +119,11 @@ class AuthFlow:
         else:
             self.state = AuthState.REJECTED
             reason = "the auth answer ended before it was complete"
-            self._conn._events.append(AuthRejected(code=CloseCode.AUTH_MALFORMED, reason=reason))
+            self._conn._events.append(
+                AuthRejected(
+                    code=CloseCode.AUTH_MALFORMED, reason=reason, closed_by=ClosedBy.VIOLATION
+                )
+            )
             self._conn._close_locally(CloseCode.AUTH_MALFORMED, reason)
 
     def stream_aborted(self, what: str, now: float) -> None:
@@ -138,7 +142,9 @@ class AuthFlow:
             self._failed(now)
         else:
             self._conn._events.append(
-                AuthRejected(code=CloseCode.AUTH_STREAM_ABORTED, reason=reason)
+                AuthRejected(
+                    code=CloseCode.AUTH_STREAM_ABORTED, reason=reason, closed_by=ClosedBy.VIOLATION
+                )
             )
         self._conn._close_locally(CloseCode.AUTH_STREAM_ABORTED, reason)
 
@@ -222,7 +228,11 @@ class AuthFlow:
                 self._conn._close_locally(CloseCode.AUTH_TIMEOUT, "no auth decision in time")
             else:
                 reason = "no auth answer from the server (does it have an AuthPolicy?)"
-                self._conn._events.append(AuthRejected(code=CloseCode.AUTH_TIMEOUT, reason=reason))
+                self._conn._events.append(
+                    AuthRejected(
+                        code=CloseCode.AUTH_TIMEOUT, reason=reason, closed_by=ClosedBy.LOCAL
+                    )
+                )
                 self._conn._close_locally(CloseCode.AUTH_TIMEOUT, reason)
 
     def _decide(self, request: AuthRequest, now: float) -> None:

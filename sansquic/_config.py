@@ -247,14 +247,15 @@ class Config:
         factory=MemoryTicketStore, validator=_ticket_store, eq=False, repr=False
     )
     #: (Servers) Secrets (32+ bytes each) that seal tickets: the first seals, all
-    #: open. Share them to resume across processes; ``None``: one random key per
-    #: endpoint.
+    #: open. Share them to resume across processes; ``None``: a random key made
+    #: with this Config (each ``replace()`` copy makes its own).
     ticket_keys: tuple[bytes, ...] | None = attrs.field(
         default=None, converter=_ticket_keys, repr=False
     )
     #: 0-RTT. Clients: send the first bytes before the handshake completes when
     #: resuming (``connect()`` returns at once); servers: accept such bytes. Early
-    #: bytes can be replayed by an attacker: see docs/resumption.md.
+    #: bytes can be replayed by an attacker: see docs/resumption.md. Off whenever
+    #: ``auth`` or ``auth_request`` is set (credentials never travel in 0-RTT).
     early_data: bool = attrs.field(default=False, validator=bool_)
     #: (Servers) The secret (16+ bytes) stateless reset tokens derive from; give
     #: a restarted server the same one so it can reset what its predecessor lost.
@@ -363,6 +364,11 @@ def _check_qh3(config: Config) -> None:
     # Version and cipher choice are wired to aioquic only; refuse rather than ignore.
     if config.versions != ("v1",) or config.cipher_suites is not None:
         raise ConfigError("engine='qh3' speaks QUIC v1 with its default cipher suites only")
+    if config.early_data or config.ticket_keys is not None:
+        raise ConfigError(
+            "engine='qh3' has no session tickets in sansquic yet: early_data and "
+            "ticket_keys need engine='aioquic'"
+        )
     limits = config.rate_limits
     for name in ("peer_streams_per_second", "peer_bytes_per_second"):
         if getattr(limits, name) is not None:

@@ -16,10 +16,10 @@ from collections.abc import Hashable
 from ._connection import Connection, ConnectionState
 from ._endpoint import Endpoint
 from ._errors import (
-    PeerClosedError,
     SansQuicError,
     StreamResetError,
     StreamStoppedError,
+    closed_error,
 )
 from ._events import (
     Authenticated,
@@ -155,7 +155,7 @@ class Dispatcher:
             if (isinstance(event, Authenticated) or not needs_auth) and not link.ready:
                 self._make_ready(conn, link, wake)
         elif isinstance(event, AuthRejected):
-            link.failed = PeerClosedError(event.code, event.reason, application=True)
+            link.failed = closed_error(event.closed_by, event.code, event.reason, application=True)
             wake.add(("ready", conn))
         elif isinstance(event, ConnectionTerminated):
             # Every waiter on this connection must look again: it will find it closed.

@@ -69,10 +69,16 @@ class Authenticated(Event):
 
 @attrs.frozen(kw_only=True, slots=True)
 class AuthRejected(Event):
-    """(Client) The server rejected the credentials; the connection is closing."""
+    """(Client) The auth handshake failed; the connection is closing.
+
+    ``closed_by`` is ``PEER`` when the server rejected the credentials,
+    ``VIOLATION`` when its answer was broken (cut short, or its stream reset),
+    ``LOCAL`` when no answer came in time.
+    """
 
     code: int
     reason: str
+    closed_by: ClosedBy = ClosedBy.PEER
 
 
 @attrs.frozen(kw_only=True, slots=True)

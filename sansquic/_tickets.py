@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -36,7 +36,9 @@ class TicketStore(Protocol):
 
     Tickets are opaque bytes, safe to persist (a file, a shared cache); ``key``
     names the server (``"host:port"``). Each ticket is used once: :meth:`take`
-    removes what it returns. Methods may be called from several threads.
+    removes what it returns. Methods may be called from several threads at once
+    (the threads runtime's connections share their Config's store). An exception
+    from either costs only the ticket: the connection goes on without it.
     """
 
     def put(self, key: str, ticket: bytes) -> None:
@@ -57,7 +59,9 @@ class MemoryTicketStore:
             raise ValueError("per_server and max_servers must be at least 1")
         self._per_server = per_server
         self._max_servers = max_servers
-        self._tickets: dict[str, deque[bytes]] = {}
+        # Each step below is one C-level call, atomic under the GIL: threads runtimes
+        # share a Config's store between driver threads, and the core takes no locks.
+        self._tickets: OrderedDict[str, deque[bytes]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"MemoryTicketStore({len(self)} tickets for {len(self._tickets)} servers)"
@@ -66,13 +70,14 @@ class MemoryTicketStore:
         return sum(len(tickets) for tickets in list(self._tickets.values()))
 
     def put(self, key: str, ticket: bytes) -> None:
-        tickets = self._tickets.pop(key, None)  # re-inserted last: the newest server
-        if tickets is None:
-            tickets = deque(maxlen=self._per_server)
+        tickets = self._tickets.setdefault(key, deque(maxlen=self._per_server))
         tickets.append(bytes(ticket))
-        self._tickets[key] = tickets
-        while len(self._tickets) > self._max_servers:
-            self._tickets.pop(next(iter(self._tickets)), None)
+        try:
+            self._tickets.move_to_end(key)  # the newest server goes last
+            while len(self._tickets) > self._max_servers:
+                self._tickets.popitem(last=False)
+        except KeyError:  # another thread moved or dropped it meanwhile
+            pass
 
     def take(self, key: str) -> bytes | None:
         tickets = self._tickets.get(key)

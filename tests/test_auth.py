@@ -17,6 +17,7 @@ from sansquic import (
     AuthRequest,
     AuthRequested,
     CloseCode,
+    ClosedBy,
     Config,
     ConnectionState,
     DatagramReceived,
@@ -359,3 +360,22 @@ def test_bytes_after_acceptance_do_not_count_against_the_held_budget() -> None:
     pair.client.send(sid, b"z" * 200_000, end=True)  # far over the pre-auth budget
     assert pair.network.run_until(lambda: sid in server.ended, 10)
     assert len(server.received[sid]) == 200_000 and server.terminated is None
+
+
+def test_who_ended_a_failed_auth_is_named() -> None:
+    """A rejection is the peer's; a client that waited in vain closed by itself."""
+    policy = AuthPolicy(authenticator=lambda req, addr, now: AuthRejection(code=77, reason="no"))
+    pair, client, _ = token_pair("whatever", policy=policy)
+    assert pair.network.run_until(lambda: of_type(client, AuthRejected), 5)
+    assert of_type(client, AuthRejected)[0].closed_by is ClosedBy.PEER
+    # A server without an AuthPolicy never answers: the client gives up on its own.
+    lonely = connected_pair(
+        LinkConditions(delay=0.005),
+        client_config=Config(dev_mode=True, auth_request=AuthRequest(credentials=b"t")),
+        server_config=Config(dev_mode=True),
+    )
+    sink = StreamSink(lonely.client)
+    lonely.network.step_hooks.append(sink.pump)
+    assert lonely.network.run_until(lambda: of_type(sink, AuthRejected), 60)
+    (event,) = of_type(sink, AuthRejected)
+    assert (event.code, event.closed_by) == (CloseCode.AUTH_TIMEOUT, ClosedBy.LOCAL)

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from sansquic import Config, ConfigError, ConnectionTerminated
 from sansquic._engine import EventLog
 from sansquic.qlog import QlogDirectory
-from sansquic.testing import LinkConditions, Pair, StreamSink, connected_pair
+from sansquic.testing import LinkConditions, Pair, connected_pair
+
+from .transfers import transfer
 
 
 def _traced_pair(
@@ -23,11 +25,7 @@ def _traced_pair(
 
 
 def _transfer_and_close(pair: Pair, size: int = 20_000) -> None:
-    sink = StreamSink(pair.server)
-    pair.network.step_hooks.append(sink.pump)
-    sid = pair.client.open_stream()
-    pair.client.send(sid, b"x" * size, end=True)
-    assert pair.network.run_until(lambda: sid in sink.ended, 30)
+    transfer(pair, size, timeout=30)
     pair.client.close()
     assert pair.network.run_for(5.0) is None
 

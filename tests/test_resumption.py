@@ -277,3 +277,107 @@ def test_memory_store_bounds() -> None:
     assert store.take("s4") is not None and store.take("s0") is None
     with pytest.raises(ValueError):
         MemoryTicketStore(per_server=0)
+
+
+def test_no_0rtt_when_auth_is_configured() -> None:
+    """With auth on either side the credentials would travel in replayable 0-RTT."""
+    from sansquic import AuthPolicy, AuthRequest
+
+    def allow(request: AuthRequest, address: object, now: float) -> sansquic.Identity:
+        return sansquic.Identity(subject="alice")
+
+    policy = AuthPolicy(authenticator=allow)
+    client = Config(dev_mode=True, early_data=True, auth_request=AuthRequest(credentials=b"token"))
+    server = Config(dev_mode=True, early_data=True, auth=policy)
+    _served(client, server)
+    pair, stream, early = _early_request(client, server)
+    assert not early and pair.client.resumed  # resumed, but nothing left in 0-RTT
+    plain = Config(dev_mode=True, early_data=True)  # a client without credentials
+    _served(plain, server)
+    pair, stream, early = _early_request(plain, server)
+    assert pair.client.early_data_accepted is False and pair.server.early_bytes(stream) == 0
+
+
+def test_a_server_connection_fed_an_unusable_initial_does_not_crash() -> None:
+    """aioquic drops an Initial of a version it was not configured for before it makes
+    its TLS context: the ticket check must not assume one."""
+    server = Connection(Config(dev_mode=True), role=sansquic.Role.SERVER)  # v1 only
+    client = Connection(
+        Config(dev_mode=True, versions=("v2",)), role=sansquic.Role.CLIENT, server_name="x"
+    )
+    client.connect(("10.0.0.2", 4433), 0.0)
+    for data, _ in client.datagrams_to_send(0.0):
+        server.receive_datagram(data, ("10.0.0.9", 1), 0.0)
+    assert server.state in (ConnectionState.IDLE, ConnectionState.HANDSHAKING)
+
+
+def test_the_memory_store_survives_threads() -> None:
+    import threading
+
+    store = MemoryTicketStore(per_server=2, max_servers=8)
+    errors: list[BaseException] = []
+
+    def churn(seed: int) -> None:
+        try:
+            for n in range(3000):
+                key = f"s{(seed * 7 + n) % 20}"
+                store.put(key, bytes([n % 256]))
+                store.take(key)
+                len(store)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and len(store._tickets) <= 8
+
+
+class _RaisingStore(MemoryTicketStore):
+    def take(self, key: str) -> bytes | None:
+        raise OSError("store offline")
+
+
+def test_a_store_that_fails_to_give_a_ticket_costs_only_the_ticket(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = Config(dev_mode=True, ticket_store=_RaisingStore())
+    with caplog.at_level(logging.ERROR, logger="sansquic"):
+        pair = connected_pair(client_config=client, server_config=Config(dev_mode=True))
+    assert pair.client.state is ConnectionState.CONNECTED and not pair.client.resumed
+    assert "failed to give" in caplog.text
+
+
+def test_a_ticket_with_damaged_transport_parameters_is_not_used() -> None:
+    store = MemoryTicketStore()
+    client = Config(dev_mode=True, early_data=True, ticket_store=store)
+    server = Config(dev_mode=True, early_data=True)
+    _served(client, server)
+    (key,) = store._tickets
+    raw = store.take(key)
+    assert raw is not None
+    ticket = decode(raw)
+    assert ticket is not None and ticket.other_extensions
+    ticket.other_extensions = [(kind, b"\xff" * 7) for kind, _ in ticket.other_extensions]
+    store.put(key, encode(ticket))
+    pair = connected_pair(client_config=client, server_config=server)
+    assert pair.client.state is ConnectionState.CONNECTED and not pair.client.resumed
+
+
+@given(st.data())
+def test_mutated_real_tickets_never_fail_a_connect(data: st.DataObject) -> None:
+    raw = bytearray(encode(_sample_ticket()))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    store = MemoryTicketStore()
+    store.put("localhost:4433", bytes(raw))
+    conn = Connection(
+        Config(dev_mode=True, early_data=True, ticket_store=store),
+        role=sansquic.Role.CLIENT,
+        server_name="localhost",
+    )
+    conn.connect(("10.0.0.2", 4433), 0.0)  # a damaged ticket is dropped, never raised
+    assert conn.datagrams_to_send(0.0)

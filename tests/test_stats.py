@@ -3,22 +3,14 @@
 import pytest
 
 from sansquic import Config, Connection, LocalProtocolError, Role
-from sansquic.testing import LinkConditions, Pair, StreamSink, connected_pair
+from sansquic.testing import LinkConditions, StreamSink, connected_pair
 
-
-def _transfer(pair: Pair, size: int = 300_000) -> StreamSink:
-    sink = StreamSink(pair.server)
-    pair.network.step_hooks.append(sink.pump)
-    sid = pair.client.open_stream()
-    pair.client.send(sid, b"x" * size, end=True)
-    assert pair.network.run_until(lambda: sid in sink.ended, 60)
-    assert len(sink.received[sid]) == size
-    return sink
+from .transfers import transfer
 
 
 def test_a_clean_link_loses_nothing() -> None:
     pair = connected_pair(LinkConditions(delay=0.01))
-    _transfer(pair)
+    transfer(pair)
     stats = pair.client.stats()
     assert stats.packets_lost == 0
     # A probe timeout may still resend a packet whose ACK came late (delayed ACKs).
@@ -30,7 +22,7 @@ def test_a_clean_link_loses_nothing() -> None:
 
 def test_loss_shows_in_lost_and_retransmitted_counts() -> None:
     pair = connected_pair(LinkConditions(delay=0.01, loss=0.05), seed=3)
-    _transfer(pair)
+    transfer(pair)
     stats = pair.client.stats()
     assert stats.packets_lost is not None and stats.packets_lost > 0
     # Every lost packet here carried stream data; probe timeouts may add more.
@@ -44,7 +36,7 @@ def test_jitter_raises_the_rtt_variance() -> None:
     variances = []
     for jitter in (0.0, 0.02):
         pair = connected_pair(LinkConditions(delay=0.01, jitter=jitter), seed=1)
-        _transfer(pair, 100_000)
+        transfer(pair, 100_000)
         variance = pair.client.stats().rtt_variance
         assert variance is not None
         variances.append(variance)
@@ -92,7 +84,7 @@ def test_qh3_fills_what_it_can() -> None:
     pair = connected_pair(
         LinkConditions(delay=0.01, loss=0.05), client_config=config, server_config=config, seed=3
     )
-    _transfer(pair)
+    transfer(pair)
     stats = pair.client.stats()
     assert stats.packets_lost is not None and stats.packets_lost > 0
     assert (stats.rtt_variance, stats.packets_sent, stats.packets_retransmitted) == (None,) * 3

@@ -449,7 +449,8 @@ class Connection:
 
     @property
     def early_data_accepted(self) -> bool | None:
-        """Whether the server took the 0-RTT data; ``None`` until the handshake completes."""
+        """Whether the server took the 0-RTT data; ``None`` until known (the handshake's
+        end; on a server, as soon as it takes 0-RTT)."""
         with self._driver.backend.guard():
             return self._core.early_data_accepted
 
@@ -608,9 +609,10 @@ async def open_connection(
     """Connect to ``host:port``, running the I/O loop in ``group``, and wait until
     the connection is ready (and authenticated, with ``token`` or ``config.auth_request``).
 
-    With ``config.early_data`` and a stored ticket that allows 0-RTT, it returns at
-    once: what is sent before the handshake completes leaves in 0-RTT. A rejection
-    raises ``PeerClosedError`` with the server's code.
+    With ``config.early_data`` and a stored ticket that allows 0-RTT (never with a
+    token or ``auth_request``: credentials do not travel in replayable 0-RTT), it
+    returns at once, before the handshake: what is sent until it completes leaves in
+    0-RTT. A rejection raises ``PeerClosedError`` with the server's code.
     """
     config = (config if config is not None else sansquic.Config()).with_token(token)
     family, remote = await backend.resolve(host, port)
@@ -628,7 +630,9 @@ async def open_connection(
     group.start_soon(driver.run)
     dispatcher = driver.dispatcher
     try:
-        if not core.sending_early_data:
+        with backend.guard():  # the I/O loop runs from here on
+            early = core.sending_early_data
+        if not early:
             await driver.until(
                 lambda: True if dispatcher.ready(core) else None,
                 ("ready", core),
