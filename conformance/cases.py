@@ -391,6 +391,25 @@ def qlog_traces(client: Harness, server: Harness) -> None:
         assert got.empty(), f"the {side} got more than one trace for one connection"
 
 
+def connection_stats(client: Harness, server: Harness) -> None:
+    """``stats()`` reports the path after real traffic, the same on every runtime."""
+    with _pair(client, server, _echo) as (conn, _):
+        body = os.urandom(200_000)
+        stream = conn.open_stream()
+        stream.send(body)
+        stream.finish()
+        assert _read_all(stream) == body
+        stats = conn.stats()
+    assert stats.rtt_smoothed is not None and stats.rtt_min is not None, stats
+    assert 0 < stats.rtt_min <= stats.rtt_smoothed < 1.0, stats
+    assert stats.rtt_variance is not None and stats.rtt_variance >= 0, stats
+    assert stats.packets_sent is not None and stats.packets_sent >= 10, stats
+    assert stats.packets_lost is not None and stats.packets_retransmitted is not None, stats
+    assert stats.congestion_window > 0 and stats.udp_payload_size >= 1200, stats
+    assert stats.stream_bytes_sent >= len(body) and stats.stream_bytes_received >= len(body)
+    assert stats.udp_datagrams_sent >= 10 and stats.udp_bytes_received > len(body), stats
+
+
 def stream_queued(client: Harness, server: Harness) -> None:
     """``Stream.queued`` counts what the peer's flow control holds back, then drains to 0."""
     go = threading.Event()
@@ -864,6 +883,7 @@ CASES: dict[str, Case] = {
         stateless_reset,
         resumption_and_0rtt,
         qlog_traces,
+        connection_stats,
         key_update,
         migration,
     )
