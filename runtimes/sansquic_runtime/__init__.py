@@ -12,6 +12,7 @@ original (``_async.py``) by ``scripts/unasync.py``.
 from ._async import Connection, Server, Stream, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
 from ._connect import Connect, Connector, serve_until_closed
+from ._messaging_async import MessageConnection, MessageServer, MessageStream, Messenger, Peer
 from ._udp import UdpSocket, client_bind, first_address
 
 __all__ = [
@@ -20,6 +21,11 @@ __all__ = [
     "Connect",
     "Connector",
     "Connection",
+    "MessageConnection",
+    "MessageServer",
+    "MessageStream",
+    "Messenger",
+    "Peer",
     "Server",
     "Stream",
     "SyncBackend",

@@ -192,6 +192,15 @@ class MessageChannel:
         """The next delivered message, or ``None``."""
         return self._delivered.popleft() if self._delivered else None
 
+    @property
+    def wants_to_send(self) -> bool:
+        """True when :meth:`data_to_send` would return bytes (an ack, a hello, a message)."""
+        if not self.attached:
+            return False
+        return (
+            self.window.floor > self._acked_sent or self.queue.has_unsent or any(self._out.values())
+        )
+
     def data_to_send(self, now: float = 0.0) -> list[tuple[Lane, bytes]]:
         """Bytes to write on each lane's stream of the current connection (an ack, then
         every message not yet sent on it); empty when detached."""

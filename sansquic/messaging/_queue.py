@@ -62,6 +62,11 @@ class SendQueue:
         self._sent = 0
 
     @property
+    def has_unsent(self) -> bool:
+        """True when :meth:`take` would return messages."""
+        return self._sent < len(self._unacked)
+
+    @property
     def unacked(self) -> int:
         """Messages queued and not yet acked."""
         return len(self._unacked)
