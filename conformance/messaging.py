@@ -25,18 +25,15 @@ __all__ = ["across_a_disconnect"]
 
 
 class _Threads:
-    """A task group of daemon threads (the blocking twin's ``start_soon``)."""
+    """A task group of daemon threads (the blocking twin's ``spawn``)."""
 
     def __init__(self) -> None:
         self.threads: list[threading.Thread] = []
 
-    def start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         thread = threading.Thread(target=fn, args=args, daemon=True)
         self.threads.append(thread)
         thread.start()
-
-    def cancel(self) -> None:
-        pass  # the threads end when their connections close
 
     def join(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

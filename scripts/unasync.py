@@ -97,7 +97,6 @@ The blocking twin of the messaging drive code, for threads (and blocking harness
 ''',
         lines={
             "import contextlib": "import contextlib\nimport threading",
-            "from ._backend import AsyncTaskGroup": "from ._backend import SyncTaskGroup",
             'Handler = Callable[["Peer", messaging.Envelope], Awaitable[object]]': (
                 'Handler = Callable[["Peer", messaging.Envelope], object]'
             ),

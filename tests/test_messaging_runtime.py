@@ -20,17 +20,13 @@ CONFIG = sansquic.Config(dev_mode=True)
 
 
 class Tasks:
-    """``start_soon`` over asyncio tasks."""
+    """``spawn`` over asyncio tasks."""
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
 
-    def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+    async def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         self.tasks.add(asyncio.ensure_future(fn(*args)))
-
-    def cancel(self) -> None:
-        for task in self.tasks:
-            task.cancel()
 
     async def wait(self, timeout: float) -> None:
         await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), timeout)

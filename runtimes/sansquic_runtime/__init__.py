@@ -12,7 +12,14 @@ original (``_async.py``) by ``scripts/unasync.py``.
 from ._async import Connection, Server, Stream, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
 from ._connect import Connect, Connector, serve_until_closed
-from ._messaging_async import MessageConnection, MessageServer, MessageStream, Messenger, Peer
+from ._messaging_async import (
+    MessageConnection,
+    MessageServer,
+    MessageStream,
+    Messenger,
+    Peer,
+    Spawner,
+)
 from ._udp import UdpSocket, client_bind, first_address
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "Messenger",
     "Peer",
     "Server",
+    "Spawner",
     "Stream",
     "SyncBackend",
     "SyncTaskGroup",

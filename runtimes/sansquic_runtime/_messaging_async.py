@@ -23,9 +23,7 @@ from typing import Any, Protocol
 import sansquic
 from sansquic import messaging
 
-from ._backend import AsyncTaskGroup
-
-__all__ = ["MessageConnection", "MessageServer", "MessageStream", "Messenger", "Peer"]
+__all__ = ["MessageConnection", "MessageServer", "MessageStream", "Messenger", "Peer", "Spawner"]
 
 #: Receives every delivered message (routed by type) and the peer it came from.
 Handler = Callable[["Peer", messaging.Envelope], Awaitable[object]]
@@ -36,6 +34,14 @@ Sleep = Callable[[float], Awaitable[None]]
 #: How long a server waits for a new connection's lane streams and hello.
 OPEN_TIMEOUT = 10.0
 _STREAM_ERRORS = (sansquic.SansQuicError, TimeoutError, OSError)
+
+
+class Spawner(Protocol):
+    """Starts tasks: ``sansquic demo``'s task groups have this shape on every runtime."""
+
+    async def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Start ``fn(*args)`` as a task, without waiting for it."""
+        ...
 
 
 class MessageStream(Protocol):
@@ -183,7 +189,7 @@ class Messenger:
     """A client's message session: survives reconnects without loss or duplicates.
 
     ``dial`` opens a connection (e.g. ``lambda: runtime.connect(...)`` entered by the
-    caller); ``group`` runs the lane readers. Messages are handed to the ``router``'s
+    caller); ``group.spawn`` runs the lane readers. Messages are handed to the ``router``'s
     handlers (unrouted ones collect in :attr:`unrouted`). Next: :meth:`connect`, then
     :meth:`send`; after a loss, :meth:`connect` again (backoff and breaker decide when).
     """
@@ -191,7 +197,7 @@ class Messenger:
     def __init__(
         self,
         dial: Dial,
-        group: AsyncTaskGroup,
+        group: Spawner,
         *,
         router: messaging.Router[Handler] | None = None,
         session_id: bytes | None = None,
@@ -262,7 +268,7 @@ class Messenger:
             self.pool.lost(self._key, old.conn)
         self.pool.connected(self._key, conn, side.now())
         for name, stream in streams.items():
-            self._group.start_soon(side.link.read, name, stream)
+            await self._group.spawn(side.link.read, name, stream)
         await side.link.flush()
 
     async def send(self, message_type: str, payload: bytes = b"") -> messaging.Envelope:
@@ -284,14 +290,14 @@ class Messenger:
 class MessageServer:
     """Sessions by client session id; pass :meth:`handle` each accepted connection.
 
-    ``group`` runs lane readers. A reconnecting client's session continues: what it
+    ``group.spawn`` runs lane readers. A reconnecting client's session continues: what it
     missed is resent, what it resends is dropped as a duplicate. Sessions stay until
     :meth:`forget` (``max_sessions`` bounds them; a new session over it is refused).
     """
 
     def __init__(
         self,
-        group: AsyncTaskGroup,
+        group: Spawner,
         *,
         router: messaging.Router[Handler] | None = None,
         lanes: messaging.LaneTable = messaging.DEFAULT_LANES,
@@ -348,7 +354,7 @@ class MessageServer:
                 await old.conn.close(0, "superseded")
         link = side.link
         for lane, stream, data in opened[:-1]:
-            self._group.start_soon(link.read, lane, stream, data)
+            await self._group.spawn(link.read, lane, stream, data)
         lane, stream, data = opened[-1]
         await link.read(lane, stream, data)
 

@@ -18,9 +18,7 @@ from typing import Any, Protocol
 import sansquic
 from sansquic import messaging
 
-from ._backend import SyncTaskGroup
-
-__all__ = ["MessageConnection", "MessageServer", "MessageStream", "Messenger", "Peer"]
+__all__ = ["MessageConnection", "MessageServer", "MessageStream", "Messenger", "Peer", "Spawner"]
 
 #: Receives every delivered message (routed by type) and the peer it came from.
 Handler = Callable[["Peer", messaging.Envelope], object]
@@ -31,6 +29,14 @@ Sleep = Callable[[float], None]
 #: How long a server waits for a new connection's lane streams and hello.
 OPEN_TIMEOUT = 10.0
 _STREAM_ERRORS = (sansquic.SansQuicError, TimeoutError, OSError)
+
+
+class Spawner(Protocol):
+    """Starts tasks: ``sansquic demo``'s task groups have this shape on every runtime."""
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Start ``fn(*args)`` as a task, without waiting for it."""
+        ...
 
 
 class MessageStream(Protocol):
@@ -178,7 +184,7 @@ class Messenger:
     """A client's message session: survives reconnects without loss or duplicates.
 
     ``dial`` opens a connection (e.g. ``lambda: runtime.connect(...)`` entered by the
-    caller); ``group`` runs the lane readers. Messages are handed to the ``router``'s
+    caller); ``group.spawn`` runs the lane readers. Messages are handed to the ``router``'s
     handlers (unrouted ones collect in :attr:`unrouted`). Next: :meth:`connect`, then
     :meth:`send`; after a loss, :meth:`connect` again (backoff and breaker decide when).
     """
@@ -186,7 +192,7 @@ class Messenger:
     def __init__(
         self,
         dial: Dial,
-        group: SyncTaskGroup,
+        group: Spawner,
         *,
         router: messaging.Router[Handler] | None = None,
         session_id: bytes | None = None,
@@ -257,7 +263,7 @@ class Messenger:
             self.pool.lost(self._key, old.conn)
         self.pool.connected(self._key, conn, side.now())
         for name, stream in streams.items():
-            self._group.start_soon(side.link.read, name, stream)
+            self._group.spawn(side.link.read, name, stream)
         side.link.flush()
 
     def send(self, message_type: str, payload: bytes = b"") -> messaging.Envelope:
@@ -279,14 +285,14 @@ class Messenger:
 class MessageServer:
     """Sessions by client session id; pass :meth:`handle` each accepted connection.
 
-    ``group`` runs lane readers. A reconnecting client's session continues: what it
+    ``group.spawn`` runs lane readers. A reconnecting client's session continues: what it
     missed is resent, what it resends is dropped as a duplicate. Sessions stay until
     :meth:`forget` (``max_sessions`` bounds them; a new session over it is refused).
     """
 
     def __init__(
         self,
-        group: SyncTaskGroup,
+        group: Spawner,
         *,
         router: messaging.Router[Handler] | None = None,
         lanes: messaging.LaneTable = messaging.DEFAULT_LANES,
@@ -343,7 +349,7 @@ class MessageServer:
                 old.conn.close(0, "superseded")
         link = side.link
         for lane, stream, data in opened[:-1]:
-            self._group.start_soon(link.read, lane, stream, data)
+            self._group.spawn(link.read, lane, stream, data)
         lane, stream, data = opened[-1]
         link.read(lane, stream, data)
 
