@@ -1,7 +1,7 @@
 """Generate the blocking twins of the async originals: ``_async.py`` -> ``_sync.py``.
 
-Three pairs (see ``PAIRS``): the runtime layer (``runtimes/sansquic_runtime``),
-its messaging drive code, and the ``sansquic demo`` (``runtimes/sansquic_cli``).
+Four pairs (see ``PAIRS``): the runtime layer (``runtimes/sansquic_runtime``),
+its messaging drive code, ``sansquic demo`` and ``sansquic swarm`` (``runtimes/sansquic_cli``).
 The async original is the one to edit. ``python scripts/unasync.py`` rewrites
 every twin; ``--check`` exits 1 when any is out of date (``tests/test_unasync.py``
 runs that), so no pair can drift. Lines ending in ``# unasync: remove`` exist only in the async
@@ -82,6 +82,21 @@ The blocking twin of ``sansquic demo``, for the threads runtime.
         lines={
             "from sansquic_runtime import Connection, Stream": (
                 "from sansquic_runtime._sync import Connection, Stream"
+            ),
+        },
+        words={"AsyncRuntime": "SyncRuntime"},
+    ),
+    Pair(
+        CLI / "_swarm_async.py",
+        CLI / "_swarm_sync.py",
+        '''"""GENERATED from ``_swarm_async.py`` by ``scripts/unasync.py``: edit that file instead.
+
+The blocking twin of ``sansquic swarm``, for the threads runtime.
+"""
+''',
+        lines={
+            "from sansquic_runtime import MessageServer, Messenger, Peer": (
+                "from sansquic_runtime._messaging_sync import MessageServer, Messenger, Peer"
             ),
         },
         words={"AsyncRuntime": "SyncRuntime"},

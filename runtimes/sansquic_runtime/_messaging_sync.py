@@ -153,6 +153,12 @@ class Peer:
         self.unrouted: list[messaging.Envelope] = []
 
     @property
+    def connection(self) -> Any:
+        """The connection carrying the session now (e.g. for its ``identity``), or None."""
+        link = self.link
+        return link.conn if link is not None and link.alive else None
+
+    @property
     def session_id(self) -> bytes:
         """The session's id (the client chose it)."""
         return self.channel.session_id
