@@ -117,3 +117,49 @@ def test_a_peer_that_sends_junk_is_closed_with_messaging_violation() -> None:
         await server.close()
 
     asyncio.run(scenario())
+
+
+def test_an_open_breaker_refuses_to_dial_until_its_cooldown() -> None:
+    async def scenario() -> None:
+        dials: list[int] = []
+
+        async def dial() -> Any:
+            dials.append(1)
+            raise OSError("refused")
+
+        messenger = Messenger(dial, Tasks(), key=("127.0.0.1", 9))
+        messenger.pool = messaging.Pool(threshold=1, cooldown=60.0)
+        with pytest.raises(OSError):
+            await messenger.connect()
+        with pytest.raises(ConnectionError, match="circuit open"):
+            await messenger.connect()
+        assert len(dials) == 1  # the second attempt never dialled
+        assert messenger.pool.stats(("127.0.0.1", 9)).refusals == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_client_with_other_lanes_is_closed_with_messaging_violation() -> None:
+    async def scenario() -> None:
+        message_server = MessageServer(Tasks())
+        server = await sansquic_asyncio.serve(message_server.handle, "127.0.0.1", 0, config=CONFIG)
+        lanes = messaging.LaneTable(
+            lanes=(
+                messaging.Lane(name="control", priority=255),
+                messaging.Lane(name="video", priority=64),
+            )
+        )
+        async with await sansquic_asyncio.connect(
+            "127.0.0.1", server.address[1], config=CONFIG, server_name="localhost"
+        ) as conn:
+
+            async def dial() -> Any:
+                return conn
+
+            messenger = Messenger(dial, Tasks(), lanes=lanes)
+            await messenger.connect()
+            await _until(lambda: not messenger.connected)  # the server closed it
+        assert message_server.sessions == {}
+        await server.close()
+
+    asyncio.run(scenario())

@@ -1,4 +1,4 @@
-"""The blocking twins (runtime layer, messaging, demo, swarm) are generated, never edited: they must match."""
+"""The blocking twins (runtime layer, messaging, demo, swarm) are generated: they must match."""
 
 import subprocess
 import sys

@@ -339,6 +339,9 @@ class MessageServer:
                 opened.append((lane, stream, data))
             if hello is None:
                 raise messaging.EnvelopeError("no hello")
+            names = sorted(lane for lane, _, _ in opened)
+            if names != sorted(lane.name for lane in self._lanes.lanes):
+                raise messaging.EnvelopeError(f"the client opened lanes {names}, not this table's")
             side = self._session(hello.session_id)
             with side.guard:
                 generation = side.channel.attach(hello.generation, self._now())
