@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import attrs
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sansquic import Config, Connection, ConnectionState, Role, StreamOpened, StreamReadable
@@ -204,7 +204,6 @@ def run(
     return client_ch, server_ch
 
 
-@settings(max_examples=25)
 @given(
     seed=st.integers(0, 2**16),
     up=st.lists(st.tuples(st.floats(0, 2.0), st.sampled_from(["job", "bulk.x"])), max_size=40),
