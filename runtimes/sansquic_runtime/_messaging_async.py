@@ -243,8 +243,12 @@ class Messenger:
         for _ in range(attempts):
             now = self._side.now()
             choice = self.pool.choose(self._key, now)
-            if isinstance(choice, messaging.Reuse) and self.connected:
-                return
+            if isinstance(choice, messaging.Reuse):
+                if self.connected:
+                    return
+                # A reader saw the connection die: forget it, and decide again.
+                self.pool.lost(self._key, choice.connection)
+                choice = self.pool.choose(self._key, now)
             if isinstance(choice, messaging.Wait):
                 last = ConnectionError(f"circuit open until {choice.until:.3f}")
             else:
