@@ -61,6 +61,8 @@ def fuzz(session: nox.Session) -> None:
         "tests/test_properties.py",
         "tests/test_fuzz.py",
         "tests/test_hostile_peer.py",
+        "tests/test_messaging.py",
+        "tests/test_messaging_simnet.py",
         "-x",
         *session.posargs,
         env={"HYPOTHESIS_PROFILE": "fuzz"},

@@ -20,6 +20,7 @@ import sansquic
 from sansquic import tokens
 
 from . import hq
+from . import messaging as _messaging
 from .harness import Harness
 from .relay import Relay
 
@@ -851,6 +852,12 @@ def migration(client: Harness, server: Harness) -> None:
         assert new_host == old_host and new_port != old_port, (old_port, new_port)
 
 
+def messaging_across_a_disconnect(client: Harness, server: Harness) -> None:
+    """Typed messages both ways with a forced disconnect mid-way: no loss, no duplicate
+    (the messaging layer, ``conformance/messaging.py``)."""
+    _messaging.across_a_disconnect(client, server, CONFIG)
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -886,6 +893,7 @@ CASES: dict[str, Case] = {
         connection_stats,
         key_update,
         migration,
+        messaging_across_a_disconnect,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -907,6 +915,14 @@ FAST_CASES = (
     "hq_interop_transfer",
     "key_update",
     "migration",
+    "messaging_across_a_disconnect",
 )
 #: What CI runs for every pair of different runtimes: the quickest that cross every path.
-CROSS_CASES = ("handshake", "echo", "datagrams", "auth_reject", "reset_and_stop")
+CROSS_CASES = (
+    "handshake",
+    "echo",
+    "datagrams",
+    "auth_reject",
+    "reset_and_stop",
+    "messaging_across_a_disconnect",
+)

@@ -5,6 +5,7 @@ change at any time. Start with :class:`Connection` and :class:`Config`; test
 your own code on the simulated network in :mod:`sansquic.testing`.
 """
 
+from . import messaging as messaging
 from . import qlog as qlog
 from . import ratelimit as ratelimit
 from . import tokens as tokens

@@ -1,10 +1,10 @@
 """Generate the blocking twins of the async originals: ``_async.py`` -> ``_sync.py``.
 
-Two pairs (see ``PAIRS``): the runtime layer (``runtimes/sansquic_runtime``)
-and the ``sansquic demo`` (``runtimes/sansquic_cli``). The async original is the
-one to edit. ``python scripts/unasync.py`` rewrites every twin; ``--check``
-exits 1 when any is out of date (``tests/test_unasync.py`` runs that), so no
-pair can drift. Lines ending in ``# unasync: remove`` exist only in the async
+Four pairs (see ``PAIRS``): the runtime layer (``runtimes/sansquic_runtime``),
+its messaging drive code, ``sansquic demo`` and ``sansquic swarm`` (``runtimes/sansquic_cli``).
+The async original is the one to edit. ``python scripts/unasync.py`` rewrites
+every twin; ``--check`` exits 1 when any is out of date (``tests/test_unasync.py``
+runs that), so no pair can drift. Lines ending in ``# unasync: remove`` exist only in the async
 original (e.g. trio's ``aclose()`` alias).
 """
 
@@ -85,6 +85,48 @@ The blocking twin of ``sansquic demo``, for the threads runtime.
             ),
         },
         words={"AsyncRuntime": "SyncRuntime"},
+    ),
+    Pair(
+        CLI / "_swarm_async.py",
+        CLI / "_swarm_sync.py",
+        '''"""GENERATED from ``_swarm_async.py`` by ``scripts/unasync.py``: edit that file instead.
+
+The blocking twin of ``sansquic swarm``, for the threads runtime.
+"""
+''',
+        lines={
+            "from sansquic_runtime import MessageServer, Messenger, Peer": (
+                "from sansquic_runtime._messaging_sync import MessageServer, Messenger, Peer"
+            ),
+        },
+        words={"AsyncRuntime": "SyncRuntime"},
+    ),
+    Pair(
+        LAYER / "_messaging_async.py",
+        LAYER / "_messaging_sync.py",
+        '''"""GENERATED from ``_messaging_async.py`` by ``scripts/unasync.py``: edit that file
+instead.
+
+The blocking twin of the messaging drive code, for threads (and blocking harnesses).
+"""
+''',
+        lines={
+            "import contextlib": "import contextlib\nimport threading",
+            'Handler = Callable[["Peer", messaging.Envelope], Awaitable[object]]': (
+                'Handler = Callable[["Peer", messaging.Envelope], object]'
+            ),
+            'Dial = Callable[[], Awaitable["MessageConnection"]]': (
+                'Dial = Callable[[], "MessageConnection"]'
+            ),
+            "Sleep = Callable[[float], Awaitable[None]]": "Sleep = Callable[[float], None]",
+            "from collections.abc import Awaitable, Callable": (
+                "from collections.abc import Callable"
+            ),
+            "    # One event loop: nothing runs between awaits, and the channel never awaits.": (
+                "    # Threads: readers and senders touch the channel from many threads."
+            ),
+            "    return contextlib.nullcontext()": "    return threading.Lock()",
+        },
     ),
 ]
 

@@ -218,3 +218,42 @@ def test_serve_and_connect_write_qlog_traces(tmp_path: Path) -> None:
         server.wait(10)
         if server.stdout is not None:
             server.stdout.close()
+
+
+@pytest.mark.parametrize("runtime", DEMO_RUNTIMES)
+def test_swarm_gathers_every_reply_on_every_runtime(
+    runtime: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if runtime == "curio":
+        pytest.importorskip(
+            "sansquic_curio", reason="curio does not import here", exc_type=ImportError
+        )
+    assert main(["swarm", "--runtime", runtime, "--agents", "3", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 agents joined: agent-0, agent-1, agent-2" in out
+    assert "round 2: 3/3 replies" in out and "swarm OK: 3 agents, 2 rounds" in out
+
+
+def test_swarm_refuses_a_join_that_is_not_the_token_subject() -> None:
+    from types import SimpleNamespace
+
+    from sansquic_cli import _swarm_async
+
+    from sansquic import messaging
+
+    sent: list[str] = []
+
+    async def send(message_type: str, payload: bytes = b"") -> None:
+        sent.append(message_type)
+
+    identity = sansquic.Identity(subject="agent-1")
+    peer = SimpleNamespace(
+        session_id=b"s", connection=SimpleNamespace(identity=identity), send=send
+    )
+    coordinator = _swarm_async._Coordinator()
+    for name in (b"agent-2", b"agent-1"):
+        join = messaging.Envelope(id=1, type="swarm.join", timestamp=0.0, payload=name)
+        asyncio.run(coordinator.join(peer, join))  # type: ignore[arg-type]
+    assert coordinator.refused == ["agent-2"]
+    assert coordinator.agents == {b"s": "agent-1"}
+    assert sent == ["swarm.refused", "swarm.welcome"]

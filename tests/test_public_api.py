@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 import sansquic
+import sansquic.messaging
 import sansquic.testing
 
 PUBLIC = [getattr(sansquic, name) for name in sansquic.__all__ if name != "__version__"]
@@ -13,7 +14,7 @@ EVENTS = [obj for obj in PUBLIC if isinstance(obj, type) and issubclass(obj, san
 
 
 def test_all_names_exist_and_nothing_private_is_exported() -> None:
-    for module in (sansquic, sansquic.testing):
+    for module in (sansquic, sansquic.testing, sansquic.messaging):
         for name in module.__all__:
             assert hasattr(module, name), name
             assert not name.startswith("_") or name == "__version__"
@@ -80,3 +81,14 @@ def test_the_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("sansquic").joinpath("py.typed").is_file()
+
+
+@pytest.mark.parametrize("name", sansquic.messaging.__all__)
+def test_messaging_names_are_documented_and_report_the_public_module(name: str) -> None:
+    obj = getattr(sansquic.messaging, name)
+    if inspect.isclass(obj) or inspect.isfunction(obj):
+        assert inspect.getdoc(obj), name
+    if inspect.isclass(obj):
+        assert obj.__module__ == "sansquic.messaging", obj
+        if issubclass(obj, BaseException):
+            assert issubclass(obj, sansquic.SansQuicError), obj

@@ -1,4 +1,4 @@
-"""The blocking twins (runtime layer, demo) are generated, never edited: they must match."""
+"""The blocking twins (runtime layer, messaging, demo, swarm) are generated: they must match."""
 
 import subprocess
 import sys
@@ -39,7 +39,12 @@ def test_the_check_catches_drift(tmp_path: Path) -> None:
 def test_every_pair_is_generated_and_blocking() -> None:
     unasync = _script()
     targets = {pair.target.relative_to(ROOT).as_posix() for pair in unasync.PAIRS}
-    assert targets >= {"runtimes/sansquic_runtime/_sync.py", "runtimes/sansquic_cli/_demo_sync.py"}
+    assert targets >= {
+        "runtimes/sansquic_runtime/_sync.py",
+        "runtimes/sansquic_runtime/_messaging_sync.py",
+        "runtimes/sansquic_cli/_demo_sync.py",
+        "runtimes/sansquic_cli/_swarm_sync.py",
+    }
     for pair in unasync.PAIRS:
         twin = pair.target.read_text()
         assert twin.startswith('"""GENERATED from'), pair.target

@@ -1,8 +1,9 @@
-"""The ``sansquic`` command: demo, serve, connect, token, cert.
+"""The ``sansquic`` command: demo, swarm, serve, connect, token, cert.
 
 ``sansquic demo`` runs a server and several clients on loopback with an
 in-memory development certificate and a generated token, and shows a live
-summary, on any runtime (``--runtime asyncio|trio|anyio|anyio-trio|curio|threads``).
+summary, on any runtime (``--runtime asyncio|trio|anyio|anyio-trio|curio|threads``);
+``sansquic swarm`` runs a coordinator and agents over the messaging layer, likewise.
 The other commands run on the asyncio runtime.
 """
 
@@ -23,7 +24,7 @@ import sansquic_asyncio as runtime
 import sansquic
 from sansquic import tokens
 
-from . import _demo_async, _demo_sync, _frameworks
+from . import _demo_async, _demo_sync, _frameworks, _swarm_async, _swarm_sync
 
 __all__ = ["main"]
 
@@ -40,6 +41,18 @@ def _run_demo(runtime_name: str, seconds: float, clients: int, qlog: str | None 
     if isinstance(rt, _frameworks.SyncRuntime):
         return _demo_sync.run(rt, seconds, clients, qlog)  # the generated blocking twin
     return rt.run(functools.partial(_demo_async.run, rt, seconds, clients, qlog))
+
+
+def _run_swarm(runtime_name: str, agents: int, rounds: int) -> int:
+    """``sansquic swarm``: the one swarm (``_swarm_async``) on the runtime asked for."""
+    try:
+        rt = _frameworks.load(runtime_name)
+    except _frameworks.MissingFramework as exc:
+        print(f"sansquic swarm: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(rt, _frameworks.SyncRuntime):
+        return _swarm_sync.run(rt, agents, rounds)  # the generated blocking twin
+    return rt.run(functools.partial(_swarm_async.run, rt, agents, rounds))
 
 
 # -- serve / connect / token / cert ------------------------------------------------------
@@ -140,6 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--clients", type=int, default=3)
     demo.add_argument("--runtime", choices=list(_frameworks.RUNTIMES), default="asyncio")
+    swarm = commands.add_parser("swarm", help="a coordinator and agents exchanging messages")
+    swarm.add_argument("--agents", type=int, default=3)
+    swarm.add_argument("--rounds", type=int, default=3)
+    swarm.add_argument("--runtime", choices=list(_frameworks.RUNTIMES), default="asyncio")
     serve = commands.add_parser("serve", help="an echo or sink server")
     serve.add_argument("mode", choices=["echo", "sink"], nargs="?", default="echo")
     serve.add_argument("--host", default="127.0.0.1")
@@ -177,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return _run_demo(args.runtime, args.seconds, args.clients, args.qlog)
+    if args.command == "swarm":
+        return _run_swarm(args.runtime, args.agents, args.rounds)
     if args.command == "serve":
         return asyncio.run(_serve(args))
     if args.command == "connect":

@@ -12,6 +12,14 @@ original (``_async.py``) by ``scripts/unasync.py``.
 from ._async import Connection, Server, Stream, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
 from ._connect import Connect, Connector, serve_until_closed
+from ._messaging_async import (
+    MessageConnection,
+    MessageServer,
+    MessageStream,
+    Messenger,
+    Peer,
+    Spawner,
+)
 from ._udp import UdpSocket, client_bind, first_address
 
 __all__ = [
@@ -20,7 +28,13 @@ __all__ = [
     "Connect",
     "Connector",
     "Connection",
+    "MessageConnection",
+    "MessageServer",
+    "MessageStream",
+    "Messenger",
+    "Peer",
     "Server",
+    "Spawner",
     "Stream",
     "SyncBackend",
     "SyncTaskGroup",

@@ -1,0 +1,146 @@
+"""GENERATED from ``_swarm_async.py`` by ``scripts/unasync.py``: edit that file instead.
+
+The blocking twin of ``sansquic swarm``, for the threads runtime.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from sansquic_runtime._messaging_sync import MessageServer, Messenger, Peer
+
+import sansquic
+from sansquic import messaging, tokens
+
+from ._frameworks import SyncRuntime
+
+__all__ = ["run"]
+
+HOST, SERVER_NAME = "127.0.0.1", "localhost"
+
+
+def _answer(task: bytes) -> bytes:
+    """The work an agent does for a task: the sum of 0..n-1 (checked by the coordinator)."""
+    n = int(task.split(b":")[1])
+    return b"%d" % sum(range(n))
+
+
+class _Coordinator:
+    """Joins (checked against the connection's identity) and results, per round."""
+
+    def __init__(self) -> None:
+        self.agents: dict[bytes, str] = {}  # session id -> agent name
+        self.refused: list[str] = []
+        self.results: dict[int, dict[str, bytes]] = {}
+        self.router: messaging.Router[Any] = messaging.Router()
+        self.router.add("swarm.join", self.join)
+        self.router.add("swarm.result", self.result)
+
+    def join(self, peer: Peer, envelope: messaging.Envelope) -> None:
+        name = envelope.payload.decode(errors="replace")
+        conn = peer.connection
+        identity = conn.identity if conn is not None else None
+        if identity is None or identity.subject != name:
+            self.refused.append(name)
+            peer.send("swarm.refused", b"the name is not the token's subject")
+            return
+        self.agents[peer.session_id] = name
+        peer.send("swarm.welcome", envelope.payload)
+
+    def result(self, peer: Peer, envelope: messaging.Envelope) -> None:
+        name = self.agents.get(peer.session_id)
+        if name is None:
+            return  # not joined: ignored
+        round_no, answer = envelope.payload.split(b" ", 1)
+        self.results.setdefault(int(round_no), {})[name] = answer
+
+
+def run(rt: SyncRuntime, agents: int, rounds: int, timeout: float = 30.0) -> int:
+    """The swarm on ``rt``; the exit status (0 when every round gathered every reply)."""
+    config = sansquic.Config(dev_mode=True)
+    key = {"swarm": secrets.token_bytes(32)}
+    signer = tokens.TokenSigner(key, key_id="swarm")
+    verifier = tokens.TokenVerifier(key)
+    authenticator = tokens.token_authenticator(verifier, token_time=lambda n: time.time())
+    coordinator = _Coordinator()
+    deadline = time.monotonic() + timeout
+    ok = False
+    with rt.task_group() as readers:
+        hub = MessageServer(readers, router=coordinator.router)
+        with rt.serve(hub.handle, HOST, config, authenticator) as server:
+            port = server.address[1]
+            with rt.task_group() as group:
+                for i in range(agents):
+                    token = signer.sign(f"agent-{i}", scopes=("swarm",), ttl=600, now=time.time())
+                    group.spawn(_agent, rt, port, config, token, f"agent-{i}", deadline)
+                ok = _coordinate(rt, hub, coordinator, agents, rounds, deadline)
+                hub.broadcast("swarm.bye")
+    print(f"swarm {'OK' if ok else 'FAILED'}: {len(coordinator.agents)} agents, {rounds} rounds")
+    return 0 if ok else 1
+
+
+def _coordinate(
+    rt: SyncRuntime,
+    hub: MessageServer,
+    coordinator: _Coordinator,
+    agents: int,
+    rounds: int,
+    deadline: float,
+) -> bool:
+    while len(coordinator.agents) < agents:
+        if time.monotonic() > deadline:
+            print(f"only {len(coordinator.agents)} of {agents} agents joined")
+            return False
+        rt.sleep(0.01)
+    print(f"{agents} agents joined: {', '.join(sorted(coordinator.agents.values()))}")
+    for round_no in range(1, rounds + 1):
+        task = b"%d:%d" % (round_no, 1000 * round_no)
+        start = time.monotonic()
+        hub.broadcast("swarm.task", task)
+        while len(coordinator.results.get(round_no, {})) < agents:
+            if time.monotonic() > deadline:
+                print(f"round {round_no}: no reply from every agent")
+                return False
+            rt.sleep(0.005)
+        answers = set(coordinator.results[round_no].values())
+        if answers != {_answer(task)}:
+            print(f"round {round_no}: wrong answers {sorted(answers)}")
+            return False
+        elapsed = (time.monotonic() - start) * 1000
+        print(f"round {round_no}: {agents}/{agents} replies in {elapsed:.1f} ms")
+    return not coordinator.refused
+
+
+def _agent(
+    rt: SyncRuntime, port: int, config: sansquic.Config, token: str, name: str, deadline: float
+) -> None:
+    """Connect with the token, join, answer every task until ``swarm.bye``."""
+    done: list[bool] = []
+
+    def on_task(peer: Peer, envelope: messaging.Envelope) -> None:
+        round_no = envelope.payload.split(b":")[0]
+        peer.send("swarm.result", round_no + b" " + _answer(envelope.payload))
+
+    def on_bye(peer: Peer, envelope: messaging.Envelope) -> None:
+        done.append(True)
+
+    def ignore(peer: Peer, envelope: messaging.Envelope) -> None:
+        pass
+
+    router: messaging.Router[Any] = messaging.Router(fallback=ignore)
+    router.add("swarm.task", on_task)
+    router.add("swarm.bye", on_bye)
+    with rt.connect(HOST, port, config=config, server_name=SERVER_NAME, token=token) as conn:
+
+        def dial() -> Any:
+            return conn
+
+        with rt.task_group() as readers:
+            messenger = Messenger(dial, readers, router=router)
+            messenger.connect()
+            messenger.send("swarm.join", name.encode())
+            while not done and time.monotonic() < deadline:
+                rt.sleep(0.01)
+            messenger.disconnect(0, "swarm over")

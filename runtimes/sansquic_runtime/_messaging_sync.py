@@ -1,0 +1,399 @@
+"""GENERATED from ``_messaging_async.py`` by ``scripts/unasync.py``: edit that file
+instead.
+
+The blocking twin of the messaging drive code, for threads (and blocking harnesses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import random
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import sansquic
+from sansquic import messaging
+
+__all__ = ["MessageConnection", "MessageServer", "MessageStream", "Messenger", "Peer", "Spawner"]
+
+#: Receives every delivered message (routed by type) and the peer it came from.
+Handler = Callable[["Peer", messaging.Envelope], object]
+#: Opens a new connection to the server.
+Dial = Callable[[], "MessageConnection"]
+#: The runtime's sleep.
+Sleep = Callable[[float], None]
+#: How long a server waits for a new connection's lane streams and hello.
+OPEN_TIMEOUT = 10.0
+_STREAM_ERRORS = (sansquic.SansQuicError, TimeoutError, OSError)
+
+
+class Spawner(Protocol):
+    """Starts tasks: ``sansquic demo``'s task groups have this shape on every runtime."""
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Start ``fn(*args)`` as a task, without waiting for it."""
+        ...
+
+
+class MessageStream(Protocol):
+    """What messaging needs of a stream."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def receive(self) -> bytes: ...
+
+
+class MessageConnection(Protocol):
+    """What messaging needs of a connection (a runtime's QUIC one, or a WebSocket shim)."""
+
+    def open_stream(self, *, bidirectional: bool = ..., priority: int = ...) -> Any: ...
+
+    def accept_stream(self, *, timeout: float | None = ...) -> Any: ...
+
+    def close(self, code: int = ..., reason: str = ...) -> None: ...
+
+
+def _guard() -> AbstractContextManager[object]:
+    # Threads: readers and senders touch the channel from many threads.
+    return threading.Lock()
+
+
+class _Link:
+    """One connection (one generation) moving one channel's bytes."""
+
+    def __init__(
+        self,
+        owner: Peer,
+        conn: MessageConnection,
+        generation: int,
+        streams: dict[str, MessageStream],
+    ) -> None:
+        self.owner, self.conn, self.generation, self.streams = owner, conn, generation, streams
+        self.alive = True
+        # A one-token pile: pop() is atomic in both twins, so one task flushes at a time.
+        self._token = [None]
+
+    def flush(self) -> None:
+        """Write whatever the channel has for this connection; one flusher at a time."""
+        channel, guard = self.owner.channel, self.owner.guard
+        for _ in range(1_000_000):  # bounded; each pass empties what was there
+            try:
+                token = self._token.pop()
+            except IndexError:
+                return  # the task that holds the token sends it
+            try:
+                while self.alive:
+                    with guard:
+                        if channel.generation != self.generation:
+                            return
+                        out = channel.data_to_send(self.owner.now())
+                    if not out:
+                        break
+                    for lane, data in out:
+                        self.streams[lane.name].send(data)
+            except _STREAM_ERRORS:
+                self.lost()
+                return
+            finally:
+                self._token.append(token)
+            with guard:
+                if not (self.alive and channel.generation == self.generation):
+                    return
+                if not channel.wants_to_send:
+                    return
+
+    def read(self, lane: str, stream: MessageStream, first: bytes = b"") -> None:
+        """Feed ``lane``'s bytes to the channel and hand delivered messages to the router."""
+        owner = self.owner
+        data = first
+        try:
+            while self.alive:
+                if data:
+                    with owner.guard:
+                        owner.channel.receive(self.generation, lane, data)
+                    owner.deliver()
+                    self.flush()  # the acks
+                data = stream.receive()
+                if not data:
+                    break
+        except messaging.MessageFormatError as exc:
+            self.alive = False
+            with contextlib.suppress(*_STREAM_ERRORS):
+                self.conn.close(messaging.MESSAGING_VIOLATION, str(exc)[:100])
+        except _STREAM_ERRORS:
+            pass
+        self.lost()
+
+    def lost(self) -> None:
+        """The connection broke: the channel waits for the next one."""
+        self.alive = False
+        with self.owner.guard:
+            if self.owner.channel.generation == self.generation:
+                self.owner.channel.detach()
+
+
+class Peer:
+    """One end of a message session (a client, or a server's view of one client): the
+    channel, the router, and :meth:`send` for replies from a handler."""
+
+    def __init__(
+        self,
+        channel: messaging.MessageChannel,
+        router: messaging.Router[Handler],
+        now: Callable[[], float],
+    ) -> None:
+        self.channel, self.router, self.now = channel, router, now
+        self.guard = _guard()
+        self.link: _Link | None = None
+        #: Delivered messages no handler was routed for, oldest first.
+        self.unrouted: list[messaging.Envelope] = []
+
+    @property
+    def connection(self) -> Any:
+        """The connection carrying the session now (e.g. for its ``identity``), or None."""
+        link = self.link
+        return link.conn if link is not None and link.alive else None
+
+    @property
+    def session_id(self) -> bytes:
+        """The session's id (the client chose it)."""
+        return self.channel.session_id
+
+    def deliver(self) -> None:
+        """Hand every delivered message to its handler (or to :attr:`unrouted`)."""
+        while True:
+            with self.guard:
+                envelope = self.channel.next_message()
+            if envelope is None:
+                return
+            handler = self.router.handler_for(envelope.type)
+            if handler is None:
+                self.unrouted.append(envelope)
+            else:
+                handler(self, envelope)
+
+    def send(self, message_type: str, payload: bytes = b"") -> messaging.Envelope:
+        """Queue a message to the other end (sent now when connected)."""
+        with self.guard:
+            envelope = self.channel.send(message_type, payload, self.now())
+        link = self.link
+        if link is not None and link.alive:
+            link.flush()
+        return envelope
+
+
+class Messenger:
+    """A client's message session: survives reconnects without loss or duplicates.
+
+    ``dial`` opens a connection (e.g. ``lambda: runtime.connect(...)`` entered by the
+    caller); ``group.spawn`` runs the lane readers. Messages are handed to the ``router``'s
+    handlers (unrouted ones collect in :attr:`unrouted`). Next: :meth:`connect`, then
+    :meth:`send`; after a loss, :meth:`connect` again (backoff and breaker decide when).
+    """
+
+    def __init__(
+        self,
+        dial: Dial,
+        group: Spawner,
+        *,
+        router: messaging.Router[Handler] | None = None,
+        session_id: bytes | None = None,
+        lanes: messaging.LaneTable = messaging.DEFAULT_LANES,
+        key: tuple[str, int] = ("", 0),
+        rng: random.Random | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        channel = messaging.MessageChannel(session_id or secrets.token_bytes(16), lanes=lanes)
+        self._side = Peer(channel, router or messaging.Router(), now)
+        self._dial, self._group, self._key = dial, group, key
+        #: Reuse per host:port and the breaker; one live connection here.
+        self.pool: messaging.Pool[MessageConnection] = messaging.Pool()
+        self.backoff = messaging.Backoff(rng or random.Random())
+
+    @property
+    def channel(self) -> messaging.MessageChannel:
+        """The pure session (queue, window, counters)."""
+        return self._side.channel
+
+    @property
+    def unrouted(self) -> list[messaging.Envelope]:
+        """Delivered messages no handler was routed for."""
+        return self._side.unrouted
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection carries the session."""
+        link = self._side.link
+        return link is not None and link.alive
+
+    def connect(self, sleep: Sleep | None = None, attempts: int = 1) -> None:
+        """Dial (up to ``attempts`` times, sleeping the backoff between failures) and resend
+        everything unacked; raises the last dial error, or ``ConnectionError`` while the
+        breaker is open."""
+        last: BaseException | None = None
+        for _ in range(attempts):
+            now = self._side.now()
+            choice = self.pool.choose(self._key, now)
+            if isinstance(choice, messaging.Reuse):
+                if self.connected:
+                    return
+                # A reader saw the connection die: forget it, and decide again.
+                self.pool.lost(self._key, choice.connection)
+                choice = self.pool.choose(self._key, now)
+            if isinstance(choice, messaging.Wait):
+                last = ConnectionError(f"circuit open until {choice.until:.3f}")
+            else:
+                try:
+                    conn = self._dial()
+                except _STREAM_ERRORS as exc:
+                    self.pool.failed(self._key, self._side.now())
+                    last = exc
+                else:
+                    self._attach(conn)
+                    self.backoff.reset()
+                    return
+            if sleep is not None:
+                sleep(self.backoff.next_delay())
+        raise last if last is not None else ConnectionError("no attempt made")
+
+    def _attach(self, conn: MessageConnection) -> None:
+        side = self._side
+        streams = {}
+        for lane in side.channel.lanes.lanes:
+            streams[lane.name] = conn.open_stream(bidirectional=True, priority=lane.priority)
+        with side.guard:
+            generation = side.channel.attach(now=side.now())
+        old, side.link = side.link, _Link(side, conn, generation, streams)
+        if old is not None:
+            old.alive = False
+            self.pool.lost(self._key, old.conn)
+        self.pool.connected(self._key, conn, side.now())
+        for name, stream in streams.items():
+            self._group.spawn(side.link.read, name, stream)
+        side.link.flush()
+
+    def send(self, message_type: str, payload: bytes = b"") -> messaging.Envelope:
+        """Queue a message (delivered exactly once, even across reconnects) and send it if
+        connected; raises :class:`~sansquic.messaging.QueueFull` and friends before queueing."""
+        return self._side.send(message_type, payload)
+
+    def disconnect(self, code: int = 0, reason: str = "") -> None:
+        """Close the connection; unacked messages wait for the next :meth:`connect`."""
+        link = self._side.link
+        if link is None:
+            return
+        self.pool.lost(self._key, link.conn)
+        link.lost()
+        with contextlib.suppress(*_STREAM_ERRORS):
+            link.conn.close(code, reason)
+
+
+class MessageServer:
+    """Sessions by client session id; pass :meth:`handle` each accepted connection.
+
+    ``group.spawn`` runs lane readers. A reconnecting client's session continues: what it
+    missed is resent, what it resends is dropped as a duplicate. Sessions stay until
+    :meth:`forget` (``max_sessions`` bounds them; a new session over it is refused).
+    """
+
+    def __init__(
+        self,
+        group: Spawner,
+        *,
+        router: messaging.Router[Handler] | None = None,
+        lanes: messaging.LaneTable = messaging.DEFAULT_LANES,
+        max_sessions: int = 10_000,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._group, self._lanes, self._max = group, lanes, max_sessions
+        self.router: messaging.Router[Handler] = router or messaging.Router()
+        self._now = now
+        #: Session id -> its side (channel, current link).
+        self.sessions: dict[bytes, Peer] = {}
+
+    def handle(self, conn: MessageConnection) -> None:
+        """Serve one connection: read each lane's opening, find the session, run it."""
+        opened: list[tuple[str, MessageStream, bytes]] = []
+        hello: messaging.Hello | None = None
+        try:
+            for _ in self._lanes.lanes:
+                stream = conn.accept_stream(timeout=OPEN_TIMEOUT)
+                data = b""
+                for _ in range(10_000):  # an opening frame is small: bounded reads
+                    first = messaging.first_envelope(data)
+                    if first is not None:
+                        break
+                    chunk = stream.receive()
+                    if not chunk:
+                        raise messaging.EnvelopeError("a lane stream ended before its opening")
+                    data += chunk
+                if first is None:
+                    raise messaging.EnvelopeError("no opening frame")
+                if first.type == "sq.hello":
+                    hello = messaging.Hello.decode(first.payload)
+                    lane = self._lanes.control.name
+                elif first.type == "sq.lane":
+                    lane = first.payload.decode(errors="replace")
+                else:
+                    raise messaging.EnvelopeError(f"a lane opened with {first.type!r}")
+                opened.append((lane, stream, data))
+            if hello is None:
+                raise messaging.EnvelopeError("no hello")
+            names = sorted(lane for lane, _, _ in opened)
+            if names != sorted(lane.name for lane in self._lanes.lanes):
+                raise messaging.EnvelopeError(f"the client opened lanes {names}, not this table's")
+            side = self._session(hello.session_id)
+            with side.guard:
+                generation = side.channel.attach(hello.generation, self._now())
+        except messaging.MessageFormatError as exc:
+            with contextlib.suppress(*_STREAM_ERRORS):
+                conn.close(messaging.MESSAGING_VIOLATION, str(exc)[:100])
+            return
+        except _STREAM_ERRORS:
+            return
+        old, side.link = side.link, _Link(side, conn, generation, {n: s for n, s, _ in opened})
+        if old is not None:  # the client moved to this connection: the old one is over
+            old.alive = False
+            with contextlib.suppress(*_STREAM_ERRORS):
+                old.conn.close(0, "superseded")
+        link = side.link
+        for lane, stream, data in opened[:-1]:
+            self._group.spawn(link.read, lane, stream, data)
+        lane, stream, data = opened[-1]
+        link.read(lane, stream, data)
+
+    def _session(self, session_id: bytes) -> Peer:
+        side = self.sessions.get(session_id)
+        if side is None:
+            if len(self.sessions) >= self._max:
+                raise messaging.EnvelopeError("too many sessions")
+            channel = messaging.MessageChannel(session_id, lanes=self._lanes)
+            side = self.sessions[session_id] = Peer(channel, self.router, self._now)
+        return side
+
+    def send(
+        self, session_id: bytes, message_type: str, payload: bytes = b""
+    ) -> messaging.Envelope:
+        """Queue a message to one client session (sent now if it is connected)."""
+        side = self.sessions.get(session_id)
+        if side is None:
+            raise sansquic.LocalProtocolError(f"no session {session_id!r}")
+        return side.send(message_type, payload)
+
+    def broadcast(self, message_type: str, payload: bytes = b"") -> int:
+        """Queue a message to every session; returns how many."""
+        for session_id in list(self.sessions):
+            self.send(session_id, message_type, payload)
+        return len(self.sessions)
+
+    def unrouted(self, session_id: bytes) -> list[messaging.Envelope]:
+        """A session's delivered messages that no handler was routed for."""
+        return self.sessions[session_id].unrouted
+
+    def forget(self, session_id: bytes) -> None:
+        """Drop a finished session's state."""
+        self.sessions.pop(session_id, None)

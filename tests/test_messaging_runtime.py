@@ -1,0 +1,165 @@
+"""The async original of the messaging drive code, on asyncio: reconnect with backoff
+through failing dials, and a junk-sending peer closed with MESSAGING_VIOLATION.
+(Every runtime pair runs its blocking twin in the conformance case.)"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import sansquic_asyncio
+from sansquic_runtime import MessageServer, Messenger, Peer
+
+import sansquic
+from sansquic import messaging
+
+CONFIG = sansquic.Config(dev_mode=True)
+
+
+class Tasks:
+    """``spawn`` over asyncio tasks."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        self.tasks.add(asyncio.ensure_future(fn(*args)))
+
+    async def wait(self, timeout: float) -> None:
+        await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), timeout)
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def test_messenger_reconnects_through_failed_dials_and_loses_nothing() -> None:
+    async def scenario() -> None:
+        got: list[messaging.Envelope] = []
+        replies: list[messaging.Envelope] = []
+
+        async def on_job(peer: Peer, envelope: messaging.Envelope) -> None:
+            got.append(envelope)
+            await peer.send("done", envelope.payload)
+
+        async def on_done(peer: Peer, envelope: messaging.Envelope) -> None:
+            replies.append(envelope)
+
+        server_tasks, client_tasks = Tasks(), Tasks()
+        router: messaging.Router[Any] = messaging.Router()
+        router.add("job.", on_job)
+        message_server = MessageServer(server_tasks, router=router)
+        server = await sansquic_asyncio.serve(message_server.handle, "127.0.0.1", 0, config=CONFIG)
+        failures = [OSError("refused"), OSError("refused")]
+        conns: list[Any] = []
+
+        async def dial() -> Any:
+            if failures:
+                raise failures.pop()
+            conn = await sansquic_asyncio.connect(
+                "127.0.0.1", server.address[1], config=CONFIG, server_name="localhost"
+            )
+            conns.append(conn)
+            return conn
+
+        client_router: messaging.Router[Any] = messaging.Router(fallback=on_done)
+        messenger = Messenger(
+            dial, client_tasks, router=client_router, key=server.address, rng=random.Random(1)
+        )
+        with pytest.raises(OSError):
+            await messenger.connect()  # one attempt, it fails
+        await messenger.connect(asyncio.sleep, attempts=3)
+        assert messenger.pool.stats(server.address).failures == 2
+        for i in range(5):
+            await messenger.send("job.a", b"%d" % i)
+        await messenger.disconnect(0, "forced")
+        for i in range(5, 10):
+            await messenger.send("job.a", b"%d" % i)
+        await messenger.connect()
+        await _until(lambda: len(replies) == 10)
+        await asyncio.sleep(0.1)
+        assert [e.payload for e in got] == [b"%d" % i for i in range(10)]
+        assert [e.payload for e in replies] == [b"%d" % i for i in range(10)]
+        await messenger.disconnect()
+        for conn in conns:
+            await conn.close()
+        await server.close()
+        await client_tasks.wait(5)
+        await server_tasks.wait(5)
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_sends_junk_is_closed_with_messaging_violation() -> None:
+    async def scenario() -> None:
+        server_tasks = Tasks()
+        message_server = MessageServer(server_tasks)
+        server = await sansquic_asyncio.serve(message_server.handle, "127.0.0.1", 0, config=CONFIG)
+        async with await sansquic_asyncio.connect(
+            "127.0.0.1", server.address[1], config=CONFIG, server_name="localhost"
+        ) as conn:
+            stream = await conn.open_stream()
+            await stream.send(messaging.encode_frame(b"\x07 not an envelope at all"))
+
+            async def drain() -> None:
+                while await stream.receive():
+                    pass
+
+            with pytest.raises(sansquic.ConnectionClosed) as info:
+                await asyncio.wait_for(drain(), 10)
+            assert info.value.error_code == messaging.MESSAGING_VIOLATION
+        assert message_server.sessions == {}
+        await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_open_breaker_refuses_to_dial_until_its_cooldown() -> None:
+    async def scenario() -> None:
+        dials: list[int] = []
+
+        async def dial() -> Any:
+            dials.append(1)
+            raise OSError("refused")
+
+        messenger = Messenger(dial, Tasks(), key=("127.0.0.1", 9))
+        messenger.pool = messaging.Pool(threshold=1, cooldown=60.0)
+        with pytest.raises(OSError):
+            await messenger.connect()
+        with pytest.raises(ConnectionError, match="circuit open"):
+            await messenger.connect()
+        assert len(dials) == 1  # the second attempt never dialled
+        assert messenger.pool.stats(("127.0.0.1", 9)).refusals == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_client_with_other_lanes_is_closed_with_messaging_violation() -> None:
+    async def scenario() -> None:
+        message_server = MessageServer(Tasks())
+        server = await sansquic_asyncio.serve(message_server.handle, "127.0.0.1", 0, config=CONFIG)
+        lanes = messaging.LaneTable(
+            lanes=(
+                messaging.Lane(name="control", priority=255),
+                messaging.Lane(name="video", priority=64),
+            )
+        )
+        async with await sansquic_asyncio.connect(
+            "127.0.0.1", server.address[1], config=CONFIG, server_name="localhost"
+        ) as conn:
+
+            async def dial() -> Any:
+                return conn
+
+            messenger = Messenger(dial, Tasks(), lanes=lanes)
+            await messenger.connect()
+            await _until(lambda: not messenger.connected)  # the server closed it
+        assert message_server.sessions == {}
+        await server.close()
+
+    asyncio.run(scenario())
