@@ -1,0 +1,174 @@
+"""HTTP/3 + WebTransport (sansquic.H3Connection) on the simulated network."""
+
+from __future__ import annotations
+
+import pytest
+
+import sansquic
+from sansquic import H3Connection, LocalProtocolError
+from sansquic import _h3wire as w
+from sansquic.testing import connected_pair
+
+H3 = sansquic.Config(dev_mode=True, alpn=("h3",))
+
+
+class Side:
+    """One H3Connection over one core Connection, collecting its events."""
+
+    def __init__(self, conn: sansquic.Connection, h3: H3Connection) -> None:
+        self.conn = conn
+        self.h3 = h3
+        self.events: list[sansquic.Event] = []
+        self.data: dict[int, bytearray] = {}
+        self.ended: set[int] = set()
+        self.datagrams: list[bytes] = []
+        self.ready: list[int] = []
+        self.closed: list[sansquic.WebTransportSessionClosed] = []
+
+    def pump(self, now: float) -> list[sansquic.Event]:
+        new: list[sansquic.Event] = []
+        while (event := self.conn.next_event()) is not None:
+            new += self.h3.handle_event(event, now)
+        new += self.h3.events()  # what commands produced (a session this side closed)
+        for ev in new:
+            self.events.append(ev)
+            if isinstance(ev, sansquic.WebTransportStreamData):
+                self.data.setdefault(ev.stream_id, bytearray()).extend(ev.data)
+                if ev.ended:
+                    self.ended.add(ev.stream_id)
+            elif isinstance(ev, sansquic.WebTransportDatagram):
+                self.datagrams.append(ev.data)
+            elif isinstance(ev, sansquic.WebTransportSessionReady):
+                self.ready.append(ev.session_id)
+            elif isinstance(ev, sansquic.WebTransportSessionClosed):
+                self.closed.append(ev)
+        return new
+
+
+def echo(side: Side, now: float) -> None:
+    """A WebTransport echo server: bidi back on the stream, uni on a new uni stream."""
+    for ev in side.pump(now):
+        if isinstance(ev, sansquic.WebTransportStreamData) and ev.ended:
+            data = bytes(side.data.pop(ev.stream_id, b""))
+            session = ev.session_id
+            if ev.stream_id & 2 == 0:
+                side.h3.send(ev.stream_id, data, end=True)
+            else:
+                out = side.h3.open_stream(session, bidirectional=False)
+                side.h3.send(out, data, end=True)
+        elif isinstance(ev, sansquic.WebTransportDatagram):
+            side.h3.send_datagram(ev.session_id, ev.data)
+
+
+def make(authenticator: sansquic.Authenticator | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
+    pair = connected_pair(seed=seed, client_config=H3, server_config=H3)
+    client = Side(pair.client, H3Connection(pair.client, client=True))
+    server = Side(
+        pair.server,
+        H3Connection(pair.server, client=False, authenticator=authenticator, address=("c", 1)),
+    )
+    net = pair.network
+    net.step_hooks.append(lambda: client.pump(net.now))
+    net.step_hooks.append(lambda: echo(server, net.now))
+    return net, client, server
+
+
+def run(net, predicate) -> None:  # type: ignore[no-untyped-def]
+    assert net.run_until(predicate, timeout=10), "timed out"
+
+
+def test_session_echoes_on_bidi_uni_and_datagrams_then_closes() -> None:
+    net, client, server = make()
+    sid = client.h3.connect("localhost", "/echo", headers=[("origin", "https://x")])
+    run(net, lambda: sid in client.ready)
+    assert server.ready == [sid]
+    ready = next(e for e in server.events if isinstance(e, sansquic.WebTransportSessionReady))
+    assert ready.path == "/echo" and ready.headers["origin"] == "https://x"
+    bidi = client.h3.open_stream(sid)
+    client.h3.send(bidi, b"hello " * 1000, end=True)
+    uni = client.h3.open_stream(sid, bidirectional=False)
+    client.h3.send(uni, b"one-way", end=True)
+    client.h3.send_datagram(sid, b"dgram")
+    run(net, lambda: bidi in client.ended and len(client.ended) == 2 and client.datagrams)
+    assert bytes(client.data[bidi]) == b"hello " * 1000
+    (back,) = client.ended - {bidi}
+    assert back & 3 == 3 and bytes(client.data[back]) == b"one-way"
+    assert client.datagrams == [b"dgram"]
+    client.h3.close_session(sid, 7, "bye")
+    run(net, lambda: server.closed != [])
+    assert server.closed[0].code == 7 and server.closed[0].reason == "bye"
+    assert client.closed[0].session_id == sid
+    with pytest.raises(LocalProtocolError):
+        client.h3.send_datagram(sid, b"late")
+
+
+def test_auth_token_from_header_or_query_or_refusal() -> None:
+    seen: list[sansquic.AuthRequest] = []
+
+    def authenticator(request, address, now):  # type: ignore[no-untyped-def]
+        seen.append(request)
+        if request.credentials == b"good":
+            return sansquic.Identity(subject="alice")
+        return sansquic.AuthRejection(code=1, reason="no")
+
+    net, client, server = make(authenticator)
+    bad = client.h3.connect("localhost", "/x")
+    wrong = client.h3.connect("localhost", "/x?token=bad")
+    by_query = client.h3.connect("localhost", "/x?token=good")
+    by_header = client.h3.connect("localhost", "/y", headers=[("authorization", "Bearer good")])
+    run(net, lambda: len(client.ready) == 2 and len(client.events) >= 4)
+    refused = {
+        e.session_id: e.status
+        for e in client.events
+        if isinstance(e, sansquic.WebTransportSessionRefused)
+    }
+    assert refused == {bad: 401, wrong: 403}
+    assert sorted(client.ready) == sorted([by_query, by_header])
+    ready = [e for e in server.events if isinstance(e, sansquic.WebTransportSessionReady)]
+    assert {e.identity.subject for e in ready if e.identity} == {"alice"}
+    assert all("authorization" not in e.headers for e in ready)
+    assert [r.credentials for r in seen] == [b"", b"bad", b"good", b"good"]
+    # Nothing of a refused session reaches the server application.
+    with pytest.raises(LocalProtocolError):
+        client.h3.open_stream(bad)
+    assert not any(
+        isinstance(e, sansquic.WebTransportStreamOpened | sansquic.WebTransportDatagram)
+        for e in server.events
+    )
+
+
+def test_refused_session_streams_never_reach_the_app() -> None:
+    def deny(request, address, now):  # type: ignore[no-untyped-def]
+        return sansquic.AuthRejection()
+
+    net, client, server = make(deny)
+    sid = client.h3.connect("localhost", "/x")
+    # A stream sent for the session before the answer: raw, as a hostile client might.
+    raw = client.conn.open_stream()
+    client.conn.send(raw, w.encode_varint(0x41) + w.encode_varint(sid) + b"secret", end=True)
+    client.conn.send_datagram(w.encode_datagram(sid, b"secret"))
+    run(net, lambda: any(isinstance(e, sansquic.WebTransportSessionRefused) for e in client.events))
+    net.run_for(0.5)
+    assert not any(
+        isinstance(e, sansquic.WebTransportStreamOpened | sansquic.WebTransportStreamData)
+        for e in server.events
+    )
+
+
+def test_stream_auth_is_refused_on_an_h3_connection() -> None:
+    pair = connected_pair(client_config=H3, server_config=H3)
+    config = H3.with_token("t")
+    conn = sansquic.Connection(config, role=sansquic.Role.CLIENT, server_name="x")
+    with pytest.raises(LocalProtocolError):
+        H3Connection(conn, client=True)
+    del pair
+
+
+def test_a_control_stream_without_settings_closes_the_connection() -> None:
+    net, client, server = make()
+    uni = client.conn.open_stream(bidirectional=False)
+    client.conn.send(uni, w.encode_varint(0) + w.encode_frame(w.DATA, b"x"))
+    run(net, lambda: any(isinstance(e, sansquic.H3ProtocolFailed) for e in server.events))
+    failed = next(e for e in server.events if isinstance(e, sansquic.H3ProtocolFailed))
+    assert failed.error_code in (w.H3_MISSING_SETTINGS, w.H3_STREAM_CREATION_ERROR)
+    run(net, lambda: any(isinstance(e, sansquic.ConnectionTerminated) for e in client.events))
