@@ -106,6 +106,15 @@ def interop(session: nox.Session) -> None:
     session.run("python", "-m", "interop", *session.posargs)
 
 
+@nox.session(python=PYTHONS[0])
+def webtransport(session: nox.Session) -> None:
+    """Headless chromium opens WebTransport sessions to a sansquic server on loopback
+    (certificate pinned by hash) and echoes on streams and datagrams; skips, saying so,
+    when chromium is absent (``apt-get install chromium``)."""
+    session.install("-e", ".[all]")
+    session.run("pytest", "-rs", "tests/test_chromium_webtransport.py", *session.posargs)
+
+
 @nox.session(python=PYTHONS)
 def docs(session: nox.Session) -> None:
     """Check that generated parts of the docs match the code."""
