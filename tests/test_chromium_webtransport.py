@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -161,7 +162,8 @@ def _site(page: str) -> Iterator[tuple[int, queue.Queue[dict[str, str]]]]:
 
 def _run_chromium(url: str, results: queue.Queue[dict[str, str]]) -> dict[str, str]:
     assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helpers may still be writing the profile as it goes: ignore that at cleanup.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         args = [
             CHROMIUM,
             "--headless=new",
@@ -175,7 +177,11 @@ def _run_chromium(url: str, results: queue.Queue[dict[str, str]]) -> dict[str, s
         ]
         with tempfile.TemporaryFile() as log:
             proc = subprocess.Popen(
-                args, stdout=log, stderr=log, env={**os.environ, "HOME": profile}
+                args,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "HOME": profile},
+                start_new_session=True,  # its own process group: the helpers end with it
             )
             try:
                 return results.get(timeout=TIMEOUT)
@@ -184,10 +190,12 @@ def _run_chromium(url: str, results: queue.Queue[dict[str, str]]) -> dict[str, s
                 tail = log.read()[-3000:].decode(errors="replace")
                 raise AssertionError(f"chromium reported nothing in {TIMEOUT}s:\n{tail}") from None
             finally:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
 
 
+@pytest.mark.parametrize("token", ["letmein", "wrong"])
 def test_chromium_echoes_over_webtransport(token: str) -> None:
     cert, key, digest = short_lived_certificate()
     config = sansquic.Config(certificate=cert, private_key=key, alpn=("h3",), idle_timeout=30.0)
