@@ -48,6 +48,7 @@ from ._h3events import (
     WebTransportStreamReset,
     WebTransportStreamStopped,
 )
+from ._scheduler import Priority
 
 __all__ = ["H3Connection", "H3Transport"]
 
@@ -218,10 +219,13 @@ class H3Connection:
         stream.session = session.id
         return stream_id
 
-    def open_stream(self, session_id: int, bidirectional: bool = True) -> int:
-        """Open a stream in an open session; returns its id. Next: :meth:`send`."""
+    def open_stream(
+        self, session_id: int, bidirectional: bool = True, priority: int = Priority.NORMAL
+    ) -> int:
+        """Open a stream in an open session, sent at ``priority`` (see
+        :class:`~sansquic.Priority`); returns its id. Next: :meth:`send`."""
         session = self._open_session(session_id)
-        stream_id = self._t.open_stream(bidirectional=bidirectional)
+        stream_id = self._t.open_stream(bidirectional, priority)
         if bidirectional:
             header = w.encode_varint(w.WT_BIDI_SIGNAL) + w.encode_varint(session_id)
         else:

@@ -142,12 +142,15 @@ class WebTransportSession:
             check, self._glue.key("accept", self.id), driver.deadline(timeout)
         )
 
-    async def open_stream(self, *, bidirectional: bool = True) -> WebTransportStream:
-        """Open a stream in this session. Next: :meth:`WebTransportStream.send`."""
+    async def open_stream(
+        self, *, bidirectional: bool = True, priority: int = sansquic.Priority.NORMAL
+    ) -> WebTransportStream:
+        """Open a stream in this session, sent at ``priority``.
+        Next: :meth:`WebTransportStream.send`."""
         glue = self._glue
         with glue.conn._driver.backend.guard():
             self._check()
-            sid = glue.h3.open_stream(self.id, bidirectional)
+            sid = glue.h3.open_stream(self.id, bidirectional, priority)
         return WebTransportStream(Stream(glue.conn, sid))
 
     async def send_datagram(self, data: bytes) -> None:
