@@ -88,7 +88,17 @@ class _Kind(enum.Enum):
 
 
 class _Stream:
-    __slots__ = ("capsules", "frames", "held", "id", "kind", "session", "varint")
+    __slots__ = (
+        "capsules",
+        "frames",
+        "held",
+        "id",
+        "kind",
+        "recv_done",
+        "send_done",
+        "session",
+        "varint",
+    )
 
     def __init__(self, stream_id: int, kind: _Kind) -> None:
         self.id = stream_id
@@ -98,6 +108,29 @@ class _Stream:
         self.capsules = w.CapsuleReader()
         self.session = -1
         self.held: list[tuple[bytes, bool]] = []
+        # Which directions are over; the record goes once both are (a uni stream has one).
+        self.recv_done = self.send_done = False
+
+
+class _DoneSet:
+    """Stream ids done with, kept small: per kind, every id below ``floor`` is done,
+    plus a set above it (streams mostly finish in order, so the set stays short)."""
+
+    def __init__(self) -> None:
+        self._floor = [0, 0, 0, 0]  # by stream id & 3, the next id not known done
+        self._above: set[int] = set()
+
+    def add(self, sid: int) -> None:
+        kind = sid & 3
+        if sid < self._floor[kind]:
+            return
+        self._above.add(sid)
+        while self._floor[kind] in self._above:
+            self._above.discard(self._floor[kind])
+            self._floor[kind] += 4
+
+    def __contains__(self, sid: int) -> bool:
+        return sid < self._floor[sid & 3] or sid in self._above
 
 
 class _Session:
@@ -164,9 +197,9 @@ class H3Connection:
         self._encoder = pylsqpack.Encoder()
         self._encoder.apply_settings(max_table_capacity=0, blocked_streams=0)
         self._decoder = pylsqpack.Decoder(0, 0)
-        # The highest peer stream id seen, per kind (bidi 0, uni 2): ids come in order,
-        # so a lower one without a record is a stream this layer is done with.
-        self._max_peer = {0: -1, 2: -1}
+        # Peer streams this layer is done with (late bytes on them are dropped, and a
+        # session id among them is refused or over).
+        self._done = _DoneSet()
         self._failed = False
         self._out: list[Event] = []
 
@@ -238,18 +271,23 @@ class H3Connection:
 
     def send(self, stream_id: int, data: bytes, end: bool = False) -> int:
         """Send on a session stream (``end`` finishes it); returns bytes queued."""
-        self._session_stream(stream_id)
-        return self._t.send(stream_id, data, end=end)
+        stream = self._session_stream(stream_id)
+        sent = self._t.send(stream_id, data, end=end)
+        if end:
+            self._direction_done(stream, send=True)
+        return sent
 
     def reset(self, stream_id: int, error_code: int = 0) -> None:
         """Abandon the sending side of a session stream."""
-        self._session_stream(stream_id)
+        stream = self._session_stream(stream_id)
         self._t.reset(stream_id, error_code)
+        self._direction_done(stream, send=True)
 
     def stop(self, stream_id: int, error_code: int = 0) -> None:
         """Ask the peer to stop sending on a session stream."""
-        self._session_stream(stream_id)
+        stream = self._session_stream(stream_id)
         self._t.stop(stream_id, error_code)
+        self._direction_done(stream, send=False)
 
     def send_datagram(self, session_id: int, data: bytes) -> None:
         """Send an HTTP datagram in an open session."""
@@ -300,7 +338,9 @@ class H3Connection:
         elif isinstance(event, StreamReset):
             self.stream_reset(event.stream_id, event.error_code)
         elif isinstance(event, StreamStopped):
-            if self.session_of(event.stream_id) is not None:
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and stream.kind is _Kind.WT and not stream.held:
+                self._direction_done(stream, send=True)  # the core reset our side
                 self._out.append(WebTransportStreamStopped(**_fields(event)))
         elif isinstance(event, DatagramReceived):
             self.receive_datagram(event.data)
@@ -334,7 +374,7 @@ class H3Connection:
         if stream.kind is _Kind.CONTROL:
             self._fail(w.H3_CLOSED_CRITICAL_STREAM, "the peer reset its control stream")
         elif stream.kind is _Kind.WT:
-            self._forget_stream(stream)
+            self._direction_done(stream, send=False)
             self._out.append(WebTransportStreamReset(stream_id=stream_id, error_code=error_code))
         elif stream_id in self._sessions:
             self._end_session(stream_id, 0, "", stop_connect=False)
@@ -400,7 +440,7 @@ class H3Connection:
                 )
             )
             if end:
-                self._forget_stream(stream, keep_sending=_is_bidi(sid))
+                self._direction_done(stream, send=False)
         elif kind is _Kind.REQUEST:
             self._request_data(stream, data, end, now)
         elif kind is _Kind.SESSION:
@@ -408,9 +448,8 @@ class H3Connection:
 
     def _new_peer_stream(self, sid: int) -> _Stream | None:
         """A record for a stream the peer just opened; None for one already done with."""
-        if not self._peer_opened(sid) or sid <= self._max_peer[sid & 2]:
+        if not self._peer_opened(sid) or sid in self._done:
             return None  # late bytes on a stream this layer has finished with
-        self._max_peer[sid & 2] = sid
         kind = _Kind.REQUEST if _is_bidi(sid) else _Kind.UNI_TYPE
         stream = self._streams[sid] = _Stream(sid, kind)
         return stream
@@ -539,7 +578,7 @@ class H3Connection:
 
     def _answer(self, stream: _Stream, status: int) -> None:
         self._t.send(stream.id, self._headers_frame(stream.id, [(":status", str(status))]), True)
-        self._forget_stream(stream, keep_sending=True)
+        self._forget_stream(stream)
 
     def _session_data(self, stream: _Stream, data: bytes, end: bool) -> None:
         self._session_frames(stream, stream.frames.feed(data), end)
@@ -577,7 +616,7 @@ class H3Connection:
         # A session id the peer's streams already passed is refused or over; on a
         # client every session is known. Otherwise the CONNECT may still be on its
         # way (streams are not ordered): hold the stream, within bounds.
-        known = self._client or session_id <= self._max_peer[0]
+        known = self._client or session_id in self._done
         held = sum(1 for s in self._streams.values() if s.held)
         if known or held >= HELD_STREAMS:
             self._refuse(stream)
@@ -619,7 +658,7 @@ class H3Connection:
         self._t.stop(stream.id, w.WT_BUFFERED_STREAM_REJECTED)
         if _is_bidi(stream.id):
             self._t.reset(stream.id, w.WT_BUFFERED_STREAM_REJECTED)
-        self._streams.pop(stream.id, None)
+        self._drop(stream.id)
         stream.held = []
 
     def _end_session(self, session_id: int, code: int, reason: str, *, stop_connect: bool) -> None:
@@ -627,14 +666,14 @@ class H3Connection:
         if session is None:
             return
         for sid in sorted(session.streams):
-            stream = self._streams.pop(sid, None)
+            stream = self._drop(sid)
             if stream is None:
                 continue
             if _is_bidi(sid) or not self._peer_opened(sid):
                 self._quietly(self._t.reset, sid)
             if _is_bidi(sid) or self._peer_opened(sid):
                 self._quietly(self._t.stop, sid)
-        connect = self._streams.pop(session_id, None)
+        connect = self._drop(session_id)
         if connect is not None and not stop_connect:
             # The peer ended its side: end ours too (a FIN, as the draft asks).
             self._quietly(lambda s, c: self._t.send(s, b"", end=True), session_id)
@@ -645,13 +684,29 @@ class H3Connection:
         with contextlib.suppress(SansQuicError):
             fn(stream_id, w.WT_SESSION_GONE)
 
-    def _forget_stream(self, stream: _Stream, *, keep_sending: bool = False) -> None:
+    def _direction_done(self, stream: _Stream, *, send: bool) -> None:
+        """One direction of a session stream is over; forget the stream once both are."""
+        if send:
+            stream.send_done = True
+        else:
+            stream.recv_done = True
+        local = not self._peer_opened(stream.id)
+        sends = _is_bidi(stream.id) or local
+        receives = _is_bidi(stream.id) or not local
+        if (stream.send_done or not sends) and (stream.recv_done or not receives):
+            self._forget_stream(stream)
+
+    def _forget_stream(self, stream: _Stream) -> None:
         session = self._sessions.get(stream.session)
-        if keep_sending:
-            return  # this side still sends on it: keep the record
         if session is not None:
             session.streams.discard(stream.id)
-        self._streams.pop(stream.id, None)
+        self._drop(stream.id)
+
+    def _drop(self, stream_id: int) -> _Stream | None:
+        """Forget a stream's record; a peer stream is remembered as done."""
+        if self._peer_opened(stream_id):
+            self._done.add(stream_id)
+        return self._streams.pop(stream_id, None)
 
     def _headers_frame(self, stream_id: int, fields: Sequence[tuple[str, str]]) -> bytes:
         _, block = self._encoder.encode(

@@ -94,6 +94,9 @@ def test_session_echoes_on_bidi_uni_and_datagrams_then_closes() -> None:
     (back,) = client.ended - {bidi}
     assert back & 3 == 3 and bytes(client.data[back]) == b"one-way"
     assert client.datagrams == [b"dgram"]
+    # Streams done both ways leave no record behind (a long session does not grow).
+    assert [s for s in server.h3._streams.values() if s.kind.value == "wt"] == []
+    assert [s for s in client.h3._streams.values() if s.kind.value == "wt"] == []
     client.h3.close_session(sid, 7, "bye")
     run(net, lambda: server.closed != [])
     assert server.closed[0].code == 7 and server.closed[0].reason == "bye"
@@ -172,3 +175,87 @@ def test_a_control_stream_without_settings_closes_the_connection() -> None:
     failed = next(e for e in server.events if isinstance(e, sansquic.H3ProtocolFailed))
     assert failed.error_code in (w.H3_MISSING_SETTINGS, w.H3_STREAM_CREATION_ERROR)
     run(net, lambda: any(isinstance(e, sansquic.ConnectionTerminated) for e in client.events))
+
+
+def test_server_opened_streams_drain_and_peer_fin_close_the_session() -> None:
+    net, client, server = make()
+    sid = client.h3.connect("localhost", "/")
+    run(net, lambda: sid in client.ready)
+    out = server.h3.open_stream(sid, bidirectional=True)
+    server.h3.send(out, b"from-server", end=True)
+    run(net, lambda: out in client.ended)
+    assert bytes(client.data[out]) == b"from-server"
+    opened = [e for e in client.events if isinstance(e, sansquic.WebTransportStreamOpened)]
+    assert [(e.session_id, e.stream_id, e.bidirectional) for e in opened] == [(sid, out, True)]
+    server.h3.drain_session(sid)
+    run(
+        net, lambda: any(isinstance(e, sansquic.WebTransportSessionDraining) for e in client.events)
+    )
+    # A FIN on the CONNECT stream, without a capsule, ends the session with code 0.
+    client.conn.send(sid, b"", end=True)
+    run(net, lambda: server.closed != [])
+    assert (server.closed[0].code, server.closed[0].reason) == (0, "")
+    run(net, lambda: client.closed != [])
+
+
+class Recorder:
+    """A transport that keeps what is sent on each stream, for feeding by hand."""
+
+    def __init__(self, first_uni: int, first_bidi: int) -> None:
+        self.next = {False: first_uni, True: first_bidi}
+        self.sent: dict[int, bytearray] = {}
+        self.stopped: list[int] = []
+
+    def open_stream(self, bidirectional: bool = True, priority: int = 128) -> int:
+        sid = self.next[bidirectional]
+        self.next[bidirectional] += 4
+        return sid
+
+    def send(self, stream_id: int, data: bytes, end: bool = False) -> int:
+        self.sent.setdefault(stream_id, bytearray()).extend(data)
+        return len(data)
+
+    def read(self, stream_id: int, max_bytes: int = -1) -> bytes:
+        return b""
+
+    def reset(self, stream_id: int, error_code: int = 0) -> None:
+        pass
+
+    def stop(self, stream_id: int, error_code: int = 0) -> None:
+        self.stopped.append(stream_id)
+
+    def send_datagram(self, data: bytes) -> None:
+        pass
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        raise AssertionError(f"closed: {error_code:#x} {reason}")
+
+
+@pytest.mark.parametrize("accept", [True, False])
+def test_a_stream_that_overtakes_its_connect_is_held_until_the_session_opens(
+    accept: bool,
+) -> None:
+    def decide(request, address, now):  # type: ignore[no-untyped-def]
+        return sansquic.Identity(subject="s") if accept else sansquic.AuthRejection()
+
+    server_t, client_t = Recorder(3, 1), Recorder(2, 0)
+    server = H3Connection(server_t, client=False, authenticator=decide)
+    client = H3Connection(client_t, client=True)
+    sid = client.connect("localhost", "/")
+    # Fed in the wrong order, as a reordering network may deliver them.
+    server.receive_stream_data(4, w.encode_varint(0x41) + w.encode_varint(sid) + b"early", True, 0)
+    assert server.events() == []  # nothing reaches the app before the session exists
+    server.receive_stream_data(sid, bytes(client_t.sent[sid]), False, 0)
+    events = server.events()
+    if accept:
+        kinds = [type(e).__name__ for e in events]
+        assert kinds == [
+            "WebTransportSessionReady",
+            "WebTransportStreamOpened",
+            "WebTransportStreamData",
+        ]
+        assert events[2] == sansquic.WebTransportStreamData(
+            session_id=sid, stream_id=4, data=b"early", ended=True
+        )
+    else:
+        assert events == [] and server_t.stopped == [4]
