@@ -68,6 +68,10 @@ async def scenario(runtime: Any, served: Callable[[Any], Any]) -> None:
                         break
                 else:
                     raise AssertionError("no datagram came back")
+                # Streams done both ways leave no record behind, in the glue or the core layer.
+                glue = _wt_async._CLIENTS[conn._core]
+                assert glue._streams == {}
+                assert [s for s in glue.h3._streams.values() if s.kind.value == "wt"] == []
                 await session.close()
                 await conn.close()
 

@@ -68,10 +68,12 @@ class _Transport:
 class WebTransportStream:
     """A stream of a session: :meth:`send`, :meth:`finish`, :meth:`receive` until ``b""``."""
 
-    def __init__(self, stream: Stream, first: bytes = b"", ended: bool = False) -> None:
+    def __init__(self, glue: _Glue, stream: Stream) -> None:
+        self._glue = glue
         self._stream = stream
-        self._first = bytearray(first)  # what the pump read past the stream header
-        self._ended = ended
+        self._first = bytearray()  # what the pump read past the stream header
+        self._ended = False
+        self._told = False  # whether the core layer heard of the end
         #: The QUIC stream id.
         self.id = stream.id
 
@@ -84,16 +86,26 @@ class WebTransportStream:
 
     async def finish(self) -> None:
         """End the sending side (FIN)."""
-        await self._stream.finish()
+        glue = self._glue
+        with glue.conn._driver.backend.guard():
+            # Through the core layer, so it can drop the stream once both sides are over.
+            glue.h3.send(self.id, b"", end=True)
+            glue.conn._driver.backend.wake(("write", glue.conn._core, self.id))
 
     async def receive(self, *, timeout: float | None = None) -> bytes:
         """The next bytes; ``b""`` at the end of the stream."""
         if self._first:
             data, self._first = bytes(self._first), bytearray()
             return data
-        if self._ended:
-            return b""
-        return await self._stream.receive(timeout=timeout)
+        if not self._ended:
+            data = await self._stream.receive(timeout=timeout)
+            if data:
+                return data
+            self._ended = True
+        if not self._told:
+            self._told = True
+            self._glue.ended(self.id)
+        return b""
 
     async def read_all(
         self, *, limit: int = 16 * 1024 * 1024, timeout: float | None = None
@@ -151,7 +163,7 @@ class WebTransportSession:
         with glue.conn._driver.backend.guard():
             self._check()
             sid = glue.h3.open_stream(self.id, bidirectional, priority)
-        return WebTransportStream(Stream(glue.conn, sid))
+        return WebTransportStream(glue, Stream(glue.conn, sid))
 
     async def send_datagram(self, data: bytes) -> None:
         """Send an HTTP datagram in this session."""
@@ -206,6 +218,15 @@ class _Glue:
         self._group: AsyncTaskGroup | None = None
         self.refused: dict[int, int] = {}
 
+    def ended(self, stream_id: int) -> None:
+        """The application read a handed-over stream to its end: tell the core layer."""
+        backend = self.conn._driver.backend
+        with backend.guard():
+            self._streams.pop(stream_id, None)
+            if self.h3.session_of(stream_id) is not None:
+                self.h3.receive_stream_data(stream_id, b"", True, backend.now())
+                self.dispatch()
+
     def key(self, what: str, session_id: int) -> tuple[object, ...]:
         return ("wt-" + what, self.conn._core, session_id)
 
@@ -222,7 +243,7 @@ class _Glue:
                 self.refused[ev.session_id] = ev.status
                 wake(self.key("ready", ev.session_id))
             elif isinstance(ev, sansquic.WebTransportStreamOpened):
-                ws = WebTransportStream(Stream(self.conn, ev.stream_id))
+                ws = WebTransportStream(self, Stream(self.conn, ev.stream_id))
                 self._streams[ev.stream_id] = ws
                 self.sessions[ev.session_id]._incoming.append(ws)
                 wake(self.key("accept", ev.session_id))
