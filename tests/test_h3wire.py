@@ -118,3 +118,50 @@ def test_a_server_survives_any_peer_bytes(
     # A failure is reported once and closes the connection; nothing else escapes.
     failed = [e for e in events if type(e).__name__ == "H3ProtocolFailed"]
     assert len(failed) <= 1 and (sink.closed is not None) == bool(failed)
+
+
+def _connect_request() -> tuple[int, bytes]:
+    """A real CONNECT request as a client layer sends it (through a recording sink)."""
+    sent: dict[int, bytearray] = {}
+
+    class Recorder(_Sink):
+        def send(self, stream_id: int, data: bytes, end: bool = False) -> int:
+            sent.setdefault(stream_id, bytearray()).extend(data)
+            return len(data)
+
+        def open_stream(self, bidirectional: bool = True, priority: int = 0) -> int:
+            return 0 if bidirectional else 2  # a client's first streams
+
+    client = H3Connection(Recorder(), client=True)
+    sid = client.connect("localhost", "/?token=t")
+    return sid, bytes(sent[sid])
+
+
+@settings(max_examples=300)
+@given(
+    st.binary(max_size=80),
+    st.lists(
+        st.tuples(st.sampled_from([4, 8, 2, 6]), st.binary(max_size=40), st.booleans()),
+        max_size=6,
+    ),
+    st.lists(st.binary(max_size=12), max_size=3),
+)
+def test_an_open_session_survives_any_bytes_after_it(
+    tail: bytes, chunks: list[tuple[int, bytes, bool]], datagrams: list[bytes]
+) -> None:
+    sid, request = _connect_request()
+    sink = _Sink()
+    h3 = H3Connection(sink, client=False)
+    h3.initiate()
+    h3.receive_stream_data(sid, request, False, 0.0)
+    assert [type(e).__name__ for e in h3.events()] == ["WebTransportSessionReady"]
+    h3.receive_stream_data(sid, tail, False, 0.0)  # garbage as capsules / frames
+    for stream_id, data in [(s, bytes([0x41, sid]) + d) for s, d, _ in chunks if s % 4 == 0]:
+        h3.receive_stream_data(stream_id, data, False, 0.0)
+    for stream_id, data, end in chunks:
+        h3.receive_stream_data(stream_id, data, end, 0.0)
+    for d in datagrams:
+        h3.receive_datagram(bytes([sid // 4]) + d)
+    events = h3.events()
+    failed = [e for e in events if type(e).__name__ == "H3ProtocolFailed"]
+    assert len(failed) <= 1 and (sink.closed is not None) == bool(failed)

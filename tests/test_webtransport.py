@@ -259,3 +259,33 @@ def test_a_stream_that_overtakes_its_connect_is_held_until_the_session_opens(
         )
     else:
         assert events == [] and server_t.stopped == [4]
+
+
+@pytest.mark.parametrize(
+    ("stream", "data", "end", "code"),
+    [
+        ("bidi", w.encode_varint(w.HEADERS) + w.encode_varint(10**6), False, w.H3_FRAME_ERROR),
+        ("bidi", w.encode_frame(w.DATA, b"x"), False, w.H3_FRAME_UNEXPECTED),
+        ("bidi", w.encode_frame(w.HEADERS, b"\xff\xff\xff"), False, 0x200),
+        ("control", b"", True, w.H3_CLOSED_CRITICAL_STREAM),
+        ("control", w.encode_settings({}), False, w.H3_FRAME_UNEXPECTED),
+        ("uni", w.encode_varint(0) + w.encode_settings({}), False, w.H3_STREAM_CREATION_ERROR),
+    ],
+)
+def test_a_misbehaving_peer_gets_an_h3_error_and_a_clean_close(
+    stream: str, data: bytes, end: bool, code: int
+) -> None:
+    net, client, server = make()
+    run(net, lambda: server.h3.peer_settings is not None)
+    if stream == "control":
+        control = client.h3._control
+        assert control is not None
+        client.conn.send(control, data, end=end)
+    else:
+        sid = client.conn.open_stream(bidirectional=stream == "bidi")
+        client.conn.send(sid, data, end=end)
+    run(net, lambda: any(isinstance(e, sansquic.ConnectionTerminated) for e in client.events))
+    failed = [e for e in server.events if isinstance(e, sansquic.H3ProtocolFailed)]
+    assert [e.error_code for e in failed] == [code]
+    closed = next(e for e in client.events if isinstance(e, sansquic.ConnectionTerminated))
+    assert closed.error_code == code and closed.by_peer
