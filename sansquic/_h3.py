@@ -197,6 +197,8 @@ class H3Connection:
         self._encoder = pylsqpack.Encoder()
         self._encoder.apply_settings(max_table_capacity=0, blocked_streams=0)
         self._decoder = pylsqpack.Decoder(0, 0)
+        # (Client) CONNECT requests held until the server's SETTINGS arrive.
+        self._waiting: list[tuple[int, bytes]] = []
         # Peer streams this layer is done with (late bytes on them are dropped, and a
         # session id among them is refused or over).
         self._done = _DoneSet()
@@ -246,11 +248,32 @@ class H3Connection:
             ("sec-webtransport-http3-draft02", "1"),
             *headers,
         ]
-        self._t.send(stream_id, self._headers_frame(stream_id, fields))
         session = self._sessions[stream_id] = _Session(stream_id, path)
         stream = self._streams[stream_id] = _Stream(stream_id, _Kind.REQUEST)
         stream.session = session.id
+        # Extended CONNECT waits for the server's SETTINGS to allow it (RFC 9220 3).
+        self._waiting.append((stream_id, self._headers_frame(stream_id, fields)))
+        if self.peer_settings is not None:
+            self._send_waiting()
         return stream_id
+
+    def _send_waiting(self) -> None:
+        settings = self.peer_settings or {}
+        offered = settings.get(w.SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1 and (
+            settings.get(w.SETTINGS_ENABLE_WEBTRANSPORT) == 1
+            or settings.get(w.SETTINGS_WT_MAX_SESSIONS, 0) > 0
+            or settings.get(w.SETTINGS_WEBTRANSPORT_MAX_SESSIONS_DRAFT06, 0) > 0
+        )
+        waiting, self._waiting = self._waiting, []
+        for stream_id, request in waiting:
+            if offered:
+                self._t.send(stream_id, request)
+                continue
+            # Status 0: no HTTP answer, the server's SETTINGS do not offer WebTransport.
+            self._quietly(self._t.reset, stream_id, w.H3_REQUEST_CANCELLED)
+            self._sessions.pop(stream_id, None)
+            self._drop(stream_id)
+            self._out.append(WebTransportSessionRefused(session_id=stream_id, status=0))
 
     def open_stream(
         self, session_id: int, bidirectional: bool = True, priority: int = Priority.NORMAL
@@ -470,6 +493,9 @@ class H3Connection:
                 self.peer_settings = w.parse_settings(payload)
             except w.H3FormatError as exc:
                 self._fail(w.H3_SETTINGS_ERROR, str(exc))
+                return
+            if self._client:
+                self._send_waiting()
         elif frame_type in (w.SETTINGS, w.DATA, w.HEADERS):
             self._fail(w.H3_FRAME_UNEXPECTED, f"frame {frame_type:#x} on the control stream")
 
@@ -679,10 +705,12 @@ class H3Connection:
             self._quietly(lambda s, c: self._t.send(s, b"", end=True), session_id)
         self._out.append(WebTransportSessionClosed(session_id=session_id, code=code, reason=reason))
 
-    def _quietly(self, fn: Callable[[int, int], object], stream_id: int) -> None:
+    def _quietly(
+        self, fn: Callable[[int, int], object], stream_id: int, code: int = w.WT_SESSION_GONE
+    ) -> None:
         # Ending a session touches streams that may already be closed either way.
         with contextlib.suppress(SansQuicError):
-            fn(stream_id, w.WT_SESSION_GONE)
+            fn(stream_id, code)
 
     def _direction_done(self, stream: _Stream, *, send: bool) -> None:
         """One direction of a session stream is over; forget the stream once both are."""

@@ -134,6 +134,9 @@ def _connect_request() -> tuple[int, bytes]:
 
     client = H3Connection(Recorder(), client=True)
     sid = client.connect("localhost", "/?token=t")
+    # The request leaves once the server's SETTINGS offer WebTransport.
+    server_settings = {w.SETTINGS_ENABLE_CONNECT_PROTOCOL: 1, w.SETTINGS_WT_MAX_SESSIONS: 1}
+    client.receive_stream_data(3, b"\x00" + w.encode_settings(server_settings), False, 0.0)
     return sid, bytes(sent[sid])
 
 

@@ -242,6 +242,9 @@ def test_a_stream_that_overtakes_its_connect_is_held_until_the_session_opens(
     server = H3Connection(server_t, client=False, authenticator=decide)
     client = H3Connection(client_t, client=True)
     sid = client.connect("localhost", "/")
+    assert sid not in client_t.sent  # extended CONNECT waits for the server's SETTINGS
+    server.initiate()
+    client.receive_stream_data(3, bytes(server_t.sent[3]), False, 0)
     # Fed in the wrong order, as a reordering network may deliver them.
     server.receive_stream_data(4, w.encode_varint(0x41) + w.encode_varint(sid) + b"early", True, 0)
     assert server.events() == []  # nothing reaches the app before the session exists
@@ -289,3 +292,13 @@ def test_a_misbehaving_peer_gets_an_h3_error_and_a_clean_close(
     assert [e.error_code for e in failed] == [code]
     closed = next(e for e in client.events if isinstance(e, sansquic.ConnectionTerminated))
     assert closed.error_code == code and closed.by_peer
+
+
+def test_a_server_whose_settings_do_not_offer_webtransport_is_not_asked() -> None:
+    client_t = Recorder(2, 0)
+    client = H3Connection(client_t, client=True)
+    sid = client.connect("localhost", "/")
+    plain_h3 = w.encode_varint(w.CONTROL_STREAM) + w.encode_settings({w.SETTINGS_H3_DATAGRAM: 1})
+    client.receive_stream_data(3, plain_h3, False, 0)
+    assert client.events() == [sansquic.WebTransportSessionRefused(session_id=sid, status=0)]
+    assert sid not in client_t.sent
