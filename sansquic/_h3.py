@@ -236,6 +236,7 @@ class H3Connection:
             raise LocalProtocolError("only a client opens WebTransport sessions")
         if not path.startswith("/"):
             raise LocalProtocolError(f"a path starts with '/', not {path!r}")
+        _check_fields([(":authority", authority), (":path", path), *headers])
         self._check_live()
         self.initiate()
         stream_id = self._t.open_stream(bidirectional=True)
@@ -301,15 +302,16 @@ class H3Connection:
         return sent
 
     def reset(self, stream_id: int, error_code: int = 0) -> None:
-        """Abandon the sending side of a session stream."""
+        """Abandon the sending side of a session stream with a WebTransport error code
+        (32 bits; sent mapped into the HTTP/3 range the draft reserves)."""
         stream = self._session_stream(stream_id)
-        self._t.reset(stream_id, error_code)
+        self._t.reset(stream_id, _wt_code(error_code))
         self._direction_done(stream, send=True)
 
     def stop(self, stream_id: int, error_code: int = 0) -> None:
-        """Ask the peer to stop sending on a session stream."""
+        """Ask the peer to stop sending on a session stream (a 32-bit WebTransport code)."""
         stream = self._session_stream(stream_id)
-        self._t.stop(stream_id, error_code)
+        self._t.stop(stream_id, _wt_code(error_code))
         self._direction_done(stream, send=False)
 
     def send_datagram(self, session_id: int, data: bytes) -> None:
@@ -332,6 +334,11 @@ class H3Connection:
         self._open_session(session_id)
         capsule = w.encode_capsule(w.DRAIN_WEBTRANSPORT_SESSION, b"")
         self._t.send(session_id, w.encode_frame(w.DATA, capsule))
+
+    @staticmethod
+    def webtransport_code(h3_code: int) -> int:
+        """The WebTransport error code a peer's stream reset / stop code carries (0 if none)."""
+        return w.h3_error_to_wt(h3_code) or 0
 
     def session_of(self, stream_id: int) -> int | None:
         """The session a WebTransport stream belongs to, or None."""
@@ -364,7 +371,10 @@ class H3Connection:
             stream = self._streams.get(event.stream_id)
             if stream is not None and stream.kind is _Kind.WT and not stream.held:
                 self._direction_done(stream, send=True)  # the core reset our side
-                self._out.append(WebTransportStreamStopped(**_fields(event)))
+                code = self.webtransport_code(event.error_code)
+                self._out.append(
+                    WebTransportStreamStopped(stream_id=event.stream_id, error_code=code)
+                )
         elif isinstance(event, DatagramReceived):
             self.receive_datagram(event.data)
         else:
@@ -386,7 +396,7 @@ class H3Connection:
             self._stream_data(stream_id, data, end, now)
         except w.H3FormatError as exc:
             self._fail(w.H3_FRAME_ERROR, str(exc))
-        except pylsqpack.DecompressionFailed as exc:
+        except (pylsqpack.DecompressionFailed, pylsqpack.StreamBlocked) as exc:
             self._fail(0x200, f"QPACK: {exc}")
 
     def stream_reset(self, stream_id: int, error_code: int) -> None:
@@ -398,7 +408,8 @@ class H3Connection:
             self._fail(w.H3_CLOSED_CRITICAL_STREAM, "the peer reset its control stream")
         elif stream.kind is _Kind.WT:
             self._direction_done(stream, send=False)
-            self._out.append(WebTransportStreamReset(stream_id=stream_id, error_code=error_code))
+            code = self.webtransport_code(error_code)
+            self._out.append(WebTransportStreamReset(stream_id=stream_id, error_code=code))
         elif stream_id in self._sessions:
             self._end_session(stream_id, 0, "", stop_connect=False)
         else:
@@ -768,5 +779,17 @@ class H3Connection:
         return stream
 
 
-def _fields(event: StreamStopped) -> dict[str, int]:
-    return {"stream_id": event.stream_id, "error_code": event.error_code}
+def _wt_code(code: int) -> int:
+    if not isinstance(code, int) or not 0 <= code < 1 << 32:
+        raise LocalProtocolError(f"a WebTransport error code is 0 to 2**32 - 1, not {code!r}")
+    return w.wt_error_to_h3(code)
+
+
+def _check_fields(fields: Sequence[tuple[str, str]]) -> None:
+    for name, value in fields:
+        try:
+            raw = (name + value).encode("latin-1")
+        except (UnicodeEncodeError, TypeError, AttributeError):
+            raise LocalProtocolError(f"header {name!r} is not latin-1 text") from None
+        if b"\r" in raw or b"\n" in raw or b"\0" in raw or not name or name != name.lower():
+            raise LocalProtocolError(f"header {name!r} must be lower-case, without CR/LF/NUL")

@@ -18,6 +18,8 @@ __all__ = [
     "FrameReader",
     "CapsuleReader",
     "encode_varint",
+    "h3_error_to_wt",
+    "wt_error_to_h3",
     "decode_varint",
     "encode_frame",
     "encode_settings",
@@ -69,6 +71,26 @@ WT_SESSION_GONE = 0x170D7B68
 MAX_FRAME = 64 * 1024
 #: Largest close reason (draft: at most 1024 bytes).
 MAX_CLOSE_REASON = 1024
+
+
+#: WebTransport application error codes live in this HTTP/3 range, skipping GREASE values.
+WT_APP_ERROR_FIRST = 0x52E4A40FA8DB
+WT_APP_ERROR_LAST = 0x52E5AC983162
+
+
+def wt_error_to_h3(code: int) -> int:
+    """The HTTP/3 error code carrying WebTransport application error ``code`` (32 bits)."""
+    if not 0 <= code < 1 << 32:
+        raise H3FormatError("a WebTransport error code is 32 bits")
+    return WT_APP_ERROR_FIRST + code + code // 0x1E
+
+
+def h3_error_to_wt(code: int) -> int | None:
+    """The WebTransport application error code an HTTP/3 code carries, or None."""
+    if not WT_APP_ERROR_FIRST <= code <= WT_APP_ERROR_LAST or (code - 0x21) % 0x1F == 0:
+        return None
+    shifted = code - WT_APP_ERROR_FIRST
+    return shifted - shifted // 0x1F
 
 
 class H3FormatError(SansQuicError, ValueError):

@@ -168,3 +168,17 @@ def test_an_open_session_survives_any_bytes_after_it(
     events = h3.events()
     failed = [e for e in events if type(e).__name__ == "H3ProtocolFailed"]
     assert len(failed) <= 1 and (sink.closed is not None) == bool(failed)
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_webtransport_error_codes_round_trip_through_the_h3_range(code: int) -> None:
+    h3 = w.wt_error_to_h3(code)
+    assert w.WT_APP_ERROR_FIRST <= h3 <= w.WT_APP_ERROR_LAST
+    assert (h3 - 0x21) % 0x1F != 0  # never a GREASE codepoint
+    assert w.h3_error_to_wt(h3) == code
+
+
+@given(varints)
+def test_any_h3_code_maps_to_a_webtransport_code_or_none(code: int) -> None:
+    got = w.h3_error_to_wt(code)
+    assert got is None or w.wt_error_to_h3(got) == code

@@ -302,3 +302,39 @@ def test_a_server_whose_settings_do_not_offer_webtransport_is_not_asked() -> Non
     client.receive_stream_data(3, plain_h3, False, 0)
     assert client.events() == [sansquic.WebTransportSessionRefused(session_id=sid, status=0)]
     assert sid not in client_t.sent
+
+
+def test_stream_error_codes_are_carried_in_the_webtransport_range() -> None:
+    net, client, server = make()
+    sid = client.h3.connect("localhost", "/")
+    run(net, lambda: sid in client.ready)
+    stream = client.h3.open_stream(sid)
+    client.h3.send(stream, b"x")
+    # The stream header must arrive first: a reset discards what was not yet sent.
+    run(net, lambda: any(isinstance(e, sansquic.WebTransportStreamOpened) for e in server.events))
+    client.h3.reset(stream, 42)
+    client.h3.stop(stream, 7)
+    run(
+        net,
+        lambda: (
+            any(isinstance(e, sansquic.WebTransportStreamReset) for e in server.events)
+            and any(isinstance(e, sansquic.WebTransportStreamStopped) for e in server.events)
+        ),
+    )
+    reset = next(e for e in server.events if isinstance(e, sansquic.WebTransportStreamReset))
+    stop = next(e for e in server.events if isinstance(e, sansquic.WebTransportStreamStopped))
+    assert (reset.stream_id, reset.error_code) == (stream, 42)
+    assert (stop.stream_id, stop.error_code) == (stream, 7)
+
+
+@pytest.mark.parametrize(
+    "headers", [[("x-a", "line\r\nbreak")], [("X-Upper", "v")], [("x-b", "\u20ac")], [("", "v")]]
+)
+def test_bad_request_headers_raise_before_anything_is_sent(headers: list[tuple[str, str]]) -> None:
+    transport = Recorder(2, 0)
+    client = H3Connection(transport, client=True)
+    with pytest.raises(LocalProtocolError):
+        client.connect("localhost", "/", headers=headers)
+    assert transport.sent == {} and client.events() == []
+    with pytest.raises(LocalProtocolError):
+        client.reset(0, 2**32)

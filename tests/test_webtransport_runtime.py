@@ -104,3 +104,31 @@ def test_threads_session_echoes() -> None:
                 assert session.receive_datagram(timeout=5) == b"x"
                 session.close()
                 conn.close()
+
+
+def test_asyncio_stream_reset_carries_webtransport_codes() -> None:
+    async def on_session(session: _wt_async.WebTransportSession) -> None:
+        stream = await session.accept_stream()
+        try:
+            while await stream.receive(timeout=5):
+                pass
+        except sansquic.StreamResetError as exc:
+            await session.send_datagram(str(exc.error_code).encode())
+
+    async def main() -> None:
+        handler = _wt_async.webtransport_handler(on_session)
+        server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=CONFIG)
+        async with server:
+            port = server.address[1]
+            async with sansquic_asyncio.connect("127.0.0.1", port, config=CONFIG) as conn:  # noqa: SIM117
+                async with conn._driver.backend.task_group() as group:
+                    session = await _wt_async.open_session(conn, group, "localhost", "/")
+                    stream = await session.open_stream()
+                    await stream.send(b"header first")
+                    await asyncio.sleep(0.2)  # a reset discards what has not left yet
+                    await stream.reset(42)
+                    assert await session.receive_datagram(timeout=5) == b"42"
+                    await session.close()
+                    await conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -81,8 +81,27 @@ class WebTransportStream:
         return f"<sansquic WebTransportStream id={self.id}>"
 
     async def send(self, data: bytes, *, timeout: float | None = None) -> None:
-        """Queue ``data`` (waits on flow control like :meth:`Stream.send`)."""
-        await self._stream.send(data, timeout=timeout)
+        """Queue ``data`` (waits on flow control like :meth:`Stream.send`); raises
+        :class:`sansquic.StreamStoppedError` with the peer's WebTransport code."""
+        try:
+            await self._stream.send(data, timeout=timeout)
+        except sansquic.StreamStoppedError as exc:
+            code = sansquic.H3Connection.webtransport_code(exc.error_code)
+            raise sansquic.StreamStoppedError(self.id, code) from None
+
+    async def reset(self, code: int = 0) -> None:
+        """Abandon the sending side with a WebTransport error code (32 bits)."""
+        glue = self._glue
+        with glue.conn._driver.backend.guard():
+            glue.h3.reset(self.id, code)
+            glue.conn._driver.backend.wake(("write", glue.conn._core, self.id))
+
+    async def stop(self, code: int = 0) -> None:
+        """Ask the peer to stop sending, with a WebTransport error code (32 bits)."""
+        glue = self._glue
+        with glue.conn._driver.backend.guard():
+            glue.h3.stop(self.id, code)
+            glue.conn._driver.backend.wake(("read", glue.conn._core, self.id))
 
     async def finish(self) -> None:
         """End the sending side (FIN)."""
@@ -98,7 +117,11 @@ class WebTransportStream:
             data, self._first = bytes(self._first), bytearray()
             return data
         if not self._ended:
-            data = await self._stream.receive(timeout=timeout)
+            try:
+                data = await self._stream.receive(timeout=timeout)
+            except sansquic.StreamResetError as exc:
+                code = sansquic.H3Connection.webtransport_code(exc.error_code)
+                raise sansquic.StreamResetError(self.id, code) from None
             if data:
                 return data
             self._ended = True
