@@ -13,6 +13,7 @@ from ._async import Connection, Server, Stream, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
 from ._connect import Connect, Connector, serve_until_closed
 from ._udp import UdpSocket, client_bind, first_address
+from ._wt_async import WebTransportSession, WebTransportStream, open_session, webtransport_handler
 
 __all__ = [
     "AsyncBackend",
@@ -25,9 +26,13 @@ __all__ = [
     "SyncBackend",
     "SyncTaskGroup",
     "UdpSocket",
+    "WebTransportSession",
+    "WebTransportStream",
     "client_bind",
     "first_address",
     "open_connection",
     "open_server",
+    "open_session",
     "serve_until_closed",
+    "webtransport_handler",
 ]
