@@ -685,6 +685,8 @@ class H3Connection:
                         session_id=session.id, stream_id=stream.id, data=data, ended=end
                     )
                 )
+            if end:
+                self._direction_done(stream, send=False)
 
     def _refuse_held(self, session_id: int) -> None:
         for stream in [s for s in self._streams.values() if s.session == session_id and s.held]:

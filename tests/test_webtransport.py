@@ -260,6 +260,8 @@ def test_a_stream_that_overtakes_its_connect_is_held_until_the_session_opens(
         assert events[2] == sansquic.WebTransportStreamData(
             session_id=sid, stream_id=4, data=b"early", ended=True
         )
+        server.send(4, b"reply", end=True)  # still open this way; then both ways are over
+        assert server.session_of(4) is None and server_t.sent[4] == b"reply"
     else:
         assert events == [] and server_t.stopped == [4]
 
