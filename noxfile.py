@@ -109,6 +109,24 @@ def interop(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS)
+def webtransport(session: nox.Session) -> None:
+    """Headless chromium opens WebTransport sessions to a sansquic server on loopback
+    (certificate pinned by hash) and echoes on streams and datagrams; on Python 3.12+
+    quinn's WebTransport (pip ``web-transport-quinn``) too, both directions. Each part
+    skips, saying so, when its peer is absent (``apt-get install chromium``)."""
+    session.install("-e", ".[all]", "pytest")
+    if session.python != "3.11":  # web-transport-quinn needs Python >= 3.12
+        session.install("web-transport-quinn")
+    session.run(
+        "pytest",
+        "-rs",
+        "tests/test_chromium_webtransport.py",
+        "tests/test_quinn_webtransport.py",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHONS)
 def docs(session: nox.Session) -> None:
     """Check that generated parts of the docs match the code."""
     session.install("-e", ".")

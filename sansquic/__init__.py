@@ -57,6 +57,20 @@ from ._events import (
     StreamStopped,
     StreamWritable,
 )
+from ._h3 import H3Connection, H3Transport
+from ._h3events import (
+    H3ProtocolFailed,
+    WebTransportDatagram,
+    WebTransportSessionClosed,
+    WebTransportSessionDraining,
+    WebTransportSessionReady,
+    WebTransportSessionRefused,
+    WebTransportStreamData,
+    WebTransportStreamOpened,
+    WebTransportStreamReset,
+    WebTransportStreamStopped,
+)
+from ._h3wire import H3FormatError
 from ._scheduler import Priority
 from ._state import RecvState, SendState
 from ._stats import ConnectionStats
@@ -122,6 +136,19 @@ __all__ = [
     "StreamsAvailable",
     "TicketKeys",
     "TicketStore",
+    "H3Connection",
+    "H3FormatError",
+    "H3ProtocolFailed",
+    "H3Transport",
+    "WebTransportDatagram",
+    "WebTransportSessionClosed",
+    "WebTransportSessionDraining",
+    "WebTransportSessionReady",
+    "WebTransportSessionRefused",
+    "WebTransportStreamData",
+    "WebTransportStreamOpened",
+    "WebTransportStreamReset",
+    "WebTransportStreamStopped",
     "__version__",
     "make_dev_certificate",
 ]

@@ -128,6 +128,27 @@ The blocking twin of the messaging drive code, for threads (and blocking harness
             "    return contextlib.nullcontext()": "    return threading.Lock()",
         },
     ),
+    Pair(
+        LAYER / "_wt_async.py",
+        LAYER / "_wt_sync.py",
+        '''"""GENERATED from ``_wt_async.py`` by ``scripts/unasync.py``: edit that file instead.
+
+WebTransport on the blocking runtime layer, for the threads runtime.
+"""
+''',
+        lines={
+            "from collections.abc import Awaitable, Callable, Sequence": (
+                "from collections.abc import Callable, Sequence"
+            ),
+            "from ._async import Connection, Stream": "from ._sync import Connection, Stream",
+            'SessionHandler = Callable[["WebTransportSession"], Awaitable[object]]': (
+                'SessionHandler = Callable[["WebTransportSession"], object]'
+            ),
+            "ConnectionHandler = Callable[[Connection], Awaitable[None]]": (
+                "ConnectionHandler = Callable[[Connection], None]"
+            ),
+        },
+    ),
 ]
 
 

@@ -21,6 +21,7 @@ from ._messaging_async import (
     Spawner,
 )
 from ._udp import UdpSocket, client_bind, first_address
+from ._wt_async import WebTransportSession, WebTransportStream, open_session, webtransport_handler
 
 __all__ = [
     "AsyncBackend",
@@ -39,9 +40,13 @@ __all__ = [
     "SyncBackend",
     "SyncTaskGroup",
     "UdpSocket",
+    "WebTransportSession",
+    "WebTransportStream",
     "client_bind",
     "first_address",
     "open_connection",
     "open_server",
+    "open_session",
     "serve_until_closed",
+    "webtransport_handler",
 ]

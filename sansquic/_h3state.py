@@ -1,0 +1,126 @@
+"""The HTTP/3 layer's bookkeeping: its transport protocol, per-stream and per-session
+records, and small helpers (``sansquic/_h3.py`` is the layer itself)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from . import _h3wire as w
+from ._errors import LocalProtocolError
+
+__all__ = ["H3Transport"]
+
+
+class H3Transport(Protocol):
+    """What the layer needs of the QUIC connection below it (a ``Connection`` is one)."""
+
+    def open_stream(self, bidirectional: bool = True, priority: int = ...) -> int: ...
+
+    def send(self, stream_id: int, data: bytes, end: bool = False) -> int: ...
+
+    def read(self, stream_id: int, max_bytes: int = -1) -> bytes: ...
+
+    def reset(self, stream_id: int, error_code: int = 0) -> None: ...
+
+    def stop(self, stream_id: int, error_code: int = 0) -> None: ...
+
+    def send_datagram(self, data: bytes) -> None: ...
+
+    def close(self, error_code: int = 0, reason: str = "") -> None: ...
+
+
+class _Kind(enum.Enum):
+    UNI_TYPE = "uni-type"  # a peer uni stream whose type varint is still coming
+    CONTROL = "control"
+    IGNORED = "ignored"  # QPACK streams (no dynamic table) and unknown types
+    WT_HEADER = "wt-header"  # a WebTransport stream whose session id is still coming
+    WT = "wt"  # session data
+    REQUEST = "request"  # a bidi stream read as HTTP/3 frames
+    SESSION = "session"  # a CONNECT stream: DATA frames carrying capsules
+
+
+class _Stream:
+    __slots__ = (
+        "capsules",
+        "frames",
+        "held",
+        "id",
+        "kind",
+        "recv_done",
+        "send_done",
+        "session",
+        "varint",
+    )
+
+    def __init__(self, stream_id: int, kind: _Kind) -> None:
+        self.id = stream_id
+        self.kind = kind
+        self.varint = w.VarintReader()
+        self.frames = w.FrameReader(signal=w.WT_BIDI_SIGNAL)
+        self.capsules = w.CapsuleReader()
+        self.session = -1
+        self.held: list[tuple[bytes, bool]] = []
+        # Which directions are over; the record goes once both are (a uni stream has one).
+        self.recv_done = self.send_done = False
+
+
+class _DoneSet:
+    """Stream ids done with, kept small: per kind, every id below ``floor`` is done,
+    plus a set above it (streams mostly finish in order, so the set stays short)."""
+
+    def __init__(self) -> None:
+        self._floor = [0, 0, 0, 0]  # by stream id & 3, the next id not known done
+        self._above: set[int] = set()
+
+    def add(self, sid: int) -> None:
+        kind = sid & 3
+        if sid < self._floor[kind]:
+            return
+        self._above.add(sid)
+        while self._floor[kind] in self._above:
+            self._above.discard(self._floor[kind])
+            self._floor[kind] += 4
+
+    def __contains__(self, sid: int) -> bool:
+        return sid < self._floor[sid & 3] or sid in self._above
+
+
+class _Session:
+    __slots__ = ("id", "open", "path", "streams")
+
+    def __init__(self, session_id: int, path: str) -> None:
+        self.id = session_id
+        self.path = path
+        self.open = False
+        self.streams: set[int] = set()
+
+
+def _is_bidi(stream_id: int) -> bool:
+    return not stream_id & 2
+
+
+def _token(fields: Mapping[str, str], path: str, query_key: str) -> bytes:
+    auth = fields.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip().encode()
+    values = parse_qs(urlsplit(path).query).get(query_key)
+    return values[0].encode() if values else b""
+
+
+def _wt_code(code: int) -> int:
+    if not isinstance(code, int) or not 0 <= code < 1 << 32:
+        raise LocalProtocolError(f"a WebTransport error code is 0 to 2**32 - 1, not {code!r}")
+    return w.wt_error_to_h3(code)
+
+
+def _check_fields(fields: Sequence[tuple[str, str]]) -> None:
+    for name, value in fields:
+        try:
+            raw = (name + value).encode("latin-1")
+        except (UnicodeEncodeError, TypeError, AttributeError):
+            raise LocalProtocolError(f"header {name!r} is not latin-1 text") from None
+        if b"\r" in raw or b"\n" in raw or b"\0" in raw or not name or name != name.lower():
+            raise LocalProtocolError(f"header {name!r} must be lower-case, without CR/LF/NUL")

@@ -1,0 +1,134 @@
+"""WebTransport on the runtime layer: asyncio and (generated) threads over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+import pytest
+import sansquic_asyncio
+import sansquic_threads
+from sansquic_runtime import _wt_async, _wt_sync
+
+import sansquic
+
+CONFIG = sansquic.Config(dev_mode=True, alpn=("h3",), idle_timeout=5.0)
+
+
+def _auth(request: sansquic.AuthRequest, address: object, now: float) -> object:
+    if request.credentials == b"secret":
+        return sansquic.Identity(subject="bob")
+    return sansquic.AuthRejection()
+
+
+async def _echo(session: _wt_async.WebTransportSession) -> None:
+    assert session.identity is not None and session.identity.subject == "bob"
+
+    async def streams() -> None:
+        while True:
+            stream = await session.accept_stream()
+            data = await stream.read_all(timeout=5)
+            if stream.id & 2:
+                stream = await session.open_stream(bidirectional=False)
+            await stream.send(data)
+            await stream.finish()
+
+    async def datagrams() -> None:
+        while True:
+            await session.send_datagram(await session.receive_datagram())
+
+    with contextlib.suppress(sansquic.ConnectionClosed):
+        await asyncio.gather(streams(), datagrams())
+
+
+def test_asyncio_session_echoes_and_refuses_bad_tokens() -> None:
+    async def main() -> None:
+        handler = _wt_async.webtransport_handler(_echo, authenticator=_auth)
+        server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=CONFIG)
+        async with server:
+            port = server.address[1]
+            async with sansquic_asyncio.connect("127.0.0.1", port, config=CONFIG) as conn:  # noqa: SIM117
+                async with conn._driver.backend.task_group() as group:
+                    with pytest.raises(PermissionError, match="403"):
+                        await _wt_async.open_session(conn, group, "localhost", "/?token=no")
+                    session = await _wt_async.open_session(
+                        conn, group, "localhost", "/echo?token=secret"
+                    )
+                    bidi = await session.open_stream()
+                    await bidi.send(b"ping" * 5000)
+                    await bidi.finish()
+                    assert await bidi.read_all(timeout=5) == b"ping" * 5000
+                    uni = await session.open_stream(bidirectional=False)
+                    await uni.send(b"uni")
+                    await uni.finish()
+                    back = await session.accept_stream(timeout=5)
+                    assert await back.read_all(timeout=5) == b"uni"
+                    await session.send_datagram(b"dg")
+                    assert await session.receive_datagram(timeout=5) == b"dg"
+                    await session.close(3, "done")
+                    await conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_threads_session_echoes() -> None:
+    def echo(session: _wt_sync.WebTransportSession) -> None:
+        def datagrams() -> None:
+            try:
+                while True:
+                    session.send_datagram(session.receive_datagram())
+            except sansquic.ConnectionClosed:
+                pass
+
+        threading.Thread(target=datagrams, daemon=True).start()
+        try:
+            while True:
+                stream = session.accept_stream()
+                data = stream.read_all(timeout=5)
+                stream.send(data)
+                stream.finish()
+        except sansquic.ConnectionClosed:
+            pass
+
+    handler = _wt_sync.webtransport_handler(echo)
+    with sansquic_threads.serve(handler, "127.0.0.1", 0, config=CONFIG) as server:  # noqa: SIM117
+        with sansquic_threads.connect("127.0.0.1", server.address[1], config=CONFIG) as conn:
+            with conn._driver.backend.task_group() as group:
+                session = _wt_sync.open_session(conn, group, "localhost", "/")
+                bidi = session.open_stream()
+                bidi.send(b"threads")
+                bidi.finish()
+                assert bidi.read_all(timeout=5) == b"threads"
+                session.send_datagram(b"x")
+                assert session.receive_datagram(timeout=5) == b"x"
+                session.close()
+                conn.close()
+
+
+def test_asyncio_stream_reset_carries_webtransport_codes() -> None:
+    async def on_session(session: _wt_async.WebTransportSession) -> None:
+        stream = await session.accept_stream()
+        try:
+            while await stream.receive(timeout=5):
+                pass
+        except sansquic.StreamResetError as exc:
+            await session.send_datagram(str(exc.error_code).encode())
+
+    async def main() -> None:
+        handler = _wt_async.webtransport_handler(on_session)
+        server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=CONFIG)
+        async with server:
+            port = server.address[1]
+            async with sansquic_asyncio.connect("127.0.0.1", port, config=CONFIG) as conn:  # noqa: SIM117
+                async with conn._driver.backend.task_group() as group:
+                    session = await _wt_async.open_session(conn, group, "localhost", "/")
+                    stream = await session.open_stream()
+                    await stream.send(b"header first")
+                    await asyncio.sleep(0.2)  # a reset discards what has not left yet
+                    await stream.reset(42)
+                    assert await session.receive_datagram(timeout=5) == b"42"
+                    await session.close()
+                    await conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
