@@ -18,6 +18,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -136,6 +137,23 @@ def _free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _start_bound(
+    command: Callable[[int], list[str]], host: str, log: Path, env: dict[str, str], work: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server on a free port; again on another if it exits at once (another
+    process can take the port between our probe and its bind on a busy machine)."""
+    for attempt in range(3):
+        port = _free_port(host)
+        process = _start(command(port), log, env, work)
+        try:
+            _wait_bound(host, port, process)
+            return process, port
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _wait_bound(host: str, port: int, process: subprocess.Popen[bytes]) -> None:
@@ -275,17 +293,18 @@ class AioquicExamples:
     def serve(self, case: Case, www: Path, host: str, work: Path) -> ServerProcess:
         assert self.examples is not None
         cert, key = _dev_pair(work)
-        port = _free_port(host)
-        command = [sys.executable, str(self.examples / "http3_server.py")]
-        command += ["-c", str(cert), "-k", str(key), "--host", host, "--port", str(port)]
-        command += ["-q", str(work / "server-qlog"), "-v"]
         (work / "server-qlog").mkdir(exist_ok=True)
-        if case.retry:
-            command.append("--retry")
-        command.append("interop_files:app")
+
+        def command(port: int) -> list[str]:
+            line = [sys.executable, str(self.examples / "http3_server.py")]  # type: ignore[operator]
+            line += ["-c", str(cert), "-k", str(key), "--host", host, "--port", str(port)]
+            line += ["-q", str(work / "server-qlog"), "-v"]
+            if case.retry:
+                line.append("--retry")
+            return [*line, "interop_files:app"]
+
         log = work / "aioquic-server.log"
-        process = _start(command, log, self._env(www), work)
-        _wait_bound(host, port, process)
+        process, port = _start_bound(command, host, log, self._env(www), work)
         return ServerProcess(process, (host, port), log, work / "server-qlog")
 
     def fetch(
@@ -354,14 +373,15 @@ class Ngtcp2:
     def serve(self, case: Case, www: Path, host: str, work: Path) -> ServerProcess:
         assert self.server is not None
         cert, key = _dev_pair(work)
-        port = _free_port(host)
-        command = [self.server, host, str(port), str(key), str(cert), "-d", str(www)]
-        command += ["--no-quic-dump", "--no-http-dump"]
-        if case.retry:
-            command.append("--validate-addr")
+        server = self.server
+
+        def command(port: int) -> list[str]:
+            line = [server, host, str(port), str(key), str(cert), "-d", str(www)]
+            line += ["--no-quic-dump", "--no-http-dump"]
+            return [*line, "--validate-addr"] if case.retry else line
+
         log = work / "ngtcp2-server.log"
-        process = _start(command, log, dict(os.environ), work)
-        _wait_bound(host, port, process)
+        process, port = _start_bound(command, host, log, dict(os.environ), work)
         return ServerProcess(process, (host, port), log)
 
     def fetch(
