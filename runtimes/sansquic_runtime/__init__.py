@@ -11,10 +11,26 @@ original (``_async.py``) by ``scripts/unasync.py``.
 
 from ._async import Connection, Server, Stream, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
-from ._connect import Connect, Connector, serve_until_closed
+from ._connect import (
+    AnyConnector,
+    Connect,
+    Connector,
+    WebSocketConnector,
+    serve_until_closed,
+    serve_websocket_until_closed,
+)
 from ._udp import UdpSocket, client_bind, first_address
+from ._ws_async import (
+    WebSocketConnection,
+    WebSocketServer,
+    WebSocketStream,
+    connect_any,
+    open_websocket,
+    open_websocket_server,
+)
 
 __all__ = [
+    "AnyConnector",
     "AsyncBackend",
     "AsyncTaskGroup",
     "Connect",
@@ -25,9 +41,17 @@ __all__ = [
     "SyncBackend",
     "SyncTaskGroup",
     "UdpSocket",
+    "WebSocketConnection",
+    "WebSocketConnector",
+    "WebSocketServer",
+    "WebSocketStream",
     "client_bind",
+    "connect_any",
     "first_address",
     "open_connection",
     "open_server",
+    "open_websocket",
+    "open_websocket_server",
     "serve_until_closed",
+    "serve_websocket_until_closed",
 ]

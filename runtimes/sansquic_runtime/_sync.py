@@ -12,8 +12,10 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import TypeVar
 
 import sansquic
+import sansquic.websocket
 
 from ._backend import SyncBackend, SyncTaskGroup
+from ._tcp import Abort, Aborted
 from ._udp import UdpSocket, client_bind, safe_config
 
 __all__ = ["Connection", "Server", "Stream", "open_connection", "open_server"]
@@ -411,6 +413,9 @@ class Connection:
     Use it as a context manager (or call :meth:`close`) when done.
     """
 
+    #: Which transport this is (``connect_any`` may return a WebSocket connection instead).
+    transport = sansquic.websocket.Transport.QUIC
+
     def __init__(self, driver: _Driver, core: sansquic.Connection, *, owns_driver: bool) -> None:
         self._driver = driver
         self._core = core
@@ -598,13 +603,15 @@ def open_connection(
     server_name: str | None = None,
     token: str | bytes | None = None,
     timeout: float | None = 10.0,
+    abort: Abort | None = None,
 ) -> Connection:
     """Connect to ``host:port``, running the I/O loop in ``group``, and wait until
     the connection is ready (and authenticated, with ``token`` or ``config.auth_request``).
 
     With ``config.early_data`` and a stored ticket that allows 0-RTT, it returns at
     once: what is sent before the handshake completes leaves in 0-RTT. A rejection
-    raises ``PeerClosedError`` with the server's code.
+    raises ``PeerClosedError`` with the server's code. ``abort`` (``connect_any``'s)
+    abandons the attempt while it waits.
     """
     config = (config if config is not None else sansquic.Config()).with_token(token)
     family, remote = backend.resolve(host, port)
@@ -622,12 +629,16 @@ def open_connection(
     group.start_soon(driver.run)
     dispatcher = driver.dispatcher
     try:
+        if abort is not None:
+            abort.on_request(lambda: backend.wake(("ready", core)))
         if not core.sending_early_data:
             driver.until(
-                lambda: True if dispatcher.ready(core) else None,
+                lambda: True if dispatcher.ready(core) or (abort and abort.requested) else None,
                 ("ready", core),
                 driver.deadline(timeout),
             )
+            if abort is not None and abort.requested and not dispatcher.ready(core):
+                raise Aborted
     except BaseException:
         with backend.guard():
             if not driver.stopped and core.state is not sansquic.ConnectionState.CLOSED:
