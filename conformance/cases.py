@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import sansquic
 from sansquic import tokens
+from sansquic.websocket import Transport
 
 from . import hq
 from .harness import Harness
@@ -804,6 +806,115 @@ def migration(client: Harness, server: Harness) -> None:
         assert new_host == old_host and new_port != old_port, (old_port, new_port)
 
 
+# -- the WebSocket fallback (docs/websocket.md) ---------------------------------------------
+
+
+def _echo_checks(conn: Any) -> None:
+    """One stream, twenty at once, one past the flow-control window, and a datagram."""
+    stream = conn.open_stream()
+    stream.send(b"hello, fallback")
+    stream.finish()
+    assert _read_all(stream) == b"hello, fallback"
+    streams = [conn.open_stream() for _ in range(20)]
+    for index, each in enumerate(streams):
+        each.send(b"%d;" % index * 50)
+        each.finish()
+    for index, each in enumerate(streams):
+        assert _read_all(each) == b"%d;" % index * 50
+    big = os.urandom(1_500_000)  # several windows: credit must flow back
+    stream = conn.open_stream()
+    stream.send(big)
+    stream.finish()
+    assert _read_all(stream, timeout=60) == big
+    conn.send_datagram(b"ping")
+    assert conn.receive_datagram(timeout=10) == b"ping"
+
+
+def websocket_echo(client: Harness, server: Harness) -> None:
+    """Echo, many streams, flow control and datagrams over the WebSocket transport."""
+    handle = server.serve_websocket(_echo, CONFIG)
+    try:
+        conn = client.connect_websocket(handle.address, CONFIG)
+        try:
+            assert conn.transport is Transport.WEBSOCKET
+            _echo_checks(conn)
+        finally:
+            conn.close()
+    finally:
+        handle.close()
+
+
+def websocket_auth(client: Harness, server: Harness) -> None:
+    """The same token and Authenticator as QUIC: accepted with an identity, rejected
+    (expired, or none) with the QUIC codes, before the handler runs."""
+    seen: list[Any] = []
+
+    def handler(conn: Any) -> None:
+        seen.append(conn.identity)
+        _echo(conn)
+
+    handle = server.serve_websocket(handler, _token_server())
+    try:
+        token = _SIGNER.sign("agent", scopes=("x",), ttl=60, now=time.time())
+        conn = client.connect_websocket(handle.address, CONFIG, token)
+        try:
+            assert conn.identity is not None and conn.identity.subject == "agent"
+            stream = conn.open_stream()
+            stream.send(b"authenticated")
+            stream.finish()
+            assert _read_all(stream) == b"authenticated"
+        finally:
+            conn.close()
+        expired = _SIGNER.sign("agent", ttl=1, now=time.time() - 3600)
+        for bad in (expired, None):
+            try:
+                client.connect_websocket(handle.address, CONFIG, bad).close()
+                raise AssertionError(f"the token {bad!r} was accepted")
+            except sansquic.ConnectionClosed as exc:
+                assert exc.error_code == sansquic.CloseCode.AUTH_REJECTED, exc
+        assert [identity.subject for identity in seen] == ["agent"]  # nobody else got in
+    finally:
+        handle.close()
+
+
+def fallback_race(client: Harness, server: Harness) -> None:
+    """connect_any(): QUIC when UDP works; WebSocket when the UDP port is a black hole
+    or nothing listens there."""
+    quic = server.serve(_echo, CONFIG)
+    ws = server.serve_websocket(_echo, CONFIG)
+    try:
+        conn = client.connect_any(quic.address, ws.address[1], CONFIG, delay=1.0, timeout=20)
+        try:
+            assert conn.transport is Transport.QUIC, conn.transport
+            stream = conn.open_stream()
+            stream.send(b"over quic")
+            stream.finish()
+            assert _read_all(stream) == b"over quic"
+        finally:
+            conn.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+            hole.bind(("127.0.0.1", 0))  # bound, never read: every datagram vanishes
+            closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            closed.bind(("127.0.0.1", 0))
+            nobody = closed.getsockname()
+            closed.close()  # nothing listens on this port any more
+            for udp in (hole.getsockname(), nobody):
+                began = time.monotonic()
+                conn = client.connect_any(udp, ws.address[1], CONFIG, delay=0.3, timeout=20)
+                try:
+                    assert conn.transport is Transport.WEBSOCKET, conn.transport
+                    assert time.monotonic() - began < 10  # the delay, not QUIC's timeout
+                    stream = conn.open_stream()
+                    stream.send(b"over websocket")
+                    stream.finish()
+                    assert _read_all(stream) == b"over websocket"
+                finally:
+                    conn.close()
+    finally:
+        ws.close()
+        quic.close()
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -837,6 +948,9 @@ CASES: dict[str, Case] = {
         resumption_and_0rtt,
         key_update,
         migration,
+        websocket_echo,
+        websocket_auth,
+        fallback_race,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -858,6 +972,17 @@ FAST_CASES = (
     "hq_interop_transfer",
     "key_update",
     "migration",
+    "websocket_echo",
+    "websocket_auth",
+    "fallback_race",
 )
 #: What CI runs for every pair of different runtimes: the quickest that cross every path.
-CROSS_CASES = ("handshake", "echo", "datagrams", "auth_reject", "reset_and_stop")
+CROSS_CASES = (
+    "handshake",
+    "echo",
+    "datagrams",
+    "auth_reject",
+    "reset_and_stop",
+    "websocket_echo",
+    "fallback_race",
+)

@@ -38,6 +38,12 @@ def _only_closed(exc: BaseException) -> bool:
     return isinstance(exc, sansquic.ConnectionClosed)
 
 
+def _wake_guarded(backend: SyncBackend, key: Hashable) -> None:
+    """Wake ``key`` from outside this backend's guard (another backend's task)."""
+    with backend.guard():
+        backend.wake(key)
+
+
 def _closed(core: sansquic.Connection) -> Callable[[], bool | None]:
     """A check for :meth:`_Driver.until`: done once ``core`` is CLOSED."""
     return lambda: True if core.state is sansquic.ConnectionState.CLOSED else None
@@ -630,7 +636,7 @@ def open_connection(
     dispatcher = driver.dispatcher
     try:
         if abort is not None:
-            abort.on_request(lambda: backend.wake(("ready", core)))
+            abort.on_request(lambda: _wake_guarded(backend, ("ready", core)))
         if not core.sending_early_data:
             driver.until(
                 lambda: True if dispatcher.ready(core) or (abort and abort.requested) else None,
