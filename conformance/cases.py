@@ -12,6 +12,7 @@ import hashlib
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -915,6 +916,160 @@ def fallback_race(client: Harness, server: Harness) -> None:
         quic.close()
 
 
+def _raw_websocket(address: tuple[str, int], *, upgrade: bool = True) -> tuple[ssl.SSLSocket, Any]:
+    """A hand-driven TLS + wsproto client (blocking, 10 s per read) for hostile-peer cases."""
+    import wsproto
+    import wsproto.events
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(address, timeout=10)
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    if upgrade:
+        sock.sendall(ws.send(wsproto.events.Request(host="localhost", target="/")))
+        while not any(isinstance(e, wsproto.events.AcceptConnection) for e in _ws_events(sock, ws)):
+            pass
+    return sock, ws
+
+
+def _ws_events(sock: ssl.SSLSocket, ws: Any) -> list[Any]:
+    data = sock.recv(65536)
+    ws.receive_data(data or None)
+    return list(ws.events())
+
+
+def _ended(sock: ssl.SSLSocket) -> bool:
+    """Whether the server ended the connection without sending anything."""
+    try:
+        return sock.recv(100) == b""
+    except (ConnectionError, ssl.SSLError):
+        return True
+
+
+def _close_code(sock: ssl.SSLSocket, ws: Any) -> int | None:
+    """The code of the server's close frame (None: the connection ended without one)."""
+    import wsproto.events
+
+    for _ in range(100):
+        try:
+            events = _ws_events(sock, ws)
+        except (OSError, ssl.SSLError):
+            return None
+        for event in events:
+            if isinstance(event, wsproto.events.CloseConnection):
+                return int(event.code)
+        if ws.state.name == "CLOSED":
+            return None
+    raise AssertionError("the server never closed")
+
+
+def websocket_hostile_peer(client: Harness, server: Harness) -> None:
+    """Bad frames, text, non-HTTP bytes and a silent peer each get a clean close from the
+    server (a close code where one fits), nothing reaches the handler, nothing leaks, and
+    the server goes on serving."""
+    import wsproto.events
+
+    calls: list[int] = []
+
+    def handler(conn: Any) -> None:
+        calls.append(1)
+        _echo(conn)
+
+    handle = server.serve_websocket(
+        handler, CONFIG.replace(auth=sansquic.AuthPolicy(allow_anonymous=True, deadline=0.5))
+    )
+    try:
+        for bad, code in ((b"\x09\x00\x00\x00\x00", 1002), (b"\x01\x00\x00\x00\x00x", 1002)):
+            sock, ws = _raw_websocket(handle.address)
+            with sock:
+                sock.sendall(ws.send(wsproto.events.Message(data=bad)))
+                assert _close_code(sock, ws) == code
+        sock, ws = _raw_websocket(handle.address)
+        with sock:
+            sock.sendall(ws.send(wsproto.events.Message(data="text")))
+            assert _close_code(sock, ws) == 1003
+        sock, ws = _raw_websocket(handle.address, upgrade=False)
+        with sock:
+            sock.sendall(b"GARBAGE / HTTP/0.0\r\n\r\n")
+            assert _ended(sock)  # closed, no answer
+        began = time.monotonic()
+        sock, ws = _raw_websocket(handle.address, upgrade=False)
+        with sock:  # says nothing after TLS: the auth deadline ends it
+            assert _ended(sock)
+        assert time.monotonic() - began < 5
+        deadline = time.monotonic() + 5
+        while handle.tracked() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert handle.tracked() == 0, handle.tracked()
+        assert len(calls) == 3  # the three that upgraded; the others never reached it
+        conn = client.connect_websocket(handle.address, CONFIG)
+        try:
+            stream = conn.open_stream()
+            stream.send(b"still serving")
+            stream.finish()
+            assert _read_all(stream) == b"still serving"
+        finally:
+            conn.close()
+    finally:
+        handle.close()
+
+
+class _OverWebSocket:
+    """A harness whose serve() and connect() are its WebSocket ones: QUIC's cases then
+    run unchanged over the fallback."""
+
+    def __init__(self, harness: Harness) -> None:
+        self._harness = harness
+        self.name = f"{harness.name}/ws"
+
+    def serve(
+        self, handler: Callable[[Any], None], config: sansquic.Config, authenticator: Any = None
+    ) -> Any:
+        return self._harness.serve_websocket(handler, config, authenticator)
+
+    def connect(
+        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
+    ) -> Any:
+        return self._harness.connect_websocket(address, config, token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._harness, name)
+
+
+#: QUIC's cases about what a message layer needs, which the fallback passes as they are.
+#: The rest are about QUIC itself (stats, versions, idle timeout, per-address admission,
+#: 0-RTT, stateless reset, key update, migration, the deferred auth decision).
+SAME_OVER_WEBSOCKET = (
+    "echo",
+    "streams_1000",
+    "transfer_10mb",
+    "datagrams",
+    "auth_accept",
+    "auth_reject",
+    "reset_and_stop",
+    "graceful_close",
+    "raising_handler",
+    "uncaught_peer_reset",
+    "send_larger_than_the_buffer_limit",
+    "receive_sizes",
+    "concurrent_receive_is_busy",
+    "timeouts_leave_the_connection_usable",
+    "local_actions_wake_blocked_tasks",
+)
+
+
+def websocket_same_cases(client: Harness, server: Harness) -> None:
+    """The QUIC cases in SAME_OVER_WEBSOCKET, run unchanged over the WebSocket transport."""
+    over_client, over_server = _OverWebSocket(client), _OverWebSocket(server)
+    for name in SAME_OVER_WEBSOCKET:
+        try:
+            CASES[name](over_client, over_server)
+        except Exception as exc:
+            raise AssertionError(f"{name} over WebSocket: {exc}") from exc
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -951,6 +1106,8 @@ CASES: dict[str, Case] = {
         websocket_echo,
         websocket_auth,
         fallback_race,
+        websocket_same_cases,
+        websocket_hostile_peer,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -975,6 +1132,7 @@ FAST_CASES = (
     "websocket_echo",
     "websocket_auth",
     "fallback_race",
+    "websocket_hostile_peer",
 )
 #: What CI runs for every pair of different runtimes: the quickest that cross every path.
 CROSS_CASES = (
