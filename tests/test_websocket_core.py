@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -363,3 +365,14 @@ def test_race_properties(
             assert at >= delay or (quic_failed_at is not None and at >= quic_failed_at)
     assert race.winner is first_ok
     assert [t for t, _ in started].count(Transport.WEBSOCKET) <= 1
+
+
+def test_the_public_names_are_documented_and_report_the_public_module() -> None:
+    import sansquic.websocket as ws
+
+    for name in ws.__all__:
+        obj = getattr(ws, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), name
+        if inspect.isclass(obj):
+            assert obj.__module__ == "sansquic.websocket", obj

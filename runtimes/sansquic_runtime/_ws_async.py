@@ -55,6 +55,8 @@ CLOSE_WAIT = 2.0
 READ_ALL_LIMIT = 16 * 1024 * 1024
 #: Ciphertext queued for the socket above which senders wait (the mux's credit bounds the rest).
 _HIGH_WATER = 1024 * 1024
+#: Ciphertext queued past which the peer is taken to have stopped reading.
+_MAX_QUEUED = 8 * _HIGH_WATER
 #: The largest WebSocket message accepted: one frame and its 5-byte head.
 _MAX_MESSAGE = MAX_FRAME_DATA + 64
 _NORMAL, _PROTOCOL_ERROR, _TOO_BIG, _UNSUPPORTED = 1000, 1002, 1009, 1003
@@ -131,6 +133,12 @@ class _WsDriver:
         if data:
             self.out += data
             self.backend.wake(("ws-out", self))
+            if len(self.out) > _MAX_QUEUED and self._started:
+                # Senders wait at the high watermark, so only a peer that makes this side
+                # answer (pings, credit) without ever reading gets here: let it go.
+                self.log.warning("sansquic dropped a WebSocket peer that does not read")
+                self.end(sansquic.ConnectionClosed(0, "the peer stopped reading", application=True))
+                self.kill()
 
     def send_ws(self, event: ws_events.Event) -> None:
         self.tls.write(self.ws.send(event))
@@ -413,10 +421,12 @@ class WebSocketStream:
         def attempt() -> int | None:
             if not driver.mux.send_capacity(sid):
                 return None  # wait for the peer's credit
-            if len(driver.out) >= _HIGH_WATER:
+            room = _HIGH_WATER - len(driver.out)
+            if room <= 0:
                 driver._blocked.add(sid)
                 return None  # wait for the socket to drain
-            taken = driver.mux.send(sid, view[offset:])
+            # At most the room left: however many tasks send, the queue stays bounded.
+            taken = driver.mux.send(sid, view[offset : offset + room])
             driver.pump()
             return taken
 
