@@ -21,6 +21,8 @@ from ._connect import (
 )
 from ._udp import UdpSocket, client_bind, first_address
 from ._ws_async import (
+    ConnectionShape,
+    StreamShape,
     WebSocketConnection,
     WebSocketServer,
     WebSocketStream,
@@ -36,8 +38,10 @@ __all__ = [
     "Connect",
     "Connector",
     "Connection",
+    "ConnectionShape",
     "Server",
     "Stream",
+    "StreamShape",
     "SyncBackend",
     "SyncTaskGroup",
     "UdpSocket",

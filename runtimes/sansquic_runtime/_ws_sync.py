@@ -10,7 +10,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Hashable, Iterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import wsproto
 import wsproto.events as ws_events
@@ -34,6 +34,8 @@ from ._backend import SyncBackend, SyncTaskGroup
 from ._tcp import Abort, TlsPipe, client_context, server_context, shutdown, tcp_socket
 
 __all__ = [
+    "ConnectionShape",
+    "StreamShape",
     "WebSocketConnection",
     "WebSocketServer",
     "WebSocketStream",
@@ -66,6 +68,50 @@ def _peer_error(event: ws_events.CloseConnection) -> sansquic.ConnectionClosed:
     if event.code == _NORMAL and head.isdigit():
         return sansquic.PeerClosedError(int(head), rest, application=True)
     return sansquic.PeerClosedError(event.code, event.reason or "", application=False)
+
+
+class StreamShape(Protocol):
+    """What a message layer needs of a stream: a QUIC ``Stream`` and a
+    :class:`WebSocketStream` both have it."""
+
+    id: int
+
+    def send(
+        self, data: bytes | bytearray | memoryview, *, timeout: float | None = None
+    ) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def receive(self, max_bytes: int = -1, *, timeout: float | None = None) -> bytes: ...
+
+    def receive_exactly(self, size: int, *, timeout: float | None = None) -> bytes: ...
+
+    def reset(self, code: int = 0) -> None: ...
+
+    def stop(self, code: int = 0) -> None: ...
+
+
+class ConnectionShape(Protocol):
+    """What a message layer needs of a connection: a QUIC ``Connection`` and a
+    :class:`WebSocketConnection` both have it (whatever ``connect_any`` returns)."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def identity(self) -> sansquic.Identity | None: ...
+
+    def open_stream(
+        self, *, bidirectional: bool = True, priority: int = sansquic.Priority.NORMAL
+    ) -> StreamShape: ...
+
+    def accept_stream(self, *, timeout: float | None = None) -> StreamShape: ...
+
+    def send_datagram(self, data: bytes) -> None: ...
+
+    def receive_datagram(self, *, timeout: float | None = None) -> bytes: ...
+
+    def close(self, code: int = 0, reason: str = "") -> None: ...
 
 
 def _upgrade_answered(event: ws_events.Event) -> bool:
@@ -996,3 +1042,10 @@ def connect_any(
     if race.timed_out:
         raise TimeoutError(f"neither QUIC nor WebSocket reached {host} in {timeout} s")
     raise race.errors[Transport.WEBSOCKET]
+
+
+def _both_have_the_shape(
+    quic: Connection, websocket: WebSocketConnection
+) -> tuple[ConnectionShape, ConnectionShape]:
+    """Never called: mypy checks here that both transports fit :class:`ConnectionShape`."""
+    return quic, websocket
