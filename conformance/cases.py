@@ -1040,7 +1040,7 @@ class _OverWebSocket:
 
 
 #: QUIC's cases about what a message layer needs, which the fallback passes as they are.
-#: The rest are about QUIC itself (stats, versions, idle timeout, per-address admission,
+#: The rest are about QUIC itself (stats, versions, per-address admission,
 #: 0-RTT, stateless reset, key update, migration, the deferred auth decision).
 SAME_OVER_WEBSOCKET = (
     "echo",
@@ -1050,6 +1050,8 @@ SAME_OVER_WEBSOCKET = (
     "auth_accept",
     "auth_reject",
     "reset_and_stop",
+    "idle_timeout",
+    "keep_alive",
     "graceful_close",
     "raising_handler",
     "uncaught_peer_reset",
@@ -1122,6 +1124,8 @@ FAST_CASES = (
     "unready_connections_leave_nothing",
     "per_address_limit",
     "reset_and_stop",
+    "idle_timeout",
+    "keep_alive",
     "graceful_close",
     "raising_handler",
     "send_larger_than_the_buffer_limit",

@@ -55,7 +55,8 @@ _HIGH_WATER = 1024 * 1024
 _MAX_QUEUED = 8 * _HIGH_WATER
 #: The largest WebSocket message accepted: one frame and its 5-byte head.
 _MAX_MESSAGE = MAX_FRAME_DATA + 64
-_NORMAL, _PROTOCOL_ERROR, _TOO_BIG, _UNSUPPORTED = 1000, 1002, 1009, 1003
+_NORMAL, _GOING_AWAY, _PROTOCOL_ERROR, _TOO_BIG, _UNSUPPORTED = 1000, 1001, 1002, 1009, 1003
+_IDLE = "idle timeout"
 
 
 def _close_reason(code: int, reason: str) -> str:
@@ -64,6 +65,9 @@ def _close_reason(code: int, reason: str) -> str:
 
 
 def _peer_error(event: ws_events.CloseConnection) -> sansquic.ConnectionClosed:
+    if event.code == _GOING_AWAY and event.reason == _IDLE:
+        # The silence both sides shared: the peer's timer only fired first.
+        return sansquic.IdleTimeoutError(0, _IDLE, application=False)
     head, _, rest = (event.reason or "").partition(":")
     if event.code == _NORMAL and head.isdigit():
         return sansquic.PeerClosedError(int(head), rest, application=True)
@@ -137,8 +141,14 @@ class _WsDriver:
         tls: TlsPipe,
         *,
         client: bool,
+        config: sansquic.Config,
     ) -> None:
         self.backend = backend
+        # Config.idle_timeout and keep_alive mean here what they mean for QUIC.
+        self.idle_timeout = config.idle_timeout
+        self.keep_alive = config.keep_alive
+        self.last_heard = backend.now()
+        self._give_up_at: float | None = None  # after our idle close: when to stop waiting
         self.sock = sock
         self.tls = tls
         self.client = client
@@ -305,16 +315,24 @@ class _WsDriver:
         backend = self.backend
         try:
             with backend.guard():
+                self.last_heard = backend.now()  # the idle timer starts with the connection
                 self.handle_events()  # what arrived with the end of the upgrade
             while not self.dead:
                 try:
                     data = self.sock.recv(65_536)
                 except (BlockingIOError, InterruptedError):
-                    backend.wait_socket(self.sock, False, None)
+                    with backend.guard():
+                        if self._idle_check():
+                            break
+                        deadline = self.last_heard + self.idle_timeout
+                        if self._give_up_at is not None:
+                            deadline = self._give_up_at
+                    backend.wait_socket(self.sock, False, deadline)
                     continue
                 except OSError:
                     data = b""
                 with backend.guard():
+                    self.last_heard = backend.now()
                     if self.dead:
                         break
                     self.tls.feed(data)
@@ -338,16 +356,39 @@ class _WsDriver:
                 backend.wake(("ws-out", self))
             self._finish_task()
 
+    def _idle_check(self) -> bool:
+        """Close on ``idle_timeout`` of silence, as QUIC does; whether to stop reading now."""
+        now = self.backend.now()
+        if self._give_up_at is not None:
+            if now < self._give_up_at:
+                return False
+            self.kill()  # the peer never answered our close: let go
+            return True
+        if now < self.last_heard + self.idle_timeout:
+            return False
+        if self.ws.state is wsproto.connection.ConnectionState.OPEN:
+            # Said, so the peer reports the same cause rather than a lost connection.
+            self.send_ws(ws_events.CloseConnection(code=_GOING_AWAY, reason=_IDLE))
+        self.end(sansquic.IdleTimeoutError(0, _IDLE, application=False))
+        self._give_up_at = now + CLOSE_WAIT
+        return False
+
     def run_writer(self) -> None:
         backend = self.backend
+        ping_at = None if self.keep_alive is None else backend.now() + self.keep_alive
         try:
             while not self.dead:
                 with backend.guard():
+                    if ping_at is not None and backend.now() >= ping_at:
+                        assert self.keep_alive is not None
+                        ping_at = backend.now() + self.keep_alive
+                        if self.ws.state is wsproto.connection.ConnectionState.OPEN:
+                            self.send_ws(ws_events.Ping())  # the pong keeps both sides alive
                     if not self.out:
                         closed = self.ws.state is wsproto.connection.ConnectionState.CLOSED
                         if self.reader_done or closed:
                             break
-                        backend.park(("ws-out", self), None)
+                        backend.park(("ws-out", self), ping_at)
                         continue
                     data = bytes(self.out[:262_144])
                 try:
@@ -711,6 +752,7 @@ def open_websocket(
         sock,
         TlsPipe(client_context(config), server_side=False, server_hostname=name),
         client=True,
+        config=config,
     )
     try:
         driver.tls_handshake(deadline, abort)
@@ -832,7 +874,9 @@ class WebSocketServer:
 
     def _serve_one(self, sock: socket.socket, address: sansquic.Address) -> None:
         backend, config = self._backend, self._config
-        driver = _WsDriver(backend, sock, TlsPipe(self._context, server_side=True), client=False)
+        driver = _WsDriver(
+            backend, sock, TlsPipe(self._context, server_side=True), client=False, config=config
+        )
         policy = config.auth
         deadline = backend.now() + (policy.deadline if policy is not None else 10.0)
         try:
