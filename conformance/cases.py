@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import os
 import queue
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from typing import Any
 
 import sansquic
 from sansquic import tokens
+from sansquic.websocket import Transport
 
 from . import hq
 from . import messaging as _messaging
@@ -858,6 +861,272 @@ def messaging_across_a_disconnect(client: Harness, server: Harness) -> None:
     _messaging.across_a_disconnect(client, server, CONFIG)
 
 
+# -- the WebSocket fallback (docs/websocket.md) ---------------------------------------------
+
+
+def _echo_checks(conn: Any) -> None:
+    """One stream, twenty at once, one past the flow-control window, and a datagram."""
+    stream = conn.open_stream()
+    stream.send(b"hello, fallback")
+    stream.finish()
+    assert _read_all(stream) == b"hello, fallback"
+    streams = [conn.open_stream() for _ in range(20)]
+    for index, each in enumerate(streams):
+        each.send(b"%d;" % index * 50)
+        each.finish()
+    for index, each in enumerate(streams):
+        assert _read_all(each) == b"%d;" % index * 50
+    big = os.urandom(1_500_000)  # several windows: credit must flow back
+    stream = conn.open_stream()
+    stream.send(big)
+    stream.finish()
+    assert _read_all(stream, timeout=60) == big
+    conn.send_datagram(b"ping")
+    assert conn.receive_datagram(timeout=10) == b"ping"
+
+
+def websocket_echo(client: Harness, server: Harness) -> None:
+    """Echo, many streams, flow control and datagrams over the WebSocket transport."""
+    handle = server.serve_websocket(_echo, CONFIG)
+    try:
+        conn = client.connect_websocket(handle.address, CONFIG)
+        try:
+            assert conn.transport is Transport.WEBSOCKET
+            _echo_checks(conn)
+        finally:
+            conn.close()
+    finally:
+        handle.close()
+
+
+def websocket_auth(client: Harness, server: Harness) -> None:
+    """The same token and Authenticator as QUIC: accepted with an identity, rejected
+    (expired, or none) with the QUIC codes, before the handler runs."""
+    seen: list[Any] = []
+
+    def handler(conn: Any) -> None:
+        seen.append(conn.identity)
+        _echo(conn)
+
+    handle = server.serve_websocket(handler, _token_server())
+    try:
+        token = _SIGNER.sign("agent", scopes=("x",), ttl=60, now=time.time())
+        conn = client.connect_websocket(handle.address, CONFIG, token)
+        try:
+            assert conn.identity is not None and conn.identity.subject == "agent"
+            stream = conn.open_stream()
+            stream.send(b"authenticated")
+            stream.finish()
+            assert _read_all(stream) == b"authenticated"
+        finally:
+            conn.close()
+        expired = _SIGNER.sign("agent", ttl=1, now=time.time() - 3600)
+        for bad in (expired, None):
+            try:
+                client.connect_websocket(handle.address, CONFIG, bad).close()
+                raise AssertionError(f"the token {bad!r} was accepted")
+            except sansquic.ConnectionClosed as exc:
+                assert exc.error_code == sansquic.CloseCode.AUTH_REJECTED, exc
+        assert [identity.subject for identity in seen] == ["agent"]  # nobody else got in
+    finally:
+        handle.close()
+
+
+def fallback_race(client: Harness, server: Harness) -> None:
+    """connect_any(): QUIC when UDP works; WebSocket when the UDP port is a black hole
+    or nothing listens there."""
+    quic = server.serve(_echo, CONFIG)
+    ws = server.serve_websocket(_echo, CONFIG)
+    try:
+        # A generous delay: QUIC must win on a loaded machine too.
+        conn = client.connect_any(quic.address, ws.address[1], CONFIG, delay=3.0, timeout=20)
+        try:
+            assert conn.transport is Transport.QUIC, conn.transport
+            stream = conn.open_stream()
+            stream.send(b"over quic")
+            stream.finish()
+            assert _read_all(stream) == b"over quic"
+        finally:
+            conn.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+            hole.bind(("127.0.0.1", 0))  # bound, never read: every datagram vanishes
+            closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            closed.bind(("127.0.0.1", 0))
+            nobody = closed.getsockname()
+            closed.close()  # nothing listens on this port any more
+            for udp in (hole.getsockname(), nobody):
+                began = time.monotonic()
+                conn = client.connect_any(udp, ws.address[1], CONFIG, delay=0.3, timeout=20)
+                try:
+                    assert conn.transport is Transport.WEBSOCKET, conn.transport
+                    assert time.monotonic() - began < 10  # the delay, not QUIC's timeout
+                    stream = conn.open_stream()
+                    stream.send(b"over websocket")
+                    stream.finish()
+                    assert _read_all(stream) == b"over websocket"
+                finally:
+                    conn.close()
+    finally:
+        ws.close()
+        quic.close()
+
+
+def _raw_websocket(address: tuple[str, int], *, upgrade: bool = True) -> tuple[ssl.SSLSocket, Any]:
+    """A hand-driven TLS + wsproto client (blocking, 10 s per read) for hostile-peer cases."""
+    import wsproto
+    import wsproto.events
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(address, timeout=10)
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    if upgrade:
+        sock.sendall(ws.send(wsproto.events.Request(host="localhost", target="/")))
+        while not any(isinstance(e, wsproto.events.AcceptConnection) for e in _ws_events(sock, ws)):
+            pass
+    return sock, ws
+
+
+def _ws_events(sock: ssl.SSLSocket, ws: Any) -> list[Any]:
+    data = sock.recv(65536)
+    ws.receive_data(data or None)
+    return list(ws.events())
+
+
+def _ended(sock: ssl.SSLSocket) -> bool:
+    """Whether the server ended the connection without sending anything."""
+    try:
+        return sock.recv(100) == b""
+    except (ConnectionError, ssl.SSLError):
+        return True
+
+
+def _close_code(sock: ssl.SSLSocket, ws: Any) -> int | None:
+    """The code of the server's close frame (None: the connection ended without one)."""
+    import wsproto.events
+
+    for _ in range(100):
+        try:
+            events = _ws_events(sock, ws)
+        except (OSError, ssl.SSLError):
+            return None
+        for event in events:
+            if isinstance(event, wsproto.events.CloseConnection):
+                return int(event.code)
+        if ws.state.name == "CLOSED":
+            return None
+    raise AssertionError("the server never closed")
+
+
+def websocket_hostile_peer(client: Harness, server: Harness) -> None:
+    """Bad frames, text, non-HTTP bytes and a silent peer each get a clean close from the
+    server (a close code where one fits), nothing reaches the handler, nothing leaks, and
+    the server goes on serving."""
+    import wsproto.events
+
+    calls: list[int] = []
+
+    def handler(conn: Any) -> None:
+        calls.append(1)
+        _echo(conn)
+
+    handle = server.serve_websocket(
+        handler, CONFIG.replace(auth=sansquic.AuthPolicy(allow_anonymous=True, deadline=0.5))
+    )
+    try:
+        for bad, code in ((b"\x09\x00\x00\x00\x00", 1002), (b"\x01\x00\x00\x00\x00x", 1002)):
+            sock, ws = _raw_websocket(handle.address)
+            with sock:
+                sock.sendall(ws.send(wsproto.events.Message(data=bad)))
+                assert _close_code(sock, ws) == code
+        sock, ws = _raw_websocket(handle.address)
+        with sock:
+            sock.sendall(ws.send(wsproto.events.Message(data="text")))
+            assert _close_code(sock, ws) == 1003
+        sock, ws = _raw_websocket(handle.address, upgrade=False)
+        with sock:
+            sock.sendall(b"GARBAGE / HTTP/0.0\r\n\r\n")
+            assert _ended(sock)  # closed, no answer
+        began = time.monotonic()
+        sock, ws = _raw_websocket(handle.address, upgrade=False)
+        with sock:  # says nothing after TLS: the auth deadline ends it
+            assert _ended(sock)
+        assert time.monotonic() - began < 5
+        deadline = time.monotonic() + 5
+        while handle.tracked() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert handle.tracked() == 0, handle.tracked()
+        assert len(calls) == 3  # the three that upgraded; the others never reached it
+        conn = client.connect_websocket(handle.address, CONFIG)
+        try:
+            stream = conn.open_stream()
+            stream.send(b"still serving")
+            stream.finish()
+            assert _read_all(stream) == b"still serving"
+        finally:
+            conn.close()
+    finally:
+        handle.close()
+
+
+class _OverWebSocket:
+    """A harness whose serve() and connect() are its WebSocket ones: QUIC's cases then
+    run unchanged over the fallback."""
+
+    def __init__(self, harness: Harness) -> None:
+        self._harness = harness
+        self.name = f"{harness.name}/ws"
+
+    def serve(
+        self, handler: Callable[[Any], None], config: sansquic.Config, authenticator: Any = None
+    ) -> Any:
+        return self._harness.serve_websocket(handler, config, authenticator)
+
+    def connect(
+        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
+    ) -> Any:
+        return self._harness.connect_websocket(address, config, token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._harness, name)
+
+
+#: QUIC's cases about what a message layer needs, which the fallback passes as they are.
+#: The rest are about QUIC itself (stats, versions, per-address admission,
+#: 0-RTT, stateless reset, key update, migration, the deferred auth decision).
+SAME_OVER_WEBSOCKET = (
+    "echo",
+    "streams_1000",
+    "transfer_10mb",
+    "datagrams",
+    "auth_accept",
+    "auth_reject",
+    "reset_and_stop",
+    "idle_timeout",
+    "keep_alive",
+    "graceful_close",
+    "raising_handler",
+    "uncaught_peer_reset",
+    "send_larger_than_the_buffer_limit",
+    "receive_sizes",
+    "concurrent_receive_is_busy",
+    "timeouts_leave_the_connection_usable",
+    "local_actions_wake_blocked_tasks",
+)
+
+
+def websocket_same_cases(client: Harness, server: Harness) -> None:
+    """The QUIC cases in SAME_OVER_WEBSOCKET, run unchanged over the WebSocket transport."""
+    over_client, over_server = _OverWebSocket(client), _OverWebSocket(server)
+    for name in SAME_OVER_WEBSOCKET:
+        try:
+            CASES[name](over_client, over_server)
+        except Exception as exc:
+            raise AssertionError(f"{name} over WebSocket: {exc}") from exc
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -894,6 +1163,11 @@ CASES: dict[str, Case] = {
         key_update,
         migration,
         messaging_across_a_disconnect,
+        websocket_echo,
+        websocket_auth,
+        fallback_race,
+        websocket_same_cases,
+        websocket_hostile_peer,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -907,6 +1181,8 @@ FAST_CASES = (
     "unready_connections_leave_nothing",
     "per_address_limit",
     "reset_and_stop",
+    "idle_timeout",
+    "keep_alive",
     "graceful_close",
     "raising_handler",
     "send_larger_than_the_buffer_limit",
@@ -916,6 +1192,10 @@ FAST_CASES = (
     "key_update",
     "migration",
     "messaging_across_a_disconnect",
+    "websocket_echo",
+    "websocket_auth",
+    "fallback_race",
+    "websocket_hostile_peer",
 )
 #: What CI runs for every pair of different runtimes: the quickest that cross every path.
 CROSS_CASES = (
@@ -925,4 +1205,6 @@ CROSS_CASES = (
     "auth_reject",
     "reset_and_stop",
     "messaging_across_a_disconnect",
+    "websocket_echo",
+    "fallback_race",
 )

@@ -112,6 +112,16 @@ class CurioHarness:
     def serve(
         self, handler: Handler, config: sansquic.Config, authenticator: Any = None
     ) -> _Server:
+        return self._serve("serve", handler, config, authenticator)
+
+    def serve_websocket(
+        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
+    ) -> _Server:
+        return self._serve("serve_websocket", handler, config, authenticator)
+
+    def _serve(
+        self, name: str, handler: Handler, config: sansquic.Config, authenticator: Any
+    ) -> _Server:
         import sansquic_curio
 
         curio_portal = _CurioPortal()
@@ -122,7 +132,7 @@ class CurioHarness:
 
         try:
             server = curio_portal.call(
-                sansquic_curio.serve,
+                getattr(sansquic_curio, name),
                 run_handler,
                 "127.0.0.1",
                 0,
@@ -138,18 +148,38 @@ class CurioHarness:
     def connect(
         self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
     ) -> _Connection:
+        return self._connect("connect", *address, config=config, token=token)
+
+    def connect_websocket(
+        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
+    ) -> _Connection:
+        return self._connect("connect_websocket", *address, config=config, token=token)
+
+    def connect_any(
+        self,
+        quic_address: tuple[str, int],
+        websocket_port: int,
+        config: sansquic.Config,
+        delay: float,
+        timeout: float,
+    ) -> _Connection:
+        return self._connect(
+            "connect_any",
+            *quic_address,
+            websocket_port=websocket_port,
+            config=config,
+            delay=delay,
+            timeout=timeout,
+        )
+
+    def _connect(self, name: str, *args: Any, **options: Any) -> _Connection:
         import sansquic_curio
 
         curio_portal = _CurioPortal()
         try:
             # Awaited, connect() runs the connection in background tasks: conn.close() ends it.
             conn = curio_portal.call(
-                sansquic_curio.connect,
-                address[0],
-                address[1],
-                config=config,
-                server_name="localhost",
-                token=token,
+                getattr(sansquic_curio, name), *args, server_name="localhost", **options
             )
         except BaseException:
             with contextlib.suppress(Exception):

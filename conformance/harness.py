@@ -48,6 +48,26 @@ class Harness(Protocol):
         self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
     ) -> Any: ...
 
+    # The WebSocket fallback (docs/websocket.md): the same shapes over TCP.
+    def serve_websocket(
+        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
+    ) -> ServerHandle: ...
+
+    def connect_websocket(
+        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
+    ) -> Any: ...
+
+    def connect_any(
+        self,
+        quic_address: tuple[str, int],
+        websocket_port: int,
+        config: sansquic.Config,
+        delay: float,
+        timeout: float,
+    ) -> Any:
+        """QUIC first, WebSocket as the fallback: a connection with ``transport``."""
+        ...
+
 
 # -- async runtimes, through a blocking portal ---------------------------------------------
 
@@ -157,6 +177,10 @@ class _Connection:
         return size
 
     @property
+    def transport(self) -> Any:
+        return self._get("transport")
+
+    @property
     def resumed(self) -> bool:
         return bool(self._get("resumed"))
 
@@ -248,10 +272,21 @@ class AsyncHarness:
     def serve(
         self, handler: Handler, config: sansquic.Config, authenticator: Any = None
     ) -> _Server:
+        return self._serve("serve", handler, config, authenticator)
+
+    def serve_websocket(
+        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
+    ) -> _Server:
+        return self._serve("serve_websocket", handler, config, authenticator)
+
+    def _serve(
+        self, name: str, handler: Handler, config: sansquic.Config, authenticator: Any
+    ) -> _Server:
         import anyio
         import anyio.to_thread
 
         runtime, portal = self._runtime(), _Portal(self._backend)
+        serve = getattr(runtime, name)
         limiter: list[anyio.CapacityLimiter] = []
 
         async def run_handler(conn: Any) -> None:
@@ -263,12 +298,12 @@ class AsyncHarness:
         try:
             if self._structured:
                 start = functools.partial(
-                    runtime.serve, run_handler, "127.0.0.1", 0, config, authenticator=authenticator
+                    serve, run_handler, "127.0.0.1", 0, config, authenticator=authenticator
                 )
                 _, server = portal.portal.start_task(start)
             else:
                 server = portal.call(
-                    runtime.serve,
+                    serve,
                     run_handler,
                     "127.0.0.1",
                     0,
@@ -283,12 +318,37 @@ class AsyncHarness:
     def connect(
         self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
     ) -> _Connection:
+        return self._connect("connect", address[0], address[1], config=config, token=token)
+
+    def connect_websocket(
+        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
+    ) -> _Connection:
+        return self._connect(
+            "connect_websocket", address[0], address[1], config=config, token=token
+        )
+
+    def connect_any(
+        self,
+        quic_address: tuple[str, int],
+        websocket_port: int,
+        config: sansquic.Config,
+        delay: float,
+        timeout: float,
+    ) -> _Connection:
+        return self._connect(
+            "connect_any",
+            *quic_address,
+            websocket_port=websocket_port,
+            config=config,
+            delay=delay,
+            timeout=timeout,
+        )
+
+    def _connect(self, name: str, *args: Any, **options: Any) -> _Connection:
         runtime, portal = self._runtime(), _Portal(self._backend)
         try:
             cm = portal.portal.wrap_async_context_manager(
-                runtime.connect(
-                    address[0], address[1], config=config, server_name="localhost", token=token
-                )
+                getattr(runtime, name)(*args, server_name="localhost", **options)
             )
             conn = cm.__enter__()
         except BaseException:
@@ -306,7 +366,7 @@ class _ThreadsServer:
         self.address: tuple[str, int] = server.address
 
     def stats(self) -> sansquic.EndpointStats:
-        stats: sansquic.EndpointStats = self._server.stats()
+        stats: sansquic.EndpointStats = self._server.stats()  # QUIC servers only
         return stats
 
     def tracked(self) -> int:
@@ -337,6 +397,45 @@ class ThreadsHarness:
 
         return sansquic_threads.connect(
             address[0], address[1], config=config, server_name="localhost", token=token
+        )
+
+    def serve_websocket(
+        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
+    ) -> Any:
+        import sansquic_threads
+
+        return _ThreadsServer(
+            sansquic_threads.serve_websocket(
+                handler, "127.0.0.1", 0, config=config, authenticator=authenticator
+            )
+        )
+
+    def connect_websocket(
+        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
+    ) -> Any:
+        import sansquic_threads
+
+        return sansquic_threads.connect_websocket(
+            address[0], address[1], config=config, server_name="localhost", token=token
+        )
+
+    def connect_any(
+        self,
+        quic_address: tuple[str, int],
+        websocket_port: int,
+        config: sansquic.Config,
+        delay: float,
+        timeout: float,
+    ) -> Any:
+        import sansquic_threads
+
+        return sansquic_threads.connect_any(
+            *quic_address,
+            websocket_port=websocket_port,
+            config=config,
+            server_name="localhost",
+            delay=delay,
+            timeout=timeout,
         )
 
 

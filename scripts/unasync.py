@@ -43,8 +43,8 @@ _REGEXES = [
     (re.compile(r"\basync for "), "for "),
     (re.compile(r"\bawait "), ""),
     (
-        re.compile(r"Callable\[\[Connection\], Callable\[object\]\]"),
-        "Callable[[Connection], object]",
+        re.compile(r"Callable\[\[(Connection|WebSocketConnection)\], Callable\[object\]\]"),
+        r"Callable[[\1], object]",
     ),
 ]
 _HEADER = '''"""GENERATED from ``_async.py`` by ``scripts/unasync.py``: edit that file instead.
@@ -71,6 +71,21 @@ class Pair:
 CLI = RUNTIMES / "sansquic_cli"
 PAIRS = [
     Pair(SOURCE, TARGET, _HEADER, _LINES),
+    Pair(
+        LAYER / "_ws_async.py",
+        LAYER / "_ws_sync.py",
+        '''"""GENERATED from ``_ws_async.py`` by ``scripts/unasync.py``: edit that file instead.
+
+The blocking twin of the WebSocket fallback, for the threads runtime.
+"""
+''',
+        {
+            **_LINES,
+            "from ._async import Connection, open_connection": (
+                "from ._sync import Connection, open_connection"
+            ),
+        },
+    ),
     Pair(
         CLI / "_demo_async.py",
         CLI / "_demo_sync.py",

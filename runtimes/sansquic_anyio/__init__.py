@@ -32,18 +32,32 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from exc
 
 from sansquic_runtime import (
+    AnyConnector,
     Connection,
     Connector,
     Server,
     Stream,
     UdpSocket,
+    WebSocketConnection,
+    WebSocketConnector,
+    WebSocketServer,
     first_address,
     serve_until_closed,
+    serve_websocket_until_closed,
 )
 
 import sansquic
 
-__all__ = ["Connection", "Server", "Stream", "connect", "serve"]
+__all__ = [
+    "Connection",
+    "Server",
+    "Stream",
+    "connect",
+    "connect_any",
+    "connect_websocket",
+    "serve",
+    "serve_websocket",
+]
 
 
 class _Group:
@@ -137,9 +151,22 @@ class _Backend:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         return first_address(infos)
 
+    async def wait_socket(
+        self, sock: socket.socket, writable: bool, deadline: float | None
+    ) -> None:
+        wait = anyio.wait_writable if writable else anyio.wait_readable
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            # Closed meanwhile: the caller's next call on it says so.
+            with contextlib.suppress(anyio.ClosedResourceError, OSError, ValueError):
+                await wait(sock)
+
 
 #: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).
 connect = Connector(_Backend)
+#: ``async with connect_websocket(host, port, config=..., token=...) as conn`` (the fallback).
+connect_websocket = WebSocketConnector(_Backend)
+#: ``async with connect_any(host, port, websocket_port=...) as conn``: QUIC, else WebSocket.
+connect_any = AnyConnector(_Backend)
 
 
 async def serve(
@@ -158,5 +185,21 @@ async def serve(
     returns the :class:`Server` once it listens.
     """
     await serve_until_closed(
+        _Backend(), handler, host, port, config, authenticator, task_status.started
+    )
+
+
+async def serve_websocket(
+    handler: Callable[[WebSocketConnection], Awaitable[object]],
+    host: str,
+    port: int,
+    config: sansquic.Config,
+    *,
+    authenticator: sansquic.Authenticator | None = None,
+    task_status: anyio.abc.TaskStatus[WebSocketServer] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for WebSocket clients on TCP ``host:port`` and serve until cancelled or
+    closed, as :func:`serve` does for QUIC (same certificate, same auth)."""
+    await serve_websocket_until_closed(
         _Backend(), handler, host, port, config, authenticator, task_status.started
     )

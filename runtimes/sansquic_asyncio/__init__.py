@@ -22,18 +22,32 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
 
 from sansquic_runtime import (
+    AnyConnector,
     Connection,
     Connector,
     Server,
     Stream,
     UdpSocket,
+    WebSocketConnection,
+    WebSocketConnector,
+    WebSocketServer,
     first_address,
     open_server,
+    open_websocket_server,
 )
 
 import sansquic
 
-__all__ = ["Connection", "Server", "Stream", "connect", "serve"]
+__all__ = [
+    "Connection",
+    "Server",
+    "Stream",
+    "connect",
+    "connect_any",
+    "connect_websocket",
+    "serve",
+    "serve_websocket",
+]
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -155,9 +169,35 @@ class _Backend:
         infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         return first_address(infos)
 
+    async def wait_socket(
+        self, sock: socket.socket, writable: bool, deadline: float | None
+    ) -> None:
+        fd = sock.fileno()
+        if fd < 0:
+            return  # closed: the caller's next call on it says so
+        waiter = self._loop.create_future()
+        if writable:
+            self._loop.add_writer(fd, _resolve, waiter)
+        else:
+            self._loop.add_reader(fd, _resolve, waiter)
+        timer = None if deadline is None else self._loop.call_at(deadline, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if writable:
+                self._loop.remove_writer(fd)
+            else:
+                self._loop.remove_reader(fd)
+
 
 #: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).
 connect = Connector(_Backend)
+#: ``async with connect_websocket(host, port, config=..., token=...) as conn`` (the fallback).
+connect_websocket = WebSocketConnector(_Backend)
+#: ``async with connect_any(host, port, websocket_port=...) as conn``: QUIC, else WebSocket.
+connect_any = AnyConnector(_Backend)
 
 
 async def serve(
@@ -175,6 +215,23 @@ async def serve(
     to wait, or ``await server.close()`` (or ``async with server``).
     """
     server = await open_server(
+        _Backend(), handler, host, port, config=config, authenticator=authenticator
+    )
+    server.start_serving(_Tasks())
+    return server
+
+
+async def serve_websocket(
+    handler: Callable[[WebSocketConnection], Awaitable[object]],
+    host: str,
+    port: int,
+    *,
+    config: sansquic.Config,
+    authenticator: sansquic.Authenticator | None = None,
+) -> WebSocketServer:
+    """Listen for WebSocket clients on TCP ``host:port`` and serve in the background,
+    as :func:`serve` does for QUIC (same certificate, same auth)."""
+    server = await open_websocket_server(
         _Backend(), handler, host, port, config=config, authenticator=authenticator
     )
     server.start_serving(_Tasks())

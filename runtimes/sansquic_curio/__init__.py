@@ -35,6 +35,7 @@ try:
         _read_wait,
         _set_timeout,
         _unset_timeout,
+        _write_wait,
     )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("sansquic_curio needs curio: pip install 'sansquic[curio]'") from exc
@@ -44,18 +45,32 @@ except AttributeError as exc:  # pragma: no cover - Python 3.12+
     raise ImportError("curio 1.6 does not import on Python 3.12+: install it from source") from exc
 
 from sansquic_runtime import (
+    AnyConnector,
     Connection,
     Connector,
     Server,
     Stream,
     UdpSocket,
+    WebSocketConnection,
+    WebSocketConnector,
+    WebSocketServer,
     first_address,
     open_server,
+    open_websocket_server,
 )
 
 import sansquic
 
-__all__ = ["Connection", "Server", "Stream", "connect", "serve"]
+__all__ = [
+    "Connection",
+    "Server",
+    "Stream",
+    "connect",
+    "connect_any",
+    "connect_websocket",
+    "serve",
+    "serve_websocket",
+]
 
 
 class _Waiter:
@@ -276,10 +291,25 @@ class _Backend:
         infos = await curio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         return first_address(infos)
 
+    async def wait_socket(
+        self, sock: socket.socket, writable: bool, deadline: float | None
+    ) -> None:
+        if sock.fileno() < 0:
+            return  # closed: the caller's next call on it says so
+        try:
+            await _wait(_write_wait(sock) if writable else _read_wait(sock), deadline)
+        finally:
+            # Forgotten at once: the socket may be closed before this task waits again.
+            await _io_release(sock)
+
 
 #: ``async with connect(host, port, config=..., token=...) as conn``, or ``await`` it
 #: (see :class:`sansquic_runtime.Connector`).
 connect = Connector(_Backend)
+#: ``async with connect_websocket(host, port, config=..., token=...) as conn`` (the fallback).
+connect_websocket = WebSocketConnector(_Backend)
+#: ``async with connect_any(host, port, websocket_port=...) as conn``: QUIC, else WebSocket.
+connect_any = AnyConnector(_Backend)
 
 
 async def serve(
@@ -303,4 +333,24 @@ async def serve(
     group = backend.background()
     server.start_serving(group)
     await group.flush()  # spawned now: curio spawns only from async code
+    return server
+
+
+async def serve_websocket(
+    handler: Callable[[WebSocketConnection], Awaitable[object]],
+    host: str,
+    port: int,
+    *,
+    config: sansquic.Config,
+    authenticator: sansquic.Authenticator | None = None,
+) -> WebSocketServer:
+    """Listen for WebSocket clients on TCP ``host:port`` and serve in the background,
+    as :func:`serve` does for QUIC (same certificate, same auth)."""
+    backend = _Backend()
+    server = await open_websocket_server(
+        backend, handler, host, port, config=config, authenticator=authenticator
+    )
+    group = backend.background()
+    server.start_serving(group)
+    await group.flush()
     return server

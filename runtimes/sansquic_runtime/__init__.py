@@ -11,7 +11,14 @@ original (``_async.py``) by ``scripts/unasync.py``.
 
 from ._async import Connection, Server, Stream, open_connection, open_server
 from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
-from ._connect import Connect, Connector, serve_until_closed
+from ._connect import (
+    AnyConnector,
+    Connect,
+    Connector,
+    WebSocketConnector,
+    serve_until_closed,
+    serve_websocket_until_closed,
+)
 from ._messaging_async import (
     MessageConnection,
     MessageServer,
@@ -21,14 +28,26 @@ from ._messaging_async import (
     Spawner,
 )
 from ._udp import UdpSocket, client_bind, first_address
+from ._ws_async import (
+    ConnectionShape,
+    StreamShape,
+    WebSocketConnection,
+    WebSocketServer,
+    WebSocketStream,
+    connect_any,
+    open_websocket,
+    open_websocket_server,
+)
 from ._wt_async import WebTransportSession, WebTransportStream, open_session, webtransport_handler
 
 __all__ = [
+    "AnyConnector",
     "AsyncBackend",
     "AsyncTaskGroup",
     "Connect",
     "Connector",
     "Connection",
+    "ConnectionShape",
     "MessageConnection",
     "MessageServer",
     "MessageStream",
@@ -37,16 +56,25 @@ __all__ = [
     "Server",
     "Spawner",
     "Stream",
+    "StreamShape",
     "SyncBackend",
     "SyncTaskGroup",
     "UdpSocket",
+    "WebSocketConnection",
+    "WebSocketConnector",
+    "WebSocketServer",
+    "WebSocketStream",
     "WebTransportSession",
     "WebTransportStream",
     "client_bind",
+    "connect_any",
     "first_address",
     "open_connection",
     "open_server",
     "open_session",
     "serve_until_closed",
     "webtransport_handler",
+    "open_websocket",
+    "open_websocket_server",
+    "serve_websocket_until_closed",
 ]

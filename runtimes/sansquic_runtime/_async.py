@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import TypeVar
 
 import sansquic
+import sansquic.websocket
 
 from ._backend import AsyncBackend, AsyncTaskGroup
+from ._tcp import Abort, Aborted
 from ._udp import UdpSocket, client_bind, safe_config
 
 __all__ = ["Connection", "Server", "Stream", "open_connection", "open_server"]
@@ -37,6 +39,12 @@ def _only_closed(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_only_closed(inner) for inner in exc.exceptions)
     return isinstance(exc, sansquic.ConnectionClosed)
+
+
+def _wake_guarded(backend: AsyncBackend, key: Hashable) -> None:
+    """Wake ``key`` from outside this backend's guard (another backend's task)."""
+    with backend.guard():
+        backend.wake(key)
 
 
 def _closed(core: sansquic.Connection) -> Callable[[], bool | None]:
@@ -414,6 +422,9 @@ class Connection:
     Use it as a context manager (or call :meth:`close`) when done.
     """
 
+    #: Which transport this is (``connect_any`` may return a WebSocket connection instead).
+    transport = sansquic.websocket.Transport.QUIC
+
     def __init__(self, driver: _Driver, core: sansquic.Connection, *, owns_driver: bool) -> None:
         self._driver = driver
         self._core = core
@@ -605,6 +616,7 @@ async def open_connection(
     server_name: str | None = None,
     token: str | bytes | None = None,
     timeout: float | None = 10.0,
+    abort: Abort | None = None,
 ) -> Connection:
     """Connect to ``host:port``, running the I/O loop in ``group``, and wait until
     the connection is ready (and authenticated, with ``token`` or ``config.auth_request``).
@@ -613,6 +625,7 @@ async def open_connection(
     token or ``auth_request``: credentials do not travel in replayable 0-RTT), it
     returns at once, before the handshake: what is sent until it completes leaves in
     0-RTT. A rejection raises ``PeerClosedError`` with the server's code.
+    ``abort`` (``connect_any``'s) abandons the attempt while it waits.
     """
     config = (config if config is not None else sansquic.Config()).with_token(token)
     family, remote = await backend.resolve(host, port)
@@ -630,14 +643,18 @@ async def open_connection(
     group.start_soon(driver.run)
     dispatcher = driver.dispatcher
     try:
+        if abort is not None:
+            abort.on_request(lambda: _wake_guarded(backend, ("ready", core)))
         with backend.guard():  # the I/O loop runs from here on
             early = core.sending_early_data
         if not early:
             await driver.until(
-                lambda: True if dispatcher.ready(core) else None,
+                lambda: True if dispatcher.ready(core) or (abort and abort.requested) else None,
                 ("ready", core),
                 driver.deadline(timeout),
             )
+            if abort is not None and abort.requested and not dispatcher.ready(core):
+                raise Aborted
     except BaseException:
         with backend.guard():
             if not driver.stopped and core.state is not sansquic.ConnectionState.CLOSED:

@@ -8,6 +8,7 @@ only in ``async``. Keys name what a task waits for, exactly as
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Coroutine, Hashable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol
@@ -91,6 +92,14 @@ class AsyncBackend(Protocol):
         """``(address family, (ip, port))`` for a UDP peer or bind address."""
         ...
 
+    async def wait_socket(
+        self, sock: socket.socket, writable: bool, deadline: float | None
+    ) -> None:
+        """Return once the TCP socket ``sock`` is readable (or writable), or ``deadline``
+        passed (the WebSocket fallback's one primitive). At most one task waits per
+        socket and direction; shutting the socket down wakes it."""
+        ...
+
 
 class SyncTaskGroup(Protocol):
     """Threads that end together."""
@@ -132,3 +141,5 @@ class SyncBackend(Protocol):
     def background(self) -> SyncTaskGroup | None: ...
 
     def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]: ...
+
+    def wait_socket(self, sock: socket.socket, writable: bool, deadline: float | None) -> None: ...

@@ -15,6 +15,7 @@ takes ``timeout=`` (seconds, ``None`` for no limit) and raises ``TimeoutError``.
 from __future__ import annotations
 
 import contextlib
+import select
 import selectors
 import socket
 import threading
@@ -24,10 +25,26 @@ from typing import Any
 
 from sansquic_runtime import UdpSocket, first_address
 from sansquic_runtime._sync import Connection, Server, Stream, open_connection, open_server
+from sansquic_runtime._ws_sync import (
+    WebSocketConnection,
+    WebSocketServer,
+    open_websocket,
+    open_websocket_server,
+)
+from sansquic_runtime._ws_sync import connect_any as _connect_any
 
 import sansquic
 
-__all__ = ["Connection", "Server", "Stream", "connect", "serve"]
+__all__ = [
+    "Connection",
+    "Server",
+    "Stream",
+    "connect",
+    "connect_any",
+    "connect_websocket",
+    "serve",
+    "serve_websocket",
+]
 
 
 class _Threads:
@@ -68,9 +85,10 @@ class _Backend:
         self._lock = threading.RLock()
         self._conds: dict[Hashable, threading.Condition] = {}
         self._parked: dict[Hashable, int] = {}
-        self._wake_r, self._wake_w = socket.socketpair()
-        for end in (self._wake_r, self._wake_w):
-            end.setblocking(False)
+        # Made by the first wait_readable(): a WebSocket's backend never needs them.
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._released = False
         self._selector: selectors.BaseSelector | None = None
         self._watched: socket.socket | None = None  # the UDP socket the selector watches
         self.threads = _Threads()
@@ -109,7 +127,7 @@ class _Backend:
         if self._selector is None:
             self._selector = selectors.DefaultSelector()
             self._selector.register(sock.sock, selectors.EVENT_READ)
-            self._selector.register(self._wake_r, selectors.EVENT_READ)
+            self._selector.register(self._wake_pair()[0], selectors.EVENT_READ)
             self._watched = sock.sock
         elif self._watched is not sock.sock:  # a migration switched the socket
             if self._watched is not None:
@@ -118,7 +136,7 @@ class _Backend:
             self._watched = sock.sock
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         for key, _ in self._selector.select(timeout):
-            if key.fileobj is self._wake_r:
+            if key.fileobj is self._wake_r and self._wake_r is not None:
                 with contextlib.suppress(BlockingIOError, InterruptedError):
                     while self._wake_r.recv(4096):
                         pass
@@ -126,15 +144,28 @@ class _Backend:
     def checkpoint(self) -> None:
         pass  # woken threads run in parallel: nothing to give way to
 
+    def _wake_pair(self) -> tuple[socket.socket, socket.socket]:
+        with self._lock:
+            if self._released:
+                raise OSError("released")  # nothing waits any more: no new pair
+            if self._wake_r is None or self._wake_w is None:
+                self._wake_r, self._wake_w = socket.socketpair()
+                for end in (self._wake_r, self._wake_w):
+                    end.setblocking(False)
+            return self._wake_r, self._wake_w
+
     def nudge(self) -> None:
         with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
+            self._wake_pair()[1].send(b"\0")
 
     def release(self, sock: UdpSocket) -> None:
         if self._selector is not None:
             self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        with self._lock:
+            self._released = True
+        for end in (self._wake_r, self._wake_w):
+            if end is not None:
+                end.close()
         # Called once the I/O loop ended: its thread is on its way out, so wait for it.
         self.threads.join()
 
@@ -146,6 +177,16 @@ class _Backend:
 
     def resolve(self, host: str, port: int) -> tuple[int, sansquic.Address]:
         return first_address(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM))
+
+    def wait_socket(self, sock: socket.socket, writable: bool, deadline: float | None) -> None:
+        if sock.fileno() < 0:
+            return  # closed: the caller's next call on it says so
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with contextlib.suppress(OSError, ValueError):
+            if writable:
+                select.select([], [sock], [], timeout)
+            else:
+                select.select([sock], [], [], timeout)
 
 
 def connect(
@@ -195,5 +236,79 @@ def serve(
     server = open_server(backend, handler, host, port, config=config, authenticator=authenticator)
     # Its own group, not the backend's: closing the socket joins the backend's threads
     # (a client's I/O thread), and must not wait here for handlers beyond close(timeout=).
+    server.start_serving(_Threads())
+    return server
+
+
+def connect_websocket(
+    host: str,
+    port: int,
+    *,
+    path: str = "/",
+    config: sansquic.Config | None = None,
+    server_name: str | None = None,
+    token: str | bytes | None = None,
+    timeout: float | None = 10.0,
+) -> WebSocketConnection:
+    """Connect over WebSocket (TLS) to a sansquic WebSocket server; the connection has
+    :class:`Connection`'s shape. A refusal raises :class:`sansquic.PeerClosedError`."""
+    backend = _Backend()
+    return open_websocket(
+        backend,
+        backend.background(),
+        host,
+        port,
+        path=path,
+        config=config,
+        server_name=server_name,
+        token=token,
+        timeout=timeout,
+    )
+
+
+def connect_any(
+    host: str,
+    port: int,
+    *,
+    websocket_port: int,
+    websocket_path: str = "/",
+    config: sansquic.Config | None = None,
+    server_name: str | None = None,
+    token: str | bytes | None = None,
+    delay: float = 0.25,
+    timeout: float = 10.0,
+) -> Connection | WebSocketConnection:
+    """QUIC to UDP ``port`` first, WebSocket to TCP ``websocket_port`` after ``delay``
+    seconds or once QUIC fails; the first ready wins (``conn.transport`` says which)."""
+    backend = _Backend()
+    return _connect_any(
+        backend,
+        backend.background(),
+        host,
+        port,
+        make_backend=_Backend,
+        websocket_port=websocket_port,
+        websocket_path=websocket_path,
+        config=config,
+        server_name=server_name,
+        token=token,
+        delay=delay,
+        timeout=timeout,
+    )
+
+
+def serve_websocket(
+    handler: Callable[[WebSocketConnection], object],
+    host: str,
+    port: int,
+    *,
+    config: sansquic.Config,
+    authenticator: sansquic.Authenticator | None = None,
+) -> WebSocketServer:
+    """Listen for WebSocket clients on TCP ``host:port`` and serve in a background
+    thread, as :func:`serve` does for QUIC (same certificate, same auth)."""
+    server = open_websocket_server(
+        _Backend(), handler, host, port, config=config, authenticator=authenticator
+    )
     server.start_serving(_Threads())
     return server

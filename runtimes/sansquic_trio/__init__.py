@@ -29,18 +29,32 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("sansquic_trio needs trio: pip install 'sansquic[trio]'") from exc
 
 from sansquic_runtime import (
+    AnyConnector,
     Connection,
     Connector,
     Server,
     Stream,
     UdpSocket,
+    WebSocketConnection,
+    WebSocketConnector,
+    WebSocketServer,
     first_address,
     serve_until_closed,
+    serve_websocket_until_closed,
 )
 
 import sansquic
 
-__all__ = ["Connection", "Server", "Stream", "connect", "serve"]
+__all__ = [
+    "Connection",
+    "Server",
+    "Stream",
+    "connect",
+    "connect_any",
+    "connect_websocket",
+    "serve",
+    "serve_websocket",
+]
 
 
 class _Nursery:
@@ -128,9 +142,22 @@ class _Backend:
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         return first_address(infos)
 
+    async def wait_socket(
+        self, sock: socket.socket, writable: bool, deadline: float | None
+    ) -> None:
+        wait = trio.lowlevel.wait_writable if writable else trio.lowlevel.wait_readable
+        with trio.move_on_at(math.inf if deadline is None else deadline):
+            # Closed meanwhile: the caller's next call on it says so.
+            with contextlib.suppress(trio.ClosedResourceError, OSError, ValueError):
+                await wait(sock)
+
 
 #: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).
 connect = Connector(_Backend)
+#: ``async with connect_websocket(host, port, config=..., token=...) as conn`` (the fallback).
+connect_websocket = WebSocketConnector(_Backend)
+#: ``async with connect_any(host, port, websocket_port=...) as conn``: QUIC, else WebSocket.
+connect_any = AnyConnector(_Backend)
 
 
 async def serve(
@@ -150,5 +177,21 @@ async def serve(
     ``close()``).
     """
     await serve_until_closed(
+        _Backend(), handler, host, port, config, authenticator, task_status.started
+    )
+
+
+async def serve_websocket(
+    handler: Callable[[WebSocketConnection], Awaitable[object]],
+    host: str,
+    port: int,
+    config: sansquic.Config,
+    *,
+    authenticator: sansquic.Authenticator | None = None,
+    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for WebSocket clients on TCP ``host:port`` and serve until cancelled or
+    closed, as :func:`serve` does for QUIC (same certificate, same auth)."""
+    await serve_websocket_until_closed(
         _Backend(), handler, host, port, config, authenticator, task_status.started
     )
