@@ -318,6 +318,10 @@ class H3Connection:
             return
         if stream.kind is _Kind.CONTROL:
             self._fail(w.H3_CLOSED_CRITICAL_STREAM, "the peer reset its control stream")
+        elif stream.held:
+            # No session yet, so nothing to tell the app: drop it and free its hold.
+            self._unhold(stream)
+            self._drop(stream_id)
         elif stream.kind is _Kind.WT:
             self._direction_done(stream, send=False)
             code = self.webtransport_code(error_code)
@@ -575,7 +579,6 @@ class H3Connection:
 
     def _hold(self, stream: _Stream, data: bytes, end: bool) -> None:
         if self._held_bytes + len(data) > HELD_BYTES:
-            self._held_bytes -= sum(len(d) for d, _ in stream.held)
             self._refuse(stream)
             return
         stream.held.append((data, end))
@@ -602,15 +605,19 @@ class H3Connection:
 
     def _refuse_held(self, session_id: int) -> None:
         for stream in [s for s in self._streams.values() if s.session == session_id and s.held]:
-            self._held_bytes -= sum(len(d) for d, _ in stream.held)
             self._refuse(stream)
 
+    def _unhold(self, stream: _Stream) -> None:
+        """Give back a held stream's share of the hold budget."""
+        self._held_bytes -= sum(len(d) for d, _ in stream.held)
+        stream.held = []
+
     def _refuse(self, stream: _Stream) -> None:
+        self._unhold(stream)
         self._t.stop(stream.id, w.WT_BUFFERED_STREAM_REJECTED)
         if _is_bidi(stream.id):
             self._t.reset(stream.id, w.WT_BUFFERED_STREAM_REJECTED)
         self._drop(stream.id)
-        stream.held = []
 
     def _end_session(self, session_id: int, code: int, reason: str, *, stop_connect: bool) -> None:
         session = self._sessions.pop(session_id, None)

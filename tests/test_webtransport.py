@@ -149,13 +149,47 @@ def test_refused_session_streams_never_reach_the_app() -> None:
     # A stream sent for the session before the answer: raw, as a hostile client might.
     raw = client.conn.open_stream()
     client.conn.send(raw, w.encode_varint(0x41) + w.encode_varint(sid) + b"secret", end=True)
+    # And one sent, then reset, then stopped: held or refused, never reported.
+    gone = client.conn.open_stream()
+    client.conn.send(gone, w.encode_varint(0x41) + w.encode_varint(sid) + b"x")
+    client.conn.reset(gone, 7)
+    client.conn.stop(gone, 7)
     client.conn.send_datagram(w.encode_datagram(sid, b"secret"))
     run(net, lambda: any(isinstance(e, sansquic.WebTransportSessionRefused) for e in client.events))
     net.run_for(0.5)
-    assert not any(
-        isinstance(e, sansquic.WebTransportStreamOpened | sansquic.WebTransportStreamData)
-        for e in server.events
+    app = (
+        sansquic.WebTransportStreamOpened
+        | sansquic.WebTransportStreamData
+        | sansquic.WebTransportStreamReset
+        | sansquic.WebTransportStreamStopped
     )
+    assert not any(isinstance(e, app) for e in server.events)
+
+
+def held_server() -> tuple[Recorder, H3Connection]:
+    """A server H3Connection fed by hand, its client's control stream already in."""
+    server_t = Recorder(3, 1)
+    server = H3Connection(server_t, client=False)
+    server.initiate()
+    ctrl = w.encode_varint(0) + w.encode_settings({0x8: 1, 0x33: 1})
+    server.receive_stream_data(2, ctrl, False, 0)
+    return server_t, server
+
+
+def early_uni(session_id: int, data: bytes) -> bytes:
+    return w.encode_varint(w.WT_UNI_STREAM) + w.encode_varint(session_id) + data
+
+
+def test_a_held_stream_the_peer_resets_is_dropped_silently_and_frees_its_hold() -> None:
+    server_t, server = held_server()
+    # Two 30 KB early streams, each reset: together they would fill the 64 KiB hold.
+    for sid in (6, 10, 14):
+        server.receive_stream_data(sid, early_uni(0, b"x" * 30000), False, 0)
+        server.stream_reset(sid, 1)
+    assert server.events() == []  # no session yet: nothing reaches the app
+    server.receive_stream_data(18, early_uni(0, b"y" * 30000), False, 0)
+    assert server_t.stopped == []  # the resets gave their bytes back: still held
+    assert server.events() == []
 
 
 def test_stream_auth_is_refused_on_an_h3_connection() -> None:
