@@ -507,7 +507,6 @@ class H3Connection:
             identity = self._auth(request, self._address, now)
         if isinstance(identity, AuthRejection):
             self._answer(stream, 403 if token else 401)
-            self._refuse_held(stream.id)
             return
         session = self._sessions[stream.id] = _Session(stream.id, path)
         session.open = True
@@ -570,8 +569,10 @@ class H3Connection:
         # client every session is known. Otherwise the CONNECT may still be on its
         # way (streams are not ordered): hold the stream, within bounds.
         known = self._client or session_id in self._done
+        # Only a client-initiated bidi stream, not this one, can be a session.
+        bogus = session_id & 3 != 0 or session_id == stream.id
         held = sum(1 for s in self._streams.values() if s.held)
-        if known or held >= HELD_STREAMS:
+        if known or bogus or held >= HELD_STREAMS:
             self._refuse(stream)
             return
         stream.kind = _Kind.WT
@@ -657,6 +658,10 @@ class H3Connection:
             self._forget_stream(stream)
 
     def _forget_stream(self, stream: _Stream) -> None:
+        if stream.kind is _Kind.REQUEST and not self._client:
+            # A request that never became a session (answered 4xx, reset, ended):
+            # streams held for it would otherwise fill the hold slots forever.
+            self._refuse_held(stream.id)
         session = self._sessions.get(stream.session)
         if session is not None:
             session.streams.discard(stream.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pylsqpack
 import pytest
 
 import sansquic
@@ -374,3 +375,49 @@ def test_bad_request_headers_raise_before_anything_is_sent(headers: list[tuple[s
     assert transport.sent == {} and client.events() == []
     with pytest.raises(LocalProtocolError):
         client.reset(0, 2**32)
+
+
+def get_headers(stream_id: int, fields: list[tuple[str, str]]) -> bytes:
+    """A HEADERS frame as a peer's (static-table) QPACK encoder would send it."""
+    encoder = pylsqpack.Encoder()
+    encoder.apply_settings(max_table_capacity=0, blocked_streams=0)
+    _, block = encoder.encode(stream_id, [(k.encode(), v.encode()) for k, v in fields])
+    return w.encode_frame(w.HEADERS, block)
+
+
+@pytest.mark.parametrize("session_id", [2, 1, 3, 6])
+def test_an_early_stream_naming_a_stream_that_cannot_be_a_session_is_refused(
+    session_id: int,
+) -> None:
+    server_t, server = held_server()
+    # 2, 1, 3 and 6 are not client-initiated bidi ids, so none can ever be a session.
+    server.receive_stream_data(6, early_uni(session_id, b"a"), False, 0)
+    assert server_t.stopped == [6] and server.events() == []
+
+
+def test_a_bidi_early_stream_naming_itself_is_refused() -> None:
+    server_t, server = held_server()
+    signal = w.encode_varint(w.WT_BIDI_SIGNAL) + w.encode_varint(8) + b"a"
+    server.receive_stream_data(8, signal, False, 0)
+    assert server_t.stopped == [8] and server.events() == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "x")],
+        [(":method", "CONNECT"), (":path", "/"), (":authority", "x")],
+    ],
+)
+def test_streams_held_for_a_request_answered_4xx_are_refused(
+    fields: list[tuple[str, str]],
+) -> None:
+    server_t, server = held_server()
+    for i in range(16):  # fill every hold slot for session 4
+        server.receive_stream_data(6 + 4 * i, early_uni(4, b"a"), False, 0)
+    server.receive_stream_data(4, get_headers(4, fields), True, 0)
+    assert server_t.sent[4]  # answered (404 / 400)
+    assert sorted(server_t.stopped) == [6 + 4 * i for i in range(16)]
+    # The slots are free again: a stream for a later session is held, not refused.
+    server.receive_stream_data(70, early_uni(8, b"b"), False, 0)
+    assert 70 not in server_t.stopped and server.events() == []
