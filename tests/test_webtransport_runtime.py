@@ -132,3 +132,34 @@ def test_asyncio_stream_reset_carries_webtransport_codes() -> None:
                     await conn.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_asyncio_streams_the_peer_resets_leave_no_records() -> None:
+    async def on_session(session: _wt_async.WebTransportSession) -> None:
+        glue = session._glue
+        for _ in range(5):
+            stream = await session.accept_stream()
+            with contextlib.suppress(sansquic.StreamResetError):
+                while await stream.receive(timeout=5):
+                    pass
+            kept = stream.id in glue._streams or glue.h3.session_of(stream.id) is not None
+            await session.send_datagram(b"kept" if kept else b"gone")
+
+    async def main() -> None:
+        handler = _wt_async.webtransport_handler(on_session)
+        server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=CONFIG)
+        async with server:
+            port = server.address[1]
+            async with sansquic_asyncio.connect("127.0.0.1", port, config=CONFIG) as conn:  # noqa: SIM117
+                async with conn._driver.backend.task_group() as group:
+                    session = await _wt_async.open_session(conn, group, "localhost", "/")
+                    for _ in range(5):  # open, send, reset: a loop that must not grow
+                        stream = await session.open_stream(bidirectional=False)
+                        await stream.send(b"x")
+                        await asyncio.sleep(0.05)  # let the bytes (and the stream) arrive
+                        await stream.reset(1)
+                        assert await session.receive_datagram(timeout=5) == b"gone"
+                    await session.close()
+                    await conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -115,6 +115,9 @@ class WebTransportStream:
             try:
                 data = self._stream.receive(timeout=timeout)
             except sansquic.StreamResetError as exc:
+                if not self._told:  # the layer forgets the direction (no record leaks)
+                    self._told = True
+                    self._glue.peer_reset(self.id, exc.error_code)
                 code = sansquic.H3Connection.webtransport_code(exc.error_code)
                 raise sansquic.StreamResetError(self.id, code) from None
             if data:
@@ -244,6 +247,13 @@ class _Glue:
             if self.h3.session_of(stream_id) is not None:
                 self.h3.receive_stream_data(stream_id, b"", True, backend.now())
                 self.dispatch()
+
+    def peer_reset(self, stream_id: int, error_code: int) -> None:
+        """The peer reset a handed-over stream the application reads: tell the core layer."""
+        with self.conn._driver.backend.guard():
+            self._streams.pop(stream_id, None)
+            self.h3.stream_reset(stream_id, error_code)
+            self.dispatch()
 
     def key(self, what: str, session_id: int) -> tuple[object, ...]:
         return ("wt-" + what, self.conn._core, session_id)
