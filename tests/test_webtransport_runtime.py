@@ -163,3 +163,37 @@ def test_asyncio_streams_the_peer_resets_leave_no_records() -> None:
                     await conn.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_asyncio_unread_datagrams_are_bounded_oldest_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_wt_async, "DATAGRAM_QUEUE", 4)
+
+    async def on_session(session: _wt_async.WebTransportSession) -> None:
+        stream = await session.accept_stream()  # the signal: all datagrams were sent
+        await stream.read_all(timeout=5)
+        kept = b",".join(session._datagrams)
+        await stream.send(b"%d %s" % (session.datagrams_dropped, kept))
+        await stream.finish()
+
+    async def main() -> None:
+        handler = _wt_async.webtransport_handler(on_session)
+        server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=CONFIG)
+        async with server:
+            port = server.address[1]
+            async with sansquic_asyncio.connect("127.0.0.1", port, config=CONFIG) as conn:  # noqa: SIM117
+                async with conn._driver.backend.task_group() as group:
+                    session = await _wt_async.open_session(conn, group, "localhost", "/")
+                    for i in range(20):
+                        await session.send_datagram(b"%d" % i)
+                    await asyncio.sleep(0.3)
+                    stream = await session.open_stream()
+                    await stream.finish()
+                    dropped, kept = (await stream.read_all(timeout=5)).split(b" ")
+                    assert len(kept.split(b",")) == 4 and int(dropped) >= 10
+                    assert kept.split(b",")[-1] == b"19"  # the newest are kept
+                    await session.close()
+                    await conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -16,6 +16,8 @@ from ._backend import SyncTaskGroup
 
 __all__ = ["WebTransportSession", "WebTransportStream", "open_session", "webtransport_handler"]
 
+#: Datagrams a session keeps unread; past it the oldest is dropped (and counted).
+DATAGRAM_QUEUE = 256
 #: What runs for each session a server accepts.
 SessionHandler = Callable[["WebTransportSession"], object]
 #: A connection handler for ``open_server``.
@@ -151,7 +153,10 @@ class WebTransportSession:
         self.identity = ready.identity
         self.headers = ready.headers
         self._incoming: deque[WebTransportStream] = deque()
-        self._datagrams: deque[bytes] = deque()
+        # Bounded: an app that never reads must not let the peer fill memory.
+        self._datagrams: deque[bytes] = deque(maxlen=DATAGRAM_QUEUE)
+        #: Datagrams dropped unread because the queue was full (oldest first).
+        self.datagrams_dropped = 0
         self.closed: sansquic.WebTransportSessionClosed | None = None
 
     def __repr__(self) -> str:
@@ -281,7 +286,10 @@ class _Glue:
                     held._first += ev.data
                     held._ended = held._ended or ev.ended
             elif isinstance(ev, sansquic.WebTransportDatagram):
-                self.sessions[ev.session_id]._datagrams.append(ev.data)
+                queue = self.sessions[ev.session_id]._datagrams
+                if len(queue) == queue.maxlen:
+                    self.sessions[ev.session_id].datagrams_dropped += 1
+                queue.append(ev.data)
                 wake(self.key("datagram", ev.session_id))
             elif isinstance(ev, sansquic.WebTransportSessionClosed):
                 gone = self.sessions.pop(ev.session_id, None)
