@@ -54,6 +54,7 @@ from ._h3state import (
     _Session,
     _Stream,
     _token,
+    _TooManyPending,
     _wt_code,
 )
 from ._scheduler import Priority
@@ -670,7 +671,10 @@ class H3Connection:
     def _drop(self, stream_id: int) -> _Stream | None:
         """Forget a stream's record; a peer stream is remembered as done."""
         if self._peer_opened(stream_id):
-            self._done.add(stream_id)
+            try:
+                self._done.add(stream_id)
+            except _TooManyPending as exc:
+                self._fail(w.H3_EXCESSIVE_LOAD, str(exc))
         return self._streams.pop(stream_id, None)
 
     def _headers_frame(self, stream_id: int, fields: Sequence[tuple[str, str]]) -> bytes:

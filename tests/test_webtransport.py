@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pylsqpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import sansquic
 from sansquic import H3Connection, LocalProtocolError
 from sansquic import _h3wire as w
+from sansquic._h3state import MAX_PENDING, _DoneSet
 from sansquic.testing import connected_pair
 
 H3 = sansquic.Config(dev_mode=True, alpn=("h3",))
@@ -421,3 +424,39 @@ def test_streams_held_for_a_request_answered_4xx_are_refused(
     # The slots are free again: a stream for a later session is held, not refused.
     server.receive_stream_data(70, early_uni(8, b"b"), False, 0)
     assert 70 not in server_t.stopped and server.events() == []
+
+
+GET = [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "x")]
+
+
+def test_finished_streams_behind_one_open_stream_keep_the_done_set_small() -> None:
+    _, server = held_server()
+    server.receive_stream_data(0, b"\x01", False, 0)  # stream 0 never completes
+    for i in range(1, 3001):  # each answered 404 and forgotten
+        server.receive_stream_data(4 * i, get_headers(4 * i, GET), True, 0)
+    assert server._done.stored() <= 1
+    assert 8 in server._done and 0 not in server._done and 4 * 3001 not in server._done
+
+
+class Closing(Recorder):
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        self.closed = error_code
+
+
+def test_too_many_unfinished_streams_below_a_finished_one_close_the_connection() -> None:
+    server_t = Closing(3, 1)
+    server = H3Connection(server_t, client=False)
+    server.initiate()
+    far = 4 * (MAX_PENDING + 2)  # every stream below it left open (a gap)
+    server.receive_stream_data(far, get_headers(far, GET), True, 0)
+    failed = [e for e in server.events() if isinstance(e, sansquic.H3ProtocolFailed)]
+    assert [e.error_code for e in failed] == [w.H3_EXCESSIVE_LOAD] == [server_t.closed]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=80))
+def test_the_done_set_answers_like_a_plain_set(ids: list[int]) -> None:
+    done, model = _DoneSet(), set()
+    for sid in ids:
+        done.add(sid)
+        model.add(sid)
+    assert all((sid in done) == (sid in model) for sid in range(404))
