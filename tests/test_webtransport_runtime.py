@@ -12,6 +12,7 @@ import sansquic_threads
 from sansquic_runtime import _wt_async, _wt_sync
 
 import sansquic
+from sansquic import _h3wire as w
 
 CONFIG = sansquic.Config(dev_mode=True, alpn=("h3",), idle_timeout=5.0)
 
@@ -193,6 +194,49 @@ def test_asyncio_unread_datagrams_are_bounded_oldest_dropped(
                     dropped, kept = (await stream.read_all(timeout=5)).split(b" ")
                     assert len(kept.split(b",")) == 4 and int(dropped) >= 10
                     assert kept.split(b",")[-1] == b"19"  # the newest are kept
+                    await session.close()
+                    await conn.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_asyncio_a_stream_held_before_its_connect_arrives_in_order() -> None:
+    got: list[bytes] = []
+
+    async def on_session(session: _wt_async.WebTransportSession) -> None:
+        stream = await session.accept_stream()
+        while chunk := await stream.receive(timeout=5):
+            got.append(chunk)
+        await session.send_datagram(b"".join(got))
+
+    async def main() -> None:
+        handler = _wt_async.webtransport_handler(on_session)
+        server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=CONFIG)
+        async with server:
+            port = server.address[1]
+            async with sansquic_asyncio.connect("127.0.0.1", port, config=CONFIG) as conn:  # noqa: SIM117
+                async with conn._driver.backend.task_group() as group:
+                    glue = _wt_async._Glue(conn, client=True)
+                    group.start_soon(glue.run, group)
+                    raw = _wt_async._Transport(conn)
+                    with conn._driver.backend.guard():
+                        # The CONNECT waits for the server's SETTINGS; this stream does
+                        # not, so the server holds it until the session opens.
+                        sid = glue.h3.connect("localhost", "/")
+                        early = raw.open_stream()
+                        header = w.encode_varint(w.WT_BIDI_SIGNAL) + w.encode_varint(sid)
+                        raw.send(early, header + b"a")
+                    group.start_soon(glue._pump, _wt_async.Stream(conn, sid))
+                    key = glue.key("ready", sid)
+                    driver = conn._driver
+                    session = await driver.until(
+                        lambda: glue.sessions.get(sid), key, driver.deadline(5)
+                    )
+                    for chunk in (b"b", b"c", b"d", b"e"):
+                        await asyncio.sleep(0.05)
+                        with conn._driver.backend.guard():
+                            raw.send(early, chunk, end=chunk == b"e")
+                    assert await session.receive_datagram(timeout=5) == b"abcde"
                     await session.close()
                     await conn.close()
 
