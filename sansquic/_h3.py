@@ -55,6 +55,7 @@ from ._h3state import (
     _Stream,
     _token,
     _TooManyPending,
+    _without_token,
     _wt_code,
 )
 from ._scheduler import Priority
@@ -498,6 +499,7 @@ class H3Connection:
             self._answer(stream, 429)
             return
         token = _token(fields, path, self._token_query)
+        path = _without_token(path, self._token_query)
         identity: Identity | AuthRejection
         if self._auth is None:
             identity = Identity(subject="anonymous")

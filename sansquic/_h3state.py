@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from typing import Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from . import _h3wire as w
 from ._errors import LocalProtocolError
@@ -125,6 +125,16 @@ def _token(fields: Mapping[str, str], path: str, query_key: str) -> bytes:
         return auth[7:].strip().encode()
     values = parse_qs(urlsplit(path).query).get(query_key)
     return values[0].encode() if values else b""
+
+
+def _without_token(path: str, query_key: str) -> str:
+    """``path`` without its ``query_key`` parameter: the token is a secret, and the
+    path reaches the application (and its logs)."""
+    head, sep, query = path.partition("?")
+    if not sep:
+        return path
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != query_key]
+    return head + ("?" + urlencode(kept) if kept else "")
 
 
 def _wt_code(code: int) -> int:

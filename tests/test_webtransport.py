@@ -121,7 +121,7 @@ def test_auth_token_from_header_or_query_or_refusal() -> None:
     net, client, server = make(authenticator)
     bad = client.h3.connect("localhost", "/x")
     wrong = client.h3.connect("localhost", "/x?token=bad")
-    by_query = client.h3.connect("localhost", "/x?token=good")
+    by_query = client.h3.connect("localhost", "/x?a=1&token=good")
     by_header = client.h3.connect("localhost", "/y", headers=[("authorization", "Bearer good")])
     run(net, lambda: len(client.ready) == 2 and len(client.events) >= 4)
     refused = {
@@ -134,6 +134,7 @@ def test_auth_token_from_header_or_query_or_refusal() -> None:
     ready = [e for e in server.events if isinstance(e, sansquic.WebTransportSessionReady)]
     assert {e.identity.subject for e in ready if e.identity} == {"alice"}
     assert all("authorization" not in e.headers for e in ready)
+    assert sorted(e.path for e in ready) == ["/x?a=1", "/y"]  # the token is a secret too
     assert [r.credentials for r in seen] == [b"", b"bad", b"good", b"good"]
     # Nothing of a refused session reaches the server application.
     with pytest.raises(LocalProtocolError):
