@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 
 import pytest
 import sansquic_asyncio
@@ -241,3 +242,38 @@ def test_asyncio_a_stream_held_before_its_connect_arrives_in_order() -> None:
                     await conn.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_threads_a_stream_held_before_its_connect_arrives_in_order() -> None:
+    got: list[bytes] = []
+
+    def on_session(session: _wt_sync.WebTransportSession) -> None:
+        stream = session.accept_stream()
+        while chunk := stream.receive(timeout=5):
+            got.append(chunk)
+        session.send_datagram(b"".join(got))
+
+    handler = _wt_sync.webtransport_handler(on_session)
+    with sansquic_threads.serve(handler, "127.0.0.1", 0, config=CONFIG) as server:  # noqa: SIM117
+        with sansquic_threads.connect("127.0.0.1", server.address[1], config=CONFIG) as conn:
+            with conn._driver.backend.task_group() as group:
+                glue = _wt_sync._Glue(conn, client=True)
+                group.start_soon(glue.run, group)
+                raw = _wt_sync._Transport(conn)
+                with conn._driver.backend.guard():
+                    sid = glue.h3.connect("localhost", "/")  # waits for SETTINGS
+                    early = raw.open_stream()
+                    header = w.encode_varint(w.WT_BIDI_SIGNAL) + w.encode_varint(sid)
+                    raw.send(early, header + b"a")
+                group.start_soon(glue._pump, _wt_sync.Stream(conn, sid))
+                driver = conn._driver
+                session = driver.until(
+                    lambda: glue.sessions.get(sid), glue.key("ready", sid), driver.deadline(5)
+                )
+                for chunk in (b"b", b"c", b"d", b"e"):
+                    time.sleep(0.05)
+                    with conn._driver.backend.guard():
+                        raw.send(early, chunk, end=chunk == b"e")
+                assert session.receive_datagram(timeout=5) == b"abcde"
+                session.close()
+                conn.close()
