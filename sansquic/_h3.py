@@ -54,6 +54,8 @@ from ._h3state import (
     _Session,
     _Stream,
     _token,
+    _TooManyPending,
+    _without_token,
     _wt_code,
 )
 from ._scheduler import Priority
@@ -318,6 +320,10 @@ class H3Connection:
             return
         if stream.kind is _Kind.CONTROL:
             self._fail(w.H3_CLOSED_CRITICAL_STREAM, "the peer reset its control stream")
+        elif stream.held:
+            # No session yet, so nothing to tell the app: drop it and free its hold.
+            self._unhold(stream)
+            self._drop(stream_id)
         elif stream.kind is _Kind.WT:
             self._direction_done(stream, send=False)
             code = self.webtransport_code(error_code)
@@ -493,6 +499,7 @@ class H3Connection:
             self._answer(stream, 429)
             return
         token = _token(fields, path, self._token_query)
+        path = _without_token(path, self._token_query)
         identity: Identity | AuthRejection
         if self._auth is None:
             identity = Identity(subject="anonymous")
@@ -503,7 +510,6 @@ class H3Connection:
             identity = self._auth(request, self._address, now)
         if isinstance(identity, AuthRejection):
             self._answer(stream, 403 if token else 401)
-            self._refuse_held(stream.id)
             return
         session = self._sessions[stream.id] = _Session(stream.id, path)
         session.open = True
@@ -566,8 +572,10 @@ class H3Connection:
         # client every session is known. Otherwise the CONNECT may still be on its
         # way (streams are not ordered): hold the stream, within bounds.
         known = self._client or session_id in self._done
+        # Only a client-initiated bidi stream, not this one, can be a session.
+        bogus = session_id & 3 != 0 or session_id == stream.id
         held = sum(1 for s in self._streams.values() if s.held)
-        if known or held >= HELD_STREAMS:
+        if known or bogus or held >= HELD_STREAMS:
             self._refuse(stream)
             return
         stream.kind = _Kind.WT
@@ -575,7 +583,6 @@ class H3Connection:
 
     def _hold(self, stream: _Stream, data: bytes, end: bool) -> None:
         if self._held_bytes + len(data) > HELD_BYTES:
-            self._held_bytes -= sum(len(d) for d, _ in stream.held)
             self._refuse(stream)
             return
         stream.held.append((data, end))
@@ -602,15 +609,19 @@ class H3Connection:
 
     def _refuse_held(self, session_id: int) -> None:
         for stream in [s for s in self._streams.values() if s.session == session_id and s.held]:
-            self._held_bytes -= sum(len(d) for d, _ in stream.held)
             self._refuse(stream)
 
+    def _unhold(self, stream: _Stream) -> None:
+        """Give back a held stream's share of the hold budget."""
+        self._held_bytes -= sum(len(d) for d, _ in stream.held)
+        stream.held = []
+
     def _refuse(self, stream: _Stream) -> None:
+        self._unhold(stream)
         self._t.stop(stream.id, w.WT_BUFFERED_STREAM_REJECTED)
         if _is_bidi(stream.id):
             self._t.reset(stream.id, w.WT_BUFFERED_STREAM_REJECTED)
         self._drop(stream.id)
-        stream.held = []
 
     def _end_session(self, session_id: int, code: int, reason: str, *, stop_connect: bool) -> None:
         session = self._sessions.pop(session_id, None)
@@ -650,6 +661,10 @@ class H3Connection:
             self._forget_stream(stream)
 
     def _forget_stream(self, stream: _Stream) -> None:
+        if stream.kind is _Kind.REQUEST and not self._client:
+            # A request that never became a session (answered 4xx, reset, ended):
+            # streams held for it would otherwise fill the hold slots forever.
+            self._refuse_held(stream.id)
         session = self._sessions.get(stream.session)
         if session is not None:
             session.streams.discard(stream.id)
@@ -658,7 +673,10 @@ class H3Connection:
     def _drop(self, stream_id: int) -> _Stream | None:
         """Forget a stream's record; a peer stream is remembered as done."""
         if self._peer_opened(stream_id):
-            self._done.add(stream_id)
+            try:
+                self._done.add(stream_id)
+            except _TooManyPending as exc:
+                self._fail(w.H3_EXCESSIVE_LOAD, str(exc))
         return self._streams.pop(stream_id, None)
 
     def _headers_frame(self, stream_id: int, fields: Sequence[tuple[str, str]]) -> bytes:

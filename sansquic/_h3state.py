@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from typing import Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from . import _h3wire as w
 from ._errors import LocalProtocolError
@@ -67,25 +67,42 @@ class _Stream:
         self.recv_done = self.send_done = False
 
 
+#: Not-yet-done peer stream ids a :class:`_DoneSet` keeps below the highest one seen.
+MAX_PENDING = 1 << 14
+
+
+class _TooManyPending(Exception):
+    """The peer left more streams unfinished below its newest than a _DoneSet keeps."""
+
+
 class _DoneSet:
-    """Stream ids done with, kept small: per kind, every id below ``floor`` is done,
-    plus a set above it (streams mostly finish in order, so the set stays short)."""
+    """Peer stream ids done with, kept small: per kind, every id below ``next`` that
+    is not in ``pending`` is done. Storing the (few) unfinished ids rather than the
+    finished ones keeps it small when one stream (a session's CONNECT) stays open
+    while thousands after it finish."""
 
     def __init__(self) -> None:
-        self._floor = [0, 0, 0, 0]  # by stream id & 3, the next id not known done
-        self._above: set[int] = set()
+        self._next = [0, 1, 2, 3]  # by stream id & 3, the id above the highest seen done
+        self._pending: set[int] = set()  # ids below their kind's next, not done
 
     def add(self, sid: int) -> None:
+        """Mark ``sid`` done; raises _TooManyPending past MAX_PENDING unfinished ids."""
         kind = sid & 3
-        if sid < self._floor[kind]:
+        start = self._next[kind]
+        if sid < start:
+            self._pending.discard(sid)
             return
-        self._above.add(sid)
-        while self._floor[kind] in self._above:
-            self._above.discard(self._floor[kind])
-            self._floor[kind] += 4
+        if len(self._pending) + (sid - start) // 4 > MAX_PENDING:
+            raise _TooManyPending(f"more than {MAX_PENDING} unfinished streams below {sid}")
+        self._pending.update(range(start, sid, 4))
+        self._next[kind] = sid + 4
+
+    def stored(self) -> int:
+        """How many ids it holds in memory (for tests of its bound)."""
+        return len(self._pending)
 
     def __contains__(self, sid: int) -> bool:
-        return sid < self._floor[sid & 3] or sid in self._above
+        return sid < self._next[sid & 3] and sid not in self._pending
 
 
 class _Session:
@@ -108,6 +125,16 @@ def _token(fields: Mapping[str, str], path: str, query_key: str) -> bytes:
         return auth[7:].strip().encode()
     values = parse_qs(urlsplit(path).query).get(query_key)
     return values[0].encode() if values else b""
+
+
+def _without_token(path: str, query_key: str) -> str:
+    """``path`` without its ``query_key`` parameter: the token is a secret, and the
+    path reaches the application (and its logs)."""
+    head, sep, query = path.partition("?")
+    if not sep:
+        return path
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != query_key]
+    return head + ("?" + urlencode(kept) if kept else "")
 
 
 def _wt_code(code: int) -> int:

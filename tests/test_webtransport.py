@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pylsqpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import sansquic
 from sansquic import H3Connection, LocalProtocolError
 from sansquic import _h3wire as w
+from sansquic._h3state import MAX_PENDING, _DoneSet
 from sansquic.testing import connected_pair
 
 H3 = sansquic.Config(dev_mode=True, alpn=("h3",))
@@ -117,7 +121,7 @@ def test_auth_token_from_header_or_query_or_refusal() -> None:
     net, client, server = make(authenticator)
     bad = client.h3.connect("localhost", "/x")
     wrong = client.h3.connect("localhost", "/x?token=bad")
-    by_query = client.h3.connect("localhost", "/x?token=good")
+    by_query = client.h3.connect("localhost", "/x?a=1&token=good")
     by_header = client.h3.connect("localhost", "/y", headers=[("authorization", "Bearer good")])
     run(net, lambda: len(client.ready) == 2 and len(client.events) >= 4)
     refused = {
@@ -130,6 +134,7 @@ def test_auth_token_from_header_or_query_or_refusal() -> None:
     ready = [e for e in server.events if isinstance(e, sansquic.WebTransportSessionReady)]
     assert {e.identity.subject for e in ready if e.identity} == {"alice"}
     assert all("authorization" not in e.headers for e in ready)
+    assert sorted(e.path for e in ready) == ["/x?a=1", "/y"]  # the token is a secret too
     assert [r.credentials for r in seen] == [b"", b"bad", b"good", b"good"]
     # Nothing of a refused session reaches the server application.
     with pytest.raises(LocalProtocolError):
@@ -149,13 +154,47 @@ def test_refused_session_streams_never_reach_the_app() -> None:
     # A stream sent for the session before the answer: raw, as a hostile client might.
     raw = client.conn.open_stream()
     client.conn.send(raw, w.encode_varint(0x41) + w.encode_varint(sid) + b"secret", end=True)
+    # And one sent, then reset, then stopped: held or refused, never reported.
+    gone = client.conn.open_stream()
+    client.conn.send(gone, w.encode_varint(0x41) + w.encode_varint(sid) + b"x")
+    client.conn.reset(gone, 7)
+    client.conn.stop(gone, 7)
     client.conn.send_datagram(w.encode_datagram(sid, b"secret"))
     run(net, lambda: any(isinstance(e, sansquic.WebTransportSessionRefused) for e in client.events))
     net.run_for(0.5)
-    assert not any(
-        isinstance(e, sansquic.WebTransportStreamOpened | sansquic.WebTransportStreamData)
-        for e in server.events
+    app = (
+        sansquic.WebTransportStreamOpened
+        | sansquic.WebTransportStreamData
+        | sansquic.WebTransportStreamReset
+        | sansquic.WebTransportStreamStopped
     )
+    assert not any(isinstance(e, app) for e in server.events)
+
+
+def held_server() -> tuple[Recorder, H3Connection]:
+    """A server H3Connection fed by hand, its client's control stream already in."""
+    server_t = Recorder(3, 1)
+    server = H3Connection(server_t, client=False)
+    server.initiate()
+    ctrl = w.encode_varint(0) + w.encode_settings({0x8: 1, 0x33: 1})
+    server.receive_stream_data(2, ctrl, False, 0)
+    return server_t, server
+
+
+def early_uni(session_id: int, data: bytes) -> bytes:
+    return w.encode_varint(w.WT_UNI_STREAM) + w.encode_varint(session_id) + data
+
+
+def test_a_held_stream_the_peer_resets_is_dropped_silently_and_frees_its_hold() -> None:
+    server_t, server = held_server()
+    # Two 30 KB early streams, each reset: together they would fill the 64 KiB hold.
+    for sid in (6, 10, 14):
+        server.receive_stream_data(sid, early_uni(0, b"x" * 30000), False, 0)
+        server.stream_reset(sid, 1)
+    assert server.events() == []  # no session yet: nothing reaches the app
+    server.receive_stream_data(18, early_uni(0, b"y" * 30000), False, 0)
+    assert server_t.stopped == []  # the resets gave their bytes back: still held
+    assert server.events() == []
 
 
 def test_stream_auth_is_refused_on_an_h3_connection() -> None:
@@ -340,3 +379,85 @@ def test_bad_request_headers_raise_before_anything_is_sent(headers: list[tuple[s
     assert transport.sent == {} and client.events() == []
     with pytest.raises(LocalProtocolError):
         client.reset(0, 2**32)
+
+
+def get_headers(stream_id: int, fields: list[tuple[str, str]]) -> bytes:
+    """A HEADERS frame as a peer's (static-table) QPACK encoder would send it."""
+    encoder = pylsqpack.Encoder()
+    encoder.apply_settings(max_table_capacity=0, blocked_streams=0)
+    _, block = encoder.encode(stream_id, [(k.encode(), v.encode()) for k, v in fields])
+    return w.encode_frame(w.HEADERS, block)
+
+
+@pytest.mark.parametrize("session_id", [2, 1, 3, 6])
+def test_an_early_stream_naming_a_stream_that_cannot_be_a_session_is_refused(
+    session_id: int,
+) -> None:
+    server_t, server = held_server()
+    # 2, 1, 3 and 6 are not client-initiated bidi ids, so none can ever be a session.
+    server.receive_stream_data(6, early_uni(session_id, b"a"), False, 0)
+    assert server_t.stopped == [6] and server.events() == []
+
+
+def test_a_bidi_early_stream_naming_itself_is_refused() -> None:
+    server_t, server = held_server()
+    signal = w.encode_varint(w.WT_BIDI_SIGNAL) + w.encode_varint(8) + b"a"
+    server.receive_stream_data(8, signal, False, 0)
+    assert server_t.stopped == [8] and server.events() == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "x")],
+        [(":method", "CONNECT"), (":path", "/"), (":authority", "x")],
+    ],
+)
+def test_streams_held_for_a_request_answered_4xx_are_refused(
+    fields: list[tuple[str, str]],
+) -> None:
+    server_t, server = held_server()
+    for i in range(16):  # fill every hold slot for session 4
+        server.receive_stream_data(6 + 4 * i, early_uni(4, b"a"), False, 0)
+    server.receive_stream_data(4, get_headers(4, fields), True, 0)
+    assert server_t.sent[4]  # answered (404 / 400)
+    assert sorted(server_t.stopped) == [6 + 4 * i for i in range(16)]
+    # The slots are free again: a stream for a later session is held, not refused.
+    server.receive_stream_data(70, early_uni(8, b"b"), False, 0)
+    assert 70 not in server_t.stopped and server.events() == []
+
+
+GET = [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "x")]
+
+
+def test_finished_streams_behind_one_open_stream_keep_the_done_set_small() -> None:
+    _, server = held_server()
+    server.receive_stream_data(0, b"\x01", False, 0)  # stream 0 never completes
+    for i in range(1, 3001):  # each answered 404 and forgotten
+        server.receive_stream_data(4 * i, get_headers(4 * i, GET), True, 0)
+    assert server._done.stored() <= 1
+    assert 8 in server._done and 0 not in server._done and 4 * 3001 not in server._done
+
+
+class Closing(Recorder):
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        self.closed = error_code
+
+
+def test_too_many_unfinished_streams_below_a_finished_one_close_the_connection() -> None:
+    server_t = Closing(3, 1)
+    server = H3Connection(server_t, client=False)
+    server.initiate()
+    far = 4 * (MAX_PENDING + 2)  # every stream below it left open (a gap)
+    server.receive_stream_data(far, get_headers(far, GET), True, 0)
+    failed = [e for e in server.events() if isinstance(e, sansquic.H3ProtocolFailed)]
+    assert [e.error_code for e in failed] == [w.H3_EXCESSIVE_LOAD] == [server_t.closed]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=80))
+def test_the_done_set_answers_like_a_plain_set(ids: list[int]) -> None:
+    done, model = _DoneSet(), set()
+    for sid in ids:
+        done.add(sid)
+        model.add(sid)
+    assert all((sid in done) == (sid in model) for sid in range(404))

@@ -16,6 +16,8 @@ from ._backend import SyncTaskGroup
 
 __all__ = ["WebTransportSession", "WebTransportStream", "open_session", "webtransport_handler"]
 
+#: Datagrams a session keeps unread; past it the oldest is dropped (and counted).
+DATAGRAM_QUEUE = 256
 #: What runs for each session a server accepts.
 SessionHandler = Callable[["WebTransportSession"], object]
 #: A connection handler for ``open_server``.
@@ -69,6 +71,11 @@ class WebTransportStream:
         self._first = bytearray()  # what the pump read past the stream header
         self._ended = False
         self._told = False  # whether the core layer heard of the end
+        # Set when the stream was released from a hold while its pump task was still
+        # reading it: the pump then forwards every chunk (so none can overtake another)
+        # and receive() takes them from ``_first``.
+        self._pumped = False
+        self._reset: int | None = None  # (pumped) the peer's reset code, as sent
         #: The QUIC stream id.
         self.id = stream.id
 
@@ -108,6 +115,8 @@ class WebTransportStream:
 
     def receive(self, *, timeout: float | None = None) -> bytes:
         """The next bytes; ``b""`` at the end of the stream."""
+        if self._pumped:
+            return self._receive_pumped(timeout)
         if self._first:
             data, self._first = bytes(self._first), bytearray()
             return data
@@ -115,6 +124,9 @@ class WebTransportStream:
             try:
                 data = self._stream.receive(timeout=timeout)
             except sansquic.StreamResetError as exc:
+                if not self._told:  # the layer forgets the direction (no record leaks)
+                    self._told = True
+                    self._glue.peer_reset(self.id, exc.error_code)
                 code = sansquic.H3Connection.webtransport_code(exc.error_code)
                 raise sansquic.StreamResetError(self.id, code) from None
             if data:
@@ -124,6 +136,24 @@ class WebTransportStream:
             self._told = True
             self._glue.ended(self.id)
         return b""
+
+    def _receive_pumped(self, timeout: float | None) -> bytes:
+        driver = self._glue.conn._driver
+
+        def check() -> bytes | None:
+            if self._first:
+                data, self._first = bytes(self._first), bytearray()
+                return data
+            if self._reset is not None:
+                code = sansquic.H3Connection.webtransport_code(self._reset)
+                raise sansquic.StreamResetError(self.id, code)
+            return b"" if self._ended else None
+
+        data = driver.until(check, self._glue.key("data", self.id), driver.deadline(timeout))
+        if not data and not self._told:
+            self._told = True  # the pump already fed the end to the core layer
+            self._glue.ended(self.id, tell=False)
+        return data
 
     def read_all(
         self, *, limit: int = 16 * 1024 * 1024, timeout: float | None = None
@@ -148,7 +178,10 @@ class WebTransportSession:
         self.identity = ready.identity
         self.headers = ready.headers
         self._incoming: deque[WebTransportStream] = deque()
-        self._datagrams: deque[bytes] = deque()
+        # Bounded: an app that never reads must not let the peer fill memory.
+        self._datagrams: deque[bytes] = deque(maxlen=DATAGRAM_QUEUE)
+        #: Datagrams dropped unread because the queue was full (oldest first).
+        self.datagrams_dropped = 0
         self.closed: sansquic.WebTransportSessionClosed | None = None
 
     def __repr__(self) -> str:
@@ -235,15 +268,23 @@ class _Glue:
         self._on_session = on_session
         self._group: SyncTaskGroup | None = None
         self.refused: dict[int, int] = {}
+        self._pumping: set[int] = set()  # streams whose pump is waiting for bytes
 
-    def ended(self, stream_id: int) -> None:
+    def ended(self, stream_id: int, *, tell: bool = True) -> None:
         """The application read a handed-over stream to its end: tell the core layer."""
         backend = self.conn._driver.backend
         with backend.guard():
             self._streams.pop(stream_id, None)
-            if self.h3.session_of(stream_id) is not None:
+            if tell and self.h3.session_of(stream_id) is not None:
                 self.h3.receive_stream_data(stream_id, b"", True, backend.now())
                 self.dispatch()
+
+    def peer_reset(self, stream_id: int, error_code: int) -> None:
+        """The peer reset a handed-over stream the application reads: tell the core layer."""
+        with self.conn._driver.backend.guard():
+            self._streams.pop(stream_id, None)
+            self.h3.stream_reset(stream_id, error_code)
+            self.dispatch()
 
     def key(self, what: str, session_id: int) -> tuple[object, ...]:
         return ("wt-" + what, self.conn._core, session_id)
@@ -262,6 +303,7 @@ class _Glue:
                 wake(self.key("ready", ev.session_id))
             elif isinstance(ev, sansquic.WebTransportStreamOpened):
                 ws = WebTransportStream(self, Stream(self.conn, ev.stream_id))
+                ws._pumped = ev.stream_id in self._pumping  # released from a hold
                 self._streams[ev.stream_id] = ws
                 self.sessions[ev.session_id]._incoming.append(ws)
                 wake(self.key("accept", ev.session_id))
@@ -270,8 +312,12 @@ class _Glue:
                 if held is not None:
                     held._first += ev.data
                     held._ended = held._ended or ev.ended
+                    wake(self.key("data", ev.stream_id))
             elif isinstance(ev, sansquic.WebTransportDatagram):
-                self.sessions[ev.session_id]._datagrams.append(ev.data)
+                queue = self.sessions[ev.session_id]._datagrams
+                if len(queue) == queue.maxlen:
+                    self.sessions[ev.session_id].datagrams_dropped += 1
+                queue.append(ev.data)
                 wake(self.key("datagram", ev.session_id))
             elif isinstance(ev, sansquic.WebTransportSessionClosed):
                 gone = self.sessions.pop(ev.session_id, None)
@@ -304,21 +350,37 @@ class _Glue:
 
     def _pump(self, stream: Stream) -> None:
         backend = self.conn._driver.backend
+        sid = stream.id
         while True:
+            with backend.guard():
+                self._pumping.add(sid)
             try:
                 data = stream.receive()
             except sansquic.StreamResetError as exc:
                 with backend.guard():
-                    self.h3.stream_reset(stream.id, exc.error_code)
+                    self._pumping.discard(sid)
+                    ws = self._streams.get(sid)
+                    if ws is not None and ws._pumped:
+                        ws._reset, ws._told = exc.error_code, True
+                        self._streams.pop(sid, None)
+                        backend.wake(self.key("data", sid))
+                    self.h3.stream_reset(sid, exc.error_code)
                     self.dispatch()
                 return
             except sansquic.ConnectionClosed:
+                with backend.guard():
+                    self._pumping.discard(sid)
+                    backend.wake(self.key("data", sid))
                 return
             with backend.guard():
-                self.h3.receive_stream_data(stream.id, data, not data, backend.now())
+                self._pumping.discard(sid)
+                ws = self._streams.get(sid)
+                self.h3.receive_stream_data(sid, data, not data, backend.now())
                 self.dispatch()
-                if not data or stream.id in self._streams:
-                    return  # the end, or a WebTransport stream the session now reads
+                if not data:
+                    return
+                if ws is None and sid in self._streams:
+                    return  # a WebTransport stream the session now reads itself
 
     def _datagrams(self) -> None:
         backend = self.conn._driver.backend
