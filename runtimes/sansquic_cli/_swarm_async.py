@@ -32,6 +32,13 @@ def _answer(task: bytes) -> bytes:
     return b"%d" % sum(range(n))
 
 
+def _subject(peer: Peer) -> str | None:
+    """The subject of the token on the connection carrying ``peer`` now, or None."""
+    conn = peer.connection
+    identity = getattr(conn, "identity", None) if conn is not None else None
+    return identity.subject if identity is not None else None
+
+
 class _Coordinator:
     """Joins (checked against the connection's identity) and results, per round."""
 
@@ -45,9 +52,7 @@ class _Coordinator:
 
     async def join(self, peer: Peer, envelope: messaging.Envelope) -> None:
         name = envelope.payload.decode(errors="replace")
-        conn = peer.connection
-        identity = conn.identity if conn is not None else None
-        if identity is None or identity.subject != name:
+        if _subject(peer) != name:
             self.refused.append(name)
             await peer.send("swarm.refused", b"the name is not the token's subject")
             return
@@ -56,8 +61,8 @@ class _Coordinator:
 
     async def result(self, peer: Peer, envelope: messaging.Envelope) -> None:
         name = self.agents.get(peer.session_id)
-        if name is None:
-            return  # not joined: ignored
+        if name is None or _subject(peer) != name:
+            return  # not joined, or not from the identity that joined: not credited
         round_no, answer = envelope.payload.split(b" ", 1)
         self.results.setdefault(int(round_no), {})[name] = answer
 

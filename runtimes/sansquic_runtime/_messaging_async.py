@@ -33,6 +33,9 @@ Dial = Callable[[], Awaitable["MessageConnection"]]
 Sleep = Callable[[float], Awaitable[None]]
 #: How long a server waits for a new connection's lane streams and hello.
 OPEN_TIMEOUT = 10.0
+#: The most a hello's generation may run ahead of the session's: a client's generation
+#: rises by one per connection, so a larger jump is a peer trying to lock the session.
+MAX_GENERATION_JUMP = 1 << 16
 _STREAM_ERRORS = (sansquic.SansQuicError, TimeoutError, OSError)
 
 
@@ -60,6 +63,13 @@ class MessageConnection(Protocol):
     async def accept_stream(self, *, timeout: float | None = ...) -> Any: ...
 
     async def close(self, code: int = ..., reason: str = ...) -> None: ...
+
+
+def _subject(conn: MessageConnection) -> str | None:
+    """The connection's authenticated subject, or None when the server runs no auth."""
+    identity = getattr(conn, "identity", None)
+    subject = getattr(identity, "subject", None)
+    return subject if isinstance(subject, str) else None
 
 
 def _guard() -> AbstractContextManager[object]:
@@ -154,6 +164,8 @@ class Peer:
         self.channel, self.router, self.now = channel, router, now
         self.guard = _guard()
         self.link: _Link | None = None
+        #: The authenticated subject the session is bound to (server side; None: no auth).
+        self.subject: str | None = None
         #: Delivered messages no handler was routed for, oldest first.
         self.unrouted: list[messaging.Envelope] = []
 
@@ -351,8 +363,13 @@ class MessageServer:
             names = sorted(lane for lane, _, _ in opened)
             if names != sorted(lane.name for lane in self._lanes.lanes):
                 raise messaging.EnvelopeError(f"the client opened lanes {names}, not this table's")
-            side = self._session(hello.session_id)
+            side = self._session(hello.session_id, _subject(conn))
             with side.guard:
+                if hello.generation - side.channel.generation > MAX_GENERATION_JUMP:
+                    raise messaging.EnvelopeError(
+                        f"generation {hello.generation} jumps too far past "
+                        f"{side.channel.generation}"
+                    )
                 generation = side.channel.attach(hello.generation, self._now())
         except messaging.MessageFormatError as exc:
             with contextlib.suppress(*_STREAM_ERRORS):
@@ -371,13 +388,17 @@ class MessageServer:
         lane, stream, data = opened[-1]
         await link.read(lane, stream, data)
 
-    def _session(self, session_id: bytes) -> Peer:
+    def _session(self, session_id: bytes, subject: str | None) -> Peer:
         side = self.sessions.get(session_id)
         if side is None:
             if len(self.sessions) >= self._max:
                 raise messaging.EnvelopeError("too many sessions")
             channel = messaging.MessageChannel(session_id, lanes=self._lanes)
             side = self.sessions[session_id] = Peer(channel, self.router, self._now)
+            side.subject = subject
+        elif side.subject != subject:
+            # Knowing a session id is not owning it: only its first identity continues it.
+            raise messaging.EnvelopeError("the session belongs to another identity")
         return side
 
     async def send(

