@@ -9,8 +9,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import attrs
-from sansquic_runtime import MessageServer
+from sansquic_runtime import MessageServer, Peer
 
+import sansquic
 from sansquic import messaging as m
 
 
@@ -122,5 +123,64 @@ def test_a_generation_jump_is_refused_and_the_real_client_continues() -> None:
         assert again.closed is None
         assert server.sessions[b"s"].channel.generation == real.generation == 2
         tasks.cancel()
+
+    run(scenario)
+
+
+def test_a_failing_handler_closes_only_its_connection() -> None:
+    async def scenario() -> None:
+        tasks = Tasks()
+        router: m.Router[Any] = m.Router()
+        seen: list[bytes] = []
+
+        async def handler(peer: Peer, envelope: m.Envelope) -> None:
+            if envelope.payload == b"boom":
+                raise ValueError("a handler bug the peer's payload triggers")
+            seen.append(envelope.payload)
+
+        router.add("x", handler)
+        server = MessageServer(tasks, router=router)
+        bad = m.MessageChannel(b"bad")
+        bad.send("x", b"boom", 0.0)
+        good = m.MessageChannel(b"good")
+        good.send("x", b"fine", 0.0)
+        bad_conn = await connect(server, tasks, bad)
+        good_conn = await connect(server, tasks, good)
+        assert bad_conn.closed is not None
+        assert bad_conn.closed[0] == sansquic.CloseCode.INTERNAL_ERROR
+        assert good_conn.closed is None and seen == [b"fine"]
+        assert all(not t.done() or t.exception() is None for t in tasks.tasks)
+        tasks.cancel()
+
+    run(scenario)
+
+
+def test_the_swarm_coordinator_drops_junk_results() -> None:
+    from sansquic_cli._swarm_async import _Coordinator
+
+    class FakePeer:
+        session_id = b"s"
+        connection = Conn([], "agent-0")
+
+    async def scenario() -> None:
+        coordinator = _Coordinator()
+        coordinator.agents[b"s"] = "agent-0"
+        coordinator.round = 1
+        peer: Any = FakePeer()
+        for junk in (b"", b"nospace", b"x 1", b"-1 2", b"99999999999 1", b"7 1"):
+            await coordinator.result(
+                peer, m.Envelope(id=1, type="swarm.result", timestamp=0.0, payload=junk)
+            )
+        assert coordinator.results == {}
+        await coordinator.result(
+            peer, m.Envelope(id=2, type="swarm.result", timestamp=0.0, payload=b"1 42")
+        )
+        assert coordinator.results == {1: {"agent-0": b"42"}}
+        FakePeer.connection = Conn([], "mallory")  # the session now on another identity
+        coordinator.results.clear()
+        await coordinator.result(
+            peer, m.Envelope(id=3, type="swarm.result", timestamp=0.0, payload=b"1 42")
+        )
+        assert coordinator.results == {}
 
     run(scenario)

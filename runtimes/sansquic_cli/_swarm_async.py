@@ -46,6 +46,7 @@ class _Coordinator:
         self.agents: dict[bytes, str] = {}  # session id -> agent name
         self.refused: list[str] = []
         self.results: dict[int, dict[str, bytes]] = {}
+        self.round = 0  # the round being gathered; results for others are dropped
         self.router: messaging.Router[Any] = messaging.Router()
         self.router.add("swarm.join", self.join)
         self.router.add("swarm.result", self.result)
@@ -63,7 +64,12 @@ class _Coordinator:
         name = self.agents.get(peer.session_id)
         if name is None or _subject(peer) != name:
             return  # not joined, or not from the identity that joined: not credited
-        round_no, answer = envelope.payload.split(b" ", 1)
+        round_no, space, answer = envelope.payload.partition(b" ")
+        # The agent's bytes: anything but "<round> <answer>" for a known round is dropped.
+        if not space or not (0 < len(round_no) <= 9 and round_no.isdigit()):
+            return
+        if int(round_no) != self.round:
+            return  # a stale or made-up round: nothing to credit, nothing to keep
         self.results.setdefault(int(round_no), {})[name] = answer
 
 
@@ -108,6 +114,7 @@ async def _coordinate(
     for round_no in range(1, rounds + 1):
         task = b"%d:%d" % (round_no, 1000 * round_no)
         start = time.monotonic()
+        coordinator.round = round_no
         await hub.broadcast("swarm.task", task)
         while len(coordinator.results.get(round_no, {})) < agents:
             if time.monotonic() > deadline:

@@ -13,6 +13,7 @@ transport with that shape, carries it. This file is the async original;
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import secrets
 import time
@@ -36,6 +37,7 @@ OPEN_TIMEOUT = 10.0
 #: The most a hello's generation may run ahead of the session's: a client's generation
 #: rises by one per connection, so a larger jump is a peer trying to lock the session.
 MAX_GENERATION_JUMP = 1 << 16
+_log = logging.getLogger("sansquic")
 _STREAM_ERRORS = (sansquic.SansQuicError, TimeoutError, OSError)
 
 
@@ -181,7 +183,9 @@ class Peer:
         return self.channel.session_id
 
     async def deliver(self) -> None:
-        """Hand every delivered message to its handler (or to :attr:`unrouted`)."""
+        """Hand every delivered message to its handler (or to :attr:`unrouted`). A handler
+        that raises is logged on the ``sansquic`` logger and its connection closed with
+        ``CloseCode.INTERNAL_ERROR``; the session stays for the next one."""
         while True:
             with self.guard:
                 envelope = self.channel.next_message()
@@ -190,8 +194,20 @@ class Peer:
             handler = self.router.handler_for(envelope.type)
             if handler is None:
                 self.unrouted.append(envelope)
-            else:
+                continue
+            try:
                 await handler(self, envelope)
+            except Exception:
+                # A handler's bug (often the peer's payload) ends this connection only,
+                # never the task group that serves every other session.
+                _log.exception("messaging handler for %r failed", envelope.type)
+                link = self.link
+                if link is not None and link.alive:
+                    link.alive = False
+                    with contextlib.suppress(*_STREAM_ERRORS):
+                        await link.conn.close(sansquic.CloseCode.INTERNAL_ERROR, "handler failed")
+                    await link.lost()
+                return
 
     async def send(self, message_type: str, payload: bytes = b"") -> messaging.Envelope:
         """Queue a message to the other end (sent now when connected)."""

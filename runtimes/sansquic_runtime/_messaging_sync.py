@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import logging
 import random
 import secrets
 import time
@@ -31,6 +32,7 @@ OPEN_TIMEOUT = 10.0
 #: The most a hello's generation may run ahead of the session's: a client's generation
 #: rises by one per connection, so a larger jump is a peer trying to lock the session.
 MAX_GENERATION_JUMP = 1 << 16
+_log = logging.getLogger("sansquic")
 _STREAM_ERRORS = (sansquic.SansQuicError, TimeoutError, OSError)
 
 
@@ -176,7 +178,9 @@ class Peer:
         return self.channel.session_id
 
     def deliver(self) -> None:
-        """Hand every delivered message to its handler (or to :attr:`unrouted`)."""
+        """Hand every delivered message to its handler (or to :attr:`unrouted`). A handler
+        that raises is logged on the ``sansquic`` logger and its connection closed with
+        ``CloseCode.INTERNAL_ERROR``; the session stays for the next one."""
         while True:
             with self.guard:
                 envelope = self.channel.next_message()
@@ -185,8 +189,20 @@ class Peer:
             handler = self.router.handler_for(envelope.type)
             if handler is None:
                 self.unrouted.append(envelope)
-            else:
+                continue
+            try:
                 handler(self, envelope)
+            except Exception:
+                # A handler's bug (often the peer's payload) ends this connection only,
+                # never the task group that serves every other session.
+                _log.exception("messaging handler for %r failed", envelope.type)
+                link = self.link
+                if link is not None and link.alive:
+                    link.alive = False
+                    with contextlib.suppress(*_STREAM_ERRORS):
+                        link.conn.close(sansquic.CloseCode.INTERNAL_ERROR, "handler failed")
+                    link.lost()
+                return
 
     def send(self, message_type: str, payload: bytes = b"") -> messaging.Envelope:
         """Queue a message to the other end (sent now when connected)."""
