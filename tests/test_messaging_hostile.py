@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 from sansquic_runtime import MessageServer, Peer
+from sansquic_runtime._messaging_async import MAX_OPENING_FRAME, MAX_UNROUTED, OPEN_TIMEOUT
 
 import sansquic
 from sansquic import messaging as m
@@ -182,5 +183,89 @@ def test_the_swarm_coordinator_drops_junk_results() -> None:
             peer, m.Envelope(id=3, type="swarm.result", timestamp=0.0, payload=b"1 42")
         )
         assert coordinator.results == {}
+
+    run(scenario)
+
+
+def test_unrouted_messages_are_bounded_and_counted() -> None:
+    async def scenario() -> None:
+        tasks = Tasks()
+        server = MessageServer(tasks)  # no handlers: everything is unrouted
+        client = m.MessageChannel(b"junk", max_unacked=1024)
+        client.attach()
+        control, bulk = opening(client)
+        total = MAX_UNROUTED + 50
+        for i in range(total):
+            client.send("anything", b"%d" % i, 0.0)
+            for lane, data in client.data_to_send():
+                (control if lane.name == "control" else bulk).inbox.put_nowait(data)
+            client.queue.ack(i + 1)  # as if the server's acks came back
+        await tasks.spawn(server.handle, Conn([control, bulk]))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        side = server.sessions[b"junk"]
+        assert len(server.unrouted(b"junk")) == MAX_UNROUTED
+        assert side.unrouted_dropped == 50
+        assert side.unrouted[-1].payload == b"%d" % (total - 1)
+        tasks.cancel()
+
+    run(scenario)
+
+
+def test_the_opening_has_one_deadline_and_a_size_cap() -> None:
+    async def scenario() -> None:
+        clock = [0.0]
+        server = MessageServer(Tasks(), now=lambda: clock[0])
+        trickle = Stream([b"\x00"])  # a length prefix's first byte, then silence
+        conn = Conn([trickle])
+        task = asyncio.ensure_future(server.handle(conn))
+        await asyncio.sleep(0.01)
+        clock[0] = OPEN_TIMEOUT  # the runtime clock passes the deadline
+        trickle.inbox.put_nowait(b"\x00")  # one more byte: still no frame
+        await asyncio.wait_for(task, 2)
+        assert conn.closed is not None and conn.closed[0] == m.MESSAGING_VIOLATION
+        big = m.encode_frame(b"\x01" + b"\x00" * (MAX_OPENING_FRAME + 100))
+        conn = Conn([Stream([big[:8]])])
+        await asyncio.wait_for(server.handle(conn), 2)
+        assert conn.closed is not None and conn.closed[0] == m.MESSAGING_VIOLATION
+
+    run(scenario)
+
+
+def test_idle_detached_sessions_are_evicted_to_make_room() -> None:
+    async def scenario() -> None:
+        clock = [0.0]
+        tasks = Tasks()
+        server = MessageServer(
+            tasks, max_sessions=2, session_idle_timeout=60.0, now=lambda: clock[0]
+        )
+        for sid in (b"a", b"b"):
+            conn = await connect(server, tasks, m.MessageChannel(sid))
+            conn.streams.clear()
+        for side in server.sessions.values():
+            assert side.link is not None
+            await side.link.lost()  # both strangers went away
+        refused = await connect(server, tasks, m.MessageChannel(b"c"))
+        assert refused.closed is not None  # full, and nobody idle long enough yet
+        clock[0] = 61.0
+        admitted = await connect(server, tasks, m.MessageChannel(b"c"))
+        assert admitted.closed is None and set(server.sessions) == {b"c"}
+        tasks.cancel()
+
+    run(scenario)
+
+
+def test_broadcast_continues_past_a_full_queue() -> None:
+    async def scenario() -> None:
+        tasks = Tasks()
+        server = MessageServer(tasks)
+        for sid in (b"a", b"b", b"c"):
+            await connect(server, tasks, m.MessageChannel(sid))
+        server.sessions[b"a"].channel.queue.max_unacked = 0  # "a" is full
+        failed = await server.broadcast("news", b"hi")
+        assert list(failed) == [b"a"] and isinstance(failed[b"a"], m.QueueFull)
+        for sid in (b"b", b"c"):
+            assert server.sessions[sid].channel.queue._last_id == 1
+        tasks.cancel()
 
     run(scenario)
