@@ -326,3 +326,12 @@ def test_pool_reuses_dials_and_waits_for_the_breaker() -> None:
     assert pool.choose(key, 7.0) == m.Dial()
     stats = pool.stats(key)
     assert (stats.reuses, stats.dials, stats.failures, stats.refusals) == (1, 3, 1, 1)
+
+
+@given(st.binary(min_size=65, max_size=255), st.integers(0, 2**32 - 1))
+def test_a_hello_with_a_session_id_over_64_bytes_is_the_peers_error(
+    session_id: bytes, generation: int
+) -> None:
+    payload = m.Hello(session_id=session_id, generation=generation, received=0).encode()
+    with pytest.raises(m.EnvelopeError, match="over 64"):
+        m.Hello.decode(payload)

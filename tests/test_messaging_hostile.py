@@ -269,3 +269,16 @@ def test_broadcast_continues_past_a_full_queue() -> None:
         tasks.cancel()
 
     run(scenario)
+
+
+def test_a_hello_with_a_long_session_id_closes_the_connection() -> None:
+    async def scenario() -> None:
+        server = MessageServer(Tasks())
+        hello = m.Hello(session_id=b"x" * 100, generation=1, received=0)
+        envelope = m.Envelope(id=0, type="sq.hello", timestamp=0.0, payload=hello.encode())
+        conn = Conn([Stream([m.encode_frame(m.encode_envelope(envelope))])])
+        await asyncio.wait_for(server.handle(conn), 2)
+        assert conn.closed is not None and conn.closed[0] == m.MESSAGING_VIOLATION
+        assert server.sessions == {}
+
+    run(scenario)

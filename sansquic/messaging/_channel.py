@@ -48,10 +48,14 @@ class Hello:
 
     @classmethod
     def decode(cls, payload: bytes) -> Hello:
-        """Parse a hello payload; raises :class:`EnvelopeError` on junk."""
+        """Parse a hello payload; raises :class:`EnvelopeError` on junk (including a
+        session id over 64 bytes)."""
         if not payload or len(payload) != 1 + payload[0] + _HELLO.size or payload[0] == 0:
             raise EnvelopeError("malformed hello")
         n = payload[0]
+        if n > _MAX_SESSION_ID:
+            # A channel could never be made for it: refuse it here, as the peer's junk.
+            raise EnvelopeError(f"a hello's session id is over {_MAX_SESSION_ID} bytes")
         generation, received = _HELLO.unpack_from(payload, 1 + n)
         return cls(session_id=bytes(payload[1 : 1 + n]), generation=generation, received=received)
 
