@@ -335,3 +335,13 @@ def test_a_hello_with_a_session_id_over_64_bytes_is_the_peers_error(
     payload = m.Hello(session_id=session_id, generation=generation, received=0).encode()
     with pytest.raises(m.EnvelopeError, match="over 64"):
         m.Hello.decode(payload)
+
+
+def test_attach_refuses_a_generation_jump_that_would_lock_the_client_out() -> None:
+    channel = m.MessageChannel(b"victim")
+    assert channel.attach(1) == 1
+    with pytest.raises(m.MessageFormatError, match="too far"):
+        channel.attach(0xFFFFFFFE)
+    assert channel.generation == 1  # nothing changed: the real client's next one fits
+    assert channel.attach(2) == 2
+    assert channel.attach(2 + 65536) == 65538  # lost connections in between are fine

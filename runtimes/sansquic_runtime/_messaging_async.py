@@ -35,9 +35,6 @@ Dial = Callable[[], Awaitable["MessageConnection"]]
 Sleep = Callable[[float], Awaitable[None]]
 #: How long a server waits for a new connection's lane streams and hello.
 OPEN_TIMEOUT = 10.0
-#: The most a hello's generation may run ahead of the session's: a client's generation
-#: rises by one per connection, so a larger jump is a peer trying to lock the session.
-MAX_GENERATION_JUMP = 1 << 16
 #: The largest opening frame (a hello or a lane name) a server reads before a session.
 MAX_OPENING_FRAME = 512
 #: How many unrouted messages a peer keeps (the oldest go first, counted in
@@ -408,11 +405,6 @@ class MessageServer:
                 raise messaging.EnvelopeError(f"the client opened lanes {names}, not this table's")
             side = self._session(hello.session_id, _subject(conn))
             with side.guard:
-                if hello.generation - side.channel.generation > MAX_GENERATION_JUMP:
-                    raise messaging.EnvelopeError(
-                        f"generation {hello.generation} jumps too far past "
-                        f"{side.channel.generation}"
-                    )
                 generation = side.channel.attach(hello.generation, self._now())
         except messaging.MessageFormatError as exc:
             with contextlib.suppress(*_STREAM_ERRORS):

@@ -27,6 +27,9 @@ HELLO, ACK, LANE = "sq.hello", "sq.ack", "sq.lane"
 _HELLO = struct.Struct(">IQ")
 _ACK = struct.Struct(">Q")
 _MAX_SESSION_ID = 64
+#: How far a peer's hello may move the generation at once: a client's rises by one per
+#: connection, so a larger jump is a peer trying to lock the real client out.
+_MAX_GENERATION_JUMP = 1 << 16
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -128,10 +131,13 @@ class MessageChannel:
         """A new connection: the client passes nothing (the generation rises by one), the
         server passes the generation of the client's hello. Raises
         :class:`MessageFormatError` for a generation not newer than the current one (a
-        stale connection: close it). Next: :meth:`data_to_send`."""
+        stale connection: close it), or one more than 65536 ahead (a lock-out attempt).
+        Next: :meth:`data_to_send`."""
         new = self.generation + 1 if generation is None else generation
         if new <= self.generation:
             raise MessageFormatError(f"generation {new} is not newer than {self.generation}")
+        if new - self.generation > _MAX_GENERATION_JUMP:
+            raise MessageFormatError(f"generation {new} jumps too far past {self.generation}")
         self.generation, self.attached = new, True
         self._decoders = {lane.name: FrameDecoder(self.max_frame_size) for lane in self.lanes.lanes}
         self._out = {lane.name: bytearray() for lane in self.lanes.lanes}
