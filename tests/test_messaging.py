@@ -345,3 +345,13 @@ def test_attach_refuses_a_generation_jump_that_would_lock_the_client_out() -> No
     assert channel.generation == 1  # nothing changed: the real client's next one fits
     assert channel.attach(2) == 2
     assert channel.attach(2 + 65536) == 65538  # lost connections in between are fine
+
+
+def test_first_envelope_limits_only_the_first_frame() -> None:
+    hello = m.Envelope(id=0, type="sq.hello", timestamp=0.0, payload=b"h")
+    big = m.Envelope(id=1, type="bulk.data", timestamp=0.0, payload=bytes(2000))
+    data = m.encode_frame(m.encode_envelope(hello)) + m.encode_frame(m.encode_envelope(big))
+    assert m.first_envelope(data, 512) == hello  # a big message after it is fine
+    assert m.first_envelope(data[:3], 512) is None
+    with pytest.raises(m.FrameTooLarge):
+        m.first_envelope(m.encode_frame(m.encode_envelope(big)), 512)

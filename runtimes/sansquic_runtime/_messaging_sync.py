@@ -137,7 +137,7 @@ class _Link:
                 if data:
                     with owner.guard:
                         owner.channel.receive(self.generation, lane, data)
-                    owner.deliver()
+                    owner.deliver(self)
                     self.flush()  # the acks
                 data = stream.receive()
                 if not data:
@@ -193,10 +193,11 @@ class Peer:
         """The session's id (the client chose it)."""
         return self.channel.session_id
 
-    def deliver(self) -> None:
+    def deliver(self, link: _Link | None = None) -> None:
         """Hand every delivered message to its handler (or to :attr:`unrouted`). A handler
         that raises is logged on the ``sansquic`` logger and its connection closed with
-        ``CloseCode.INTERNAL_ERROR``; the session stays for the next one."""
+        ``CloseCode.INTERNAL_ERROR`` (``link``: the connection the messages came on); the
+        session stays for the next one. Transport errors propagate to the reader."""
         while True:
             with self.guard:
                 envelope = self.channel.next_message()
@@ -210,11 +211,12 @@ class Peer:
                 continue
             try:
                 handler(self, envelope)
+            except _STREAM_ERRORS:
+                raise  # the connection broke under the handler's reply: the reader's loss
             except Exception:
-                # A handler's bug (often the peer's payload) ends this connection only,
-                # never the task group that serves every other session.
+                # A handler's bug (often the peer's payload) ends the connection it came
+                # on only, never the task group that serves every other session.
                 _log.exception("messaging handler for %r failed", envelope.type)
-                link = self.link
                 if link is not None and link.alive:
                     link.alive = False
                     with contextlib.suppress(*_STREAM_ERRORS):

@@ -16,8 +16,8 @@ import attrs
 
 from .._errors import LocalProtocolError
 from ._envelope import Envelope, decode_envelope, encode_envelope
-from ._errors import EnvelopeError, MessageFormatError, MessageTooLarge
-from ._framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from ._errors import EnvelopeError, FrameTooLarge, MessageFormatError, MessageTooLarge
+from ._framing import _PREFIX, DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ._queue import ReceiveWindow, SendQueue
 from ._routing import DEFAULT_LANES, Lane, LaneTable
 
@@ -66,11 +66,16 @@ class Hello:
 def first_envelope(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Envelope | None:
     """The first envelope in a stream's opening bytes, or ``None`` until it is whole:
     a server reads the hello with it to find the session before it attaches a channel.
-    Raises :class:`MessageFormatError` on junk."""
-    decoder = FrameDecoder(max_frame_size)
-    decoder.feed(data)
-    frame = decoder.next_frame()
-    return None if frame is None else decode_envelope(frame)
+    Raises :class:`MessageFormatError` on junk; only the first frame counts against
+    ``max_frame_size`` (the messages after it are the channel's to check)."""
+    if len(data) < _PREFIX:
+        return None
+    size = int.from_bytes(data[:_PREFIX], "big")
+    if size > max_frame_size:
+        raise FrameTooLarge(size, max_frame_size)
+    if len(data) < _PREFIX + size:
+        return None
+    return decode_envelope(bytes(data[_PREFIX : _PREFIX + size]))
 
 
 class MessageChannel:
