@@ -326,3 +326,32 @@ def test_pool_reuses_dials_and_waits_for_the_breaker() -> None:
     assert pool.choose(key, 7.0) == m.Dial()
     stats = pool.stats(key)
     assert (stats.reuses, stats.dials, stats.failures, stats.refusals) == (1, 3, 1, 1)
+
+
+@given(st.binary(min_size=65, max_size=255), st.integers(0, 2**32 - 1))
+def test_a_hello_with_a_session_id_over_64_bytes_is_the_peers_error(
+    session_id: bytes, generation: int
+) -> None:
+    payload = m.Hello(session_id=session_id, generation=generation, received=0).encode()
+    with pytest.raises(m.EnvelopeError, match="over 64"):
+        m.Hello.decode(payload)
+
+
+def test_attach_refuses_a_generation_jump_that_would_lock_the_client_out() -> None:
+    channel = m.MessageChannel(b"victim")
+    assert channel.attach(1) == 1
+    with pytest.raises(m.MessageFormatError, match="too far"):
+        channel.attach(0xFFFFFFFE)
+    assert channel.generation == 1  # nothing changed: the real client's next one fits
+    assert channel.attach(2) == 2
+    assert channel.attach(2 + 65536) == 65538  # lost connections in between are fine
+
+
+def test_first_envelope_limits_only_the_first_frame() -> None:
+    hello = m.Envelope(id=0, type="sq.hello", timestamp=0.0, payload=b"h")
+    big = m.Envelope(id=1, type="bulk.data", timestamp=0.0, payload=bytes(2000))
+    data = m.encode_frame(m.encode_envelope(hello)) + m.encode_frame(m.encode_envelope(big))
+    assert m.first_envelope(data, 512) == hello  # a big message after it is fine
+    assert m.first_envelope(data[:3], 512) is None
+    with pytest.raises(m.FrameTooLarge):
+        m.first_envelope(m.encode_frame(m.encode_envelope(big)), 512)

@@ -27,6 +27,13 @@ def _answer(task: bytes) -> bytes:
     return b"%d" % sum(range(n))
 
 
+def _subject(peer: Peer) -> str | None:
+    """The subject of the token on the connection carrying ``peer`` now, or None."""
+    conn = peer.connection
+    identity = getattr(conn, "identity", None) if conn is not None else None
+    return identity.subject if identity is not None else None
+
+
 class _Coordinator:
     """Joins (checked against the connection's identity) and results, per round."""
 
@@ -34,15 +41,14 @@ class _Coordinator:
         self.agents: dict[bytes, str] = {}  # session id -> agent name
         self.refused: list[str] = []
         self.results: dict[int, dict[str, bytes]] = {}
+        self.round = 0  # the round being gathered; results for others are dropped
         self.router: messaging.Router[Any] = messaging.Router()
         self.router.add("swarm.join", self.join)
         self.router.add("swarm.result", self.result)
 
     def join(self, peer: Peer, envelope: messaging.Envelope) -> None:
         name = envelope.payload.decode(errors="replace")
-        conn = peer.connection
-        identity = conn.identity if conn is not None else None
-        if identity is None or identity.subject != name:
+        if _subject(peer) != name:
             self.refused.append(name)
             peer.send("swarm.refused", b"the name is not the token's subject")
             return
@@ -51,9 +57,14 @@ class _Coordinator:
 
     def result(self, peer: Peer, envelope: messaging.Envelope) -> None:
         name = self.agents.get(peer.session_id)
-        if name is None:
-            return  # not joined: ignored
-        round_no, answer = envelope.payload.split(b" ", 1)
+        if name is None or _subject(peer) != name:
+            return  # not joined, or not from the identity that joined: not credited
+        round_no, space, answer = envelope.payload.partition(b" ")
+        # The agent's bytes: anything but "<round> <answer>" for a known round is dropped.
+        if not space or not (0 < len(round_no) <= 9 and round_no.isdigit()):
+            return
+        if int(round_no) != self.round:
+            return  # a stale or made-up round: nothing to credit, nothing to keep
         self.results.setdefault(int(round_no), {})[name] = answer
 
 
@@ -98,6 +109,7 @@ def _coordinate(
     for round_no in range(1, rounds + 1):
         task = b"%d:%d" % (round_no, 1000 * round_no)
         start = time.monotonic()
+        coordinator.round = round_no
         hub.broadcast("swarm.task", task)
         while len(coordinator.results.get(round_no, {})) < agents:
             if time.monotonic() > deadline:

@@ -13,9 +13,11 @@ transport with that shape, carries it. This file is the async original;
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -33,6 +35,12 @@ Dial = Callable[[], Awaitable["MessageConnection"]]
 Sleep = Callable[[float], Awaitable[None]]
 #: How long a server waits for a new connection's lane streams and hello.
 OPEN_TIMEOUT = 10.0
+#: The largest opening frame (a hello or a lane name) a server reads before a session.
+MAX_OPENING_FRAME = 512
+#: How many unrouted messages a peer keeps (the oldest go first, counted in
+#: ``Peer.unrouted_dropped``).
+MAX_UNROUTED = 1024
+_log = logging.getLogger("sansquic")
 _STREAM_ERRORS = (sansquic.SansQuicError, TimeoutError, OSError)
 
 
@@ -49,7 +57,7 @@ class MessageStream(Protocol):
 
     async def send(self, data: bytes) -> None: ...
 
-    async def receive(self) -> bytes: ...
+    async def receive(self, *, timeout: float | None = ...) -> bytes: ...
 
 
 class MessageConnection(Protocol):
@@ -60,6 +68,20 @@ class MessageConnection(Protocol):
     async def accept_stream(self, *, timeout: float | None = ...) -> Any: ...
 
     async def close(self, code: int = ..., reason: str = ...) -> None: ...
+
+
+def _remaining(deadline: float, now: float) -> float:
+    """Seconds left before ``deadline``; raises ``TimeoutError`` once it has passed."""
+    if now >= deadline:
+        raise TimeoutError
+    return deadline - now
+
+
+def _subject(conn: MessageConnection) -> str | None:
+    """The connection's authenticated subject, or None when the server runs no auth."""
+    identity = getattr(conn, "identity", None)
+    subject = getattr(identity, "subject", None)
+    return subject if isinstance(subject, str) else None
 
 
 def _guard() -> AbstractContextManager[object]:
@@ -120,7 +142,7 @@ class _Link:
                 if data:
                     with owner.guard:
                         owner.channel.receive(self.generation, lane, data)
-                    await owner.deliver()
+                    await owner.deliver(self)
                     await self.flush()  # the acks
                 data = await stream.receive()
                 if not data:
@@ -139,6 +161,7 @@ class _Link:
         with self.owner.guard:
             if self.owner.channel.generation == self.generation:
                 self.owner.channel.detach()
+                self.owner.idle_since = self.owner.now()
 
 
 class Peer:
@@ -154,8 +177,15 @@ class Peer:
         self.channel, self.router, self.now = channel, router, now
         self.guard = _guard()
         self.link: _Link | None = None
-        #: Delivered messages no handler was routed for, oldest first.
-        self.unrouted: list[messaging.Envelope] = []
+        #: The authenticated subject the session is bound to (server side; None: no auth).
+        self.subject: str | None = None
+        #: Delivered messages no handler was routed for, oldest first (at most
+        #: :data:`MAX_UNROUTED`: a peer's junk types cannot grow it without bound).
+        self.unrouted: deque[messaging.Envelope] = deque(maxlen=MAX_UNROUTED)
+        #: Unrouted messages pushed out of the full :attr:`unrouted`.
+        self.unrouted_dropped = 0
+        #: When the session last lost its connection (server side: idle eviction).
+        self.idle_since: float | None = now()
 
     @property
     def connection(self) -> Any:
@@ -168,8 +198,11 @@ class Peer:
         """The session's id (the client chose it)."""
         return self.channel.session_id
 
-    async def deliver(self) -> None:
-        """Hand every delivered message to its handler (or to :attr:`unrouted`)."""
+    async def deliver(self, link: _Link | None = None) -> None:
+        """Hand every delivered message to its handler (or to :attr:`unrouted`). A handler
+        that raises is logged on the ``sansquic`` logger and its connection closed with
+        ``CloseCode.INTERNAL_ERROR`` (``link``: the connection the messages came on); the
+        session stays for the next one. Transport errors propagate to the reader."""
         while True:
             with self.guard:
                 envelope = self.channel.next_message()
@@ -177,9 +210,24 @@ class Peer:
                 return
             handler = self.router.handler_for(envelope.type)
             if handler is None:
+                if len(self.unrouted) == self.unrouted.maxlen:
+                    self.unrouted_dropped += 1
                 self.unrouted.append(envelope)
-            else:
+                continue
+            try:
                 await handler(self, envelope)
+            except _STREAM_ERRORS:
+                raise  # the connection broke under the handler's reply: the reader's loss
+            except Exception:
+                # A handler's bug (often the peer's payload) ends the connection it came
+                # on only, never the task group that serves every other session.
+                _log.exception("messaging handler for %r failed", envelope.type)
+                if link is not None and link.alive:
+                    link.alive = False
+                    with contextlib.suppress(*_STREAM_ERRORS):
+                        await link.conn.close(sansquic.CloseCode.INTERNAL_ERROR, "handler failed")
+                    await link.lost()
+                return
 
     async def send(self, message_type: str, payload: bytes = b"") -> messaging.Envelope:
         """Queue a message to the other end (sent now when connected)."""
@@ -225,8 +273,8 @@ class Messenger:
         return self._side.channel
 
     @property
-    def unrouted(self) -> list[messaging.Envelope]:
-        """Delivered messages no handler was routed for."""
+    def unrouted(self) -> deque[messaging.Envelope]:
+        """Delivered messages no handler was routed for (the newest :data:`MAX_UNROUTED`)."""
         return self._side.unrouted
 
     @property
@@ -302,7 +350,9 @@ class MessageServer:
 
     ``group.spawn`` runs lane readers. A reconnecting client's session continues: what it
     missed is resent, what it resends is dropped as a duplicate. Sessions stay until
-    :meth:`forget` (``max_sessions`` bounds them; a new session over it is refused).
+    :meth:`forget`, bound to the identity of their first connection; ``max_sessions``
+    bounds them: when full, sessions detached for ``session_idle_timeout`` seconds (on
+    ``now``) are evicted, and a new session is refused only if that frees nothing.
     """
 
     def __init__(
@@ -312,9 +362,11 @@ class MessageServer:
         router: messaging.Router[Handler] | None = None,
         lanes: messaging.LaneTable = messaging.DEFAULT_LANES,
         max_sessions: int = 10_000,
+        session_idle_timeout: float = 300.0,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._group, self._lanes, self._max = group, lanes, max_sessions
+        self._idle_timeout = session_idle_timeout
         self.router: messaging.Router[Handler] = router or messaging.Router()
         self._now = now
         #: Session id -> its side (channel, current link).
@@ -324,15 +376,17 @@ class MessageServer:
         """Serve one connection: read each lane's opening, find the session, run it."""
         opened: list[tuple[str, MessageStream, bytes]] = []
         hello: messaging.Hello | None = None
+        # One deadline for the whole opening: a peer trickling bytes cannot hold it open.
+        deadline = self._now() + OPEN_TIMEOUT
         try:
             for _ in self._lanes.lanes:
-                stream = await conn.accept_stream(timeout=OPEN_TIMEOUT)
+                stream = await conn.accept_stream(timeout=_remaining(deadline, self._now()))
                 data = b""
                 for _ in range(10_000):  # an opening frame is small: bounded reads
-                    first = messaging.first_envelope(data)
+                    first = messaging.first_envelope(data, MAX_OPENING_FRAME)
                     if first is not None:
                         break
-                    chunk = await stream.receive()
+                    chunk = await stream.receive(timeout=_remaining(deadline, self._now()))
                     if not chunk:
                         raise messaging.EnvelopeError("a lane stream ended before its opening")
                     data += chunk
@@ -351,15 +405,20 @@ class MessageServer:
             names = sorted(lane for lane, _, _ in opened)
             if names != sorted(lane.name for lane in self._lanes.lanes):
                 raise messaging.EnvelopeError(f"the client opened lanes {names}, not this table's")
-            side = self._session(hello.session_id)
+            side = self._session(hello.session_id, _subject(conn))
             with side.guard:
                 generation = side.channel.attach(hello.generation, self._now())
         except messaging.MessageFormatError as exc:
             with contextlib.suppress(*_STREAM_ERRORS):
                 await conn.close(messaging.MESSAGING_VIOLATION, str(exc)[:100])
             return
+        except TimeoutError:
+            with contextlib.suppress(*_STREAM_ERRORS):
+                await conn.close(messaging.MESSAGING_VIOLATION, "no opening in time")
+            return
         except _STREAM_ERRORS:
             return
+        side.idle_since = None
         old, side.link = side.link, _Link(side, conn, generation, {n: s for n, s, _ in opened})
         if old is not None:  # the client moved to this connection: the old one is over
             old.alive = False
@@ -371,14 +430,29 @@ class MessageServer:
         lane, stream, data = opened[-1]
         await link.read(lane, stream, data)
 
-    def _session(self, session_id: bytes) -> Peer:
+    def _session(self, session_id: bytes, subject: str | None) -> Peer:
         side = self.sessions.get(session_id)
         if side is None:
+            if len(self.sessions) >= self._max:
+                self._evict_idle()
             if len(self.sessions) >= self._max:
                 raise messaging.EnvelopeError("too many sessions")
             channel = messaging.MessageChannel(session_id, lanes=self._lanes)
             side = self.sessions[session_id] = Peer(channel, self.router, self._now)
+            side.subject = subject
+        elif side.subject != subject:
+            # Knowing a session id is not owning it: only its first identity continues it.
+            raise messaging.EnvelopeError("the session belongs to another identity")
         return side
+
+    def _evict_idle(self) -> None:
+        # Sessions detached for longer than the idle timeout make room: strangers cannot
+        # fill max_sessions for good. Their unacked messages are dropped with them.
+        now = self._now()
+        for session_id, side in list(self.sessions.items()):
+            idle = side.idle_since
+            if side.connection is None and idle is not None and now - idle >= self._idle_timeout:
+                del self.sessions[session_id]
 
     async def send(
         self, session_id: bytes, message_type: str, payload: bytes = b""
@@ -389,13 +463,20 @@ class MessageServer:
             raise sansquic.LocalProtocolError(f"no session {session_id!r}")
         return await side.send(message_type, payload)
 
-    async def broadcast(self, message_type: str, payload: bytes = b"") -> int:
-        """Queue a message to every session; returns how many."""
+    async def broadcast(
+        self, message_type: str, payload: bytes = b""
+    ) -> dict[bytes, sansquic.LocalProtocolError]:
+        """Queue a message to every session; returns the sessions it could not be queued
+        for (e.g. :class:`~sansquic.messaging.QueueFull`) and why. Empty: all got it."""
+        failed: dict[bytes, sansquic.LocalProtocolError] = {}
         for session_id in list(self.sessions):
-            await self.send(session_id, message_type, payload)
-        return len(self.sessions)
+            try:
+                await self.send(session_id, message_type, payload)
+            except sansquic.LocalProtocolError as exc:
+                failed[session_id] = exc  # one full queue must not starve the rest
+        return failed
 
-    def unrouted(self, session_id: bytes) -> list[messaging.Envelope]:
+    def unrouted(self, session_id: bytes) -> deque[messaging.Envelope]:
         """A session's delivered messages that no handler was routed for."""
         return self.sessions[session_id].unrouted
 

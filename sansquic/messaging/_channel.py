@@ -16,8 +16,8 @@ import attrs
 
 from .._errors import LocalProtocolError
 from ._envelope import Envelope, decode_envelope, encode_envelope
-from ._errors import EnvelopeError, MessageFormatError, MessageTooLarge
-from ._framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from ._errors import EnvelopeError, FrameTooLarge, MessageFormatError, MessageTooLarge
+from ._framing import _PREFIX, DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ._queue import ReceiveWindow, SendQueue
 from ._routing import DEFAULT_LANES, Lane, LaneTable
 
@@ -27,6 +27,9 @@ HELLO, ACK, LANE = "sq.hello", "sq.ack", "sq.lane"
 _HELLO = struct.Struct(">IQ")
 _ACK = struct.Struct(">Q")
 _MAX_SESSION_ID = 64
+#: How far a peer's hello may move the generation at once: a client's rises by one per
+#: connection, so a larger jump is a peer trying to lock the real client out.
+_MAX_GENERATION_JUMP = 1 << 16
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -48,10 +51,14 @@ class Hello:
 
     @classmethod
     def decode(cls, payload: bytes) -> Hello:
-        """Parse a hello payload; raises :class:`EnvelopeError` on junk."""
+        """Parse a hello payload; raises :class:`EnvelopeError` on junk (including a
+        session id over 64 bytes)."""
         if not payload or len(payload) != 1 + payload[0] + _HELLO.size or payload[0] == 0:
             raise EnvelopeError("malformed hello")
         n = payload[0]
+        if n > _MAX_SESSION_ID:
+            # A channel could never be made for it: refuse it here, as the peer's junk.
+            raise EnvelopeError(f"a hello's session id is over {_MAX_SESSION_ID} bytes")
         generation, received = _HELLO.unpack_from(payload, 1 + n)
         return cls(session_id=bytes(payload[1 : 1 + n]), generation=generation, received=received)
 
@@ -59,11 +66,16 @@ class Hello:
 def first_envelope(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Envelope | None:
     """The first envelope in a stream's opening bytes, or ``None`` until it is whole:
     a server reads the hello with it to find the session before it attaches a channel.
-    Raises :class:`MessageFormatError` on junk."""
-    decoder = FrameDecoder(max_frame_size)
-    decoder.feed(data)
-    frame = decoder.next_frame()
-    return None if frame is None else decode_envelope(frame)
+    Raises :class:`MessageFormatError` on junk; only the first frame counts against
+    ``max_frame_size`` (the messages after it are the channel's to check)."""
+    if len(data) < _PREFIX:
+        return None
+    size = int.from_bytes(data[:_PREFIX], "big")
+    if size > max_frame_size:
+        raise FrameTooLarge(size, max_frame_size)
+    if len(data) < _PREFIX + size:
+        return None
+    return decode_envelope(bytes(data[_PREFIX : _PREFIX + size]))
 
 
 class MessageChannel:
@@ -124,10 +136,13 @@ class MessageChannel:
         """A new connection: the client passes nothing (the generation rises by one), the
         server passes the generation of the client's hello. Raises
         :class:`MessageFormatError` for a generation not newer than the current one (a
-        stale connection: close it). Next: :meth:`data_to_send`."""
+        stale connection: close it), or one more than 65536 ahead (a lock-out attempt).
+        Next: :meth:`data_to_send`."""
         new = self.generation + 1 if generation is None else generation
         if new <= self.generation:
             raise MessageFormatError(f"generation {new} is not newer than {self.generation}")
+        if new - self.generation > _MAX_GENERATION_JUMP:
+            raise MessageFormatError(f"generation {new} jumps too far past {self.generation}")
         self.generation, self.attached = new, True
         self._decoders = {lane.name: FrameDecoder(self.max_frame_size) for lane in self.lanes.lanes}
         self._out = {lane.name: bytearray() for lane in self.lanes.lanes}
