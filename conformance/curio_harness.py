@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import sansquic
 
-from .harness import Handler, _Connection, _Portal, _Server
+from .harness import Handler, _Connection, _Portal, _PortalConnects, _Server
 
 __all__ = ["CurioHarness"]
 
@@ -103,7 +103,7 @@ async def _in_thread(handler: Handler, conn: Any) -> None:
     done.result()
 
 
-class CurioHarness:
+class CurioHarness(_PortalConnects):
     """sansquic_curio on a kernel of its own per server and per client connection."""
 
     name = "curio"
@@ -144,33 +144,6 @@ class CurioHarness:
                 curio_portal.stop()
             raise
         return _Server(portal, server)
-
-    def connect(
-        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> _Connection:
-        return self._connect("connect", *address, config=config, token=token)
-
-    def connect_websocket(
-        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> _Connection:
-        return self._connect("connect_websocket", *address, config=config, token=token)
-
-    def connect_any(
-        self,
-        quic_address: tuple[str, int],
-        websocket_port: int,
-        config: sansquic.Config,
-        delay: float,
-        timeout: float,
-    ) -> _Connection:
-        return self._connect(
-            "connect_any",
-            *quic_address,
-            websocket_port=websocket_port,
-            config=config,
-            delay=delay,
-            timeout=timeout,
-        )
 
     def _connect(self, name: str, *args: Any, **options: Any) -> _Connection:
         import sansquic_curio

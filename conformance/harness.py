@@ -256,7 +256,45 @@ class _Server:
             self._portal.stop()
 
 
-class AsyncHarness:
+class _PortalConnects:
+    """``connect``, ``connect_websocket`` and ``connect_any`` of the portal harnesses
+    (async runtimes here, curio's in ``curio_harness``): each opens the runtime's
+    function of that name through ``_connect``."""
+
+    def _connect(self, name: str, *args: Any, **options: Any) -> _Connection:
+        raise NotImplementedError
+
+    def connect(
+        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
+    ) -> _Connection:
+        return self._connect("connect", address[0], address[1], config=config, token=token)
+
+    def connect_websocket(
+        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
+    ) -> _Connection:
+        return self._connect(
+            "connect_websocket", address[0], address[1], config=config, token=token
+        )
+
+    def connect_any(
+        self,
+        quic_address: tuple[str, int],
+        websocket_port: int,
+        config: sansquic.Config,
+        delay: float,
+        timeout: float,
+    ) -> _Connection:
+        return self._connect(
+            "connect_any",
+            *quic_address,
+            websocket_port=websocket_port,
+            config=config,
+            delay=delay,
+            timeout=timeout,
+        )
+
+
+class AsyncHarness(_PortalConnects):
     """An async runtime (``module``) on an anyio portal ``backend`` ("asyncio" or "trio").
 
     ``structured`` runtimes serve with ``task_status`` (trio's idiom);
@@ -314,35 +352,6 @@ class AsyncHarness:
             portal.stop()
             raise
         return _Server(portal, server)
-
-    def connect(
-        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> _Connection:
-        return self._connect("connect", address[0], address[1], config=config, token=token)
-
-    def connect_websocket(
-        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> _Connection:
-        return self._connect(
-            "connect_websocket", address[0], address[1], config=config, token=token
-        )
-
-    def connect_any(
-        self,
-        quic_address: tuple[str, int],
-        websocket_port: int,
-        config: sansquic.Config,
-        delay: float,
-        timeout: float,
-    ) -> _Connection:
-        return self._connect(
-            "connect_any",
-            *quic_address,
-            websocket_port=websocket_port,
-            config=config,
-            delay=delay,
-            timeout=timeout,
-        )
 
     def _connect(self, name: str, *args: Any, **options: Any) -> _Connection:
         runtime, portal = self._runtime(), _Portal(self._backend)

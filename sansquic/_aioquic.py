@@ -559,7 +559,8 @@ class AioquicEngine(AioquicStyleEngine):
             **ticket_calls,
         )
         quic._server_tickets = self._server_tickets
-        self._early_seen = False
+        # 0-RTT is taken or not with the ClientHello: checked until that is handled.
+        self._early_pending = self._server_tickets is not None
         self._early_accepted: list[EarlyDataAccepted] = []
         quic._reset_token = reset_token
         quic._derive_reset_tokens()
@@ -651,18 +652,22 @@ class AioquicEngine(AioquicStyleEngine):
         self._grant(now)
         quic = self._quic
         quic.receive_datagram(data, addr, now=now)
-        if (
-            self._server_tickets is not None
-            and not self._early_seen
-            and getattr(quic, "tls", None) is not None  # made by the first Initial it takes
-            and quic.tls.early_data_accepted  # only on a ticket that allows it (fetch)
-        ):
-            self._early_seen = True
-            self._early_accepted.append(EarlyDataAccepted(quic.tls.alpn_negotiated))
+        if self._early_pending:
+            self._check_early_data()
         self._note_engine_close()
         self._watch_keys()
         if not self._crypto_trimmed and quic._handshake_confirmed:
             self._trim_crypto_buffers()
+
+    def _check_early_data(self) -> None:
+        """Once the ClientHello is handled, report 0-RTT if it was taken (only on a
+        ticket that allows it: see ``ServerTickets.fetch``); then never look again."""
+        context = getattr(self._quic, "tls", None)  # made by the first Initial aioquic takes
+        if context is None or context.state is tls.State.SERVER_EXPECT_CLIENT_HELLO:
+            return
+        self._early_pending = False
+        if context.early_data_accepted:
+            self._early_accepted.append(EarlyDataAccepted(context.alpn_negotiated))
 
     def _trim_crypto_buffers(self) -> None:
         """Free the 8 KiB handshake output buffers of discarded epochs.

@@ -81,8 +81,8 @@ The blocking twin of the WebSocket fallback, for the threads runtime.
 ''',
         {
             **_LINES,
-            "from ._async import Connection, open_connection": (
-                "from ._sync import Connection, open_connection"
+            "from ._async import Connection, WholeReads, open_connection": (
+                "from ._sync import Connection, WholeReads, open_connection"
             ),
         },
     ),

@@ -241,7 +241,50 @@ class _Driver:
                 sock.close()
 
 
-class Stream:
+class WholeReads:
+    """``receive_exactly`` and ``read_all``, built on ``receive``: shared by every
+    stream of the runtime layer (QUIC and the WebSocket fallback)."""
+
+    def receive(self, max_bytes: int = -1, *, timeout: float | None = None) -> bytes:
+        raise NotImplementedError
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        """The clock reading ``timeout`` seconds from now (``None``: no deadline)."""
+        raise NotImplementedError
+
+    def _left(self, deadline: float | None) -> float | None:
+        """Seconds left until ``deadline``, for the next ``receive``."""
+        raise NotImplementedError
+
+    def receive_exactly(self, size: int, *, timeout: float | None = None) -> bytes:
+        """Exactly ``size`` bytes; raises :class:`sansquic.IncompleteRead` if the stream
+        ends first."""
+        if size < 0:
+            raise ValueError(f"size must be >= 0, not {size}")
+        deadline = self._deadline(timeout)
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.receive(size - len(data), timeout=self._left(deadline))
+            if not chunk:
+                raise sansquic.IncompleteRead(size, bytes(data))
+            data += chunk
+        return bytes(data)
+
+    def read_all(self, *, limit: int = READ_ALL_LIMIT, timeout: float | None = None) -> bytes:
+        """Everything until the end of the stream (at most ``limit`` bytes, else
+        :class:`sansquic.ReadLimitExceeded`)."""
+        deadline = self._deadline(timeout)
+        data = bytearray()
+        while True:
+            chunk = self.receive(timeout=self._left(deadline))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+            if len(data) > limit:
+                raise sansquic.ReadLimitExceeded(limit)
+
+
+class Stream(WholeReads):
     """One QUIC stream: :meth:`send` then :meth:`finish`; :meth:`receive` until ``b""``.
 
     One task may receive and one may send at a time; a second raises
@@ -257,6 +300,12 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"<sansquic Stream id={self.id}>"
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self._driver.deadline(timeout)
+
+    def _left(self, deadline: float | None) -> float | None:
+        return None if deadline is None else max(0.0, deadline - self._driver.backend.now())
 
     @property
     def early_bytes(self) -> int:
@@ -345,39 +394,6 @@ class Stream:
             return driver.until(attempt, ("read", core, sid), driver.deadline(timeout))
         finally:
             self._receiving = False
-
-    def receive_exactly(self, size: int, *, timeout: float | None = None) -> bytes:
-        """Exactly ``size`` bytes; raises :class:`sansquic.IncompleteRead` if the stream
-        ends first."""
-        if size < 0:
-            raise ValueError(f"size must be >= 0, not {size}")
-        deadline = self._driver.deadline(timeout)
-        data = bytearray()
-        while len(data) < size:
-            remaining = (
-                None if deadline is None else max(0.0, deadline - self._driver.backend.now())
-            )
-            chunk = self.receive(size - len(data), timeout=remaining)
-            if not chunk:
-                raise sansquic.IncompleteRead(size, bytes(data))
-            data += chunk
-        return bytes(data)
-
-    def read_all(self, *, limit: int = READ_ALL_LIMIT, timeout: float | None = None) -> bytes:
-        """Everything until the end of the stream (at most ``limit`` bytes, else
-        :class:`sansquic.ReadLimitExceeded`)."""
-        deadline = self._driver.deadline(timeout)
-        data = bytearray()
-        while True:
-            remaining = (
-                None if deadline is None else max(0.0, deadline - self._driver.backend.now())
-            )
-            chunk = self.receive(timeout=remaining)
-            if not chunk:
-                return bytes(data)
-            data += chunk
-            if len(data) > limit:
-                raise sansquic.ReadLimitExceeded(limit)
 
     def reset(self, code: int = 0) -> None:
         """Abandon the sending side with ``code``; unsent data is dropped."""

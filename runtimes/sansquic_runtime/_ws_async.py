@@ -35,7 +35,7 @@ from sansquic.websocket import (
     rejection_headers,
 )
 
-from ._async import Connection, open_connection
+from ._async import Connection, WholeReads, open_connection
 from ._backend import AsyncBackend, AsyncTaskGroup
 from ._tcp import Abort, TlsPipe, client_context, server_context, shutdown, tcp_socket
 
@@ -54,7 +54,6 @@ _T = TypeVar("_T")
 #: Seconds ``close()`` waits for the peer's close frame before letting go.
 CLOSE_WAIT = 2.0
 #: What ``WebSocketStream.read_all()`` accepts at most unless told otherwise.
-READ_ALL_LIMIT = 16 * 1024 * 1024
 #: Ciphertext queued for the socket above which senders wait (the mux's credit bounds the rest).
 _HIGH_WATER = 1024 * 1024
 #: Ciphertext queued past which the peer is taken to have stopped reading.
@@ -462,7 +461,7 @@ class _WsDriver:
                 await backend.park(key, deadline)
 
 
-class WebSocketStream:
+class WebSocketStream(WholeReads):
     """One stream over the WebSocket: :meth:`send` then :meth:`finish`; :meth:`receive`
     until ``b""`` (the same shape as :class:`sansquic_runtime.Stream`).
 
@@ -480,6 +479,12 @@ class WebSocketStream:
 
     def __repr__(self) -> str:
         return f"<sansquic WebSocketStream id={self.id}>"
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self._driver.deadline(timeout)
+
+    def _left(self, deadline: float | None) -> float | None:
+        return None if deadline is None else max(0.0, deadline - self._driver.backend.now())
 
     @property
     def queued(self) -> int:
@@ -562,38 +567,6 @@ class WebSocketStream:
             return await driver.until(attempt, ("read", driver, sid), driver.deadline(timeout))
         finally:
             self._receiving = False
-
-    async def receive_exactly(self, size: int, *, timeout: float | None = None) -> bytes:
-        """Exactly ``size`` bytes; raises :class:`sansquic.IncompleteRead` if the stream
-        ends first."""
-        if size < 0:
-            raise ValueError(f"size must be >= 0, not {size}")
-        deadline = self._driver.deadline(timeout)
-        data = bytearray()
-        while len(data) < size:
-            remaining = (
-                None if deadline is None else max(0.0, deadline - self._driver.backend.now())
-            )
-            chunk = await self.receive(size - len(data), timeout=remaining)
-            if not chunk:
-                raise sansquic.IncompleteRead(size, bytes(data))
-            data += chunk
-        return bytes(data)
-
-    async def read_all(self, *, limit: int = READ_ALL_LIMIT, timeout: float | None = None) -> bytes:
-        """Everything until the end of the stream (at most ``limit`` bytes)."""
-        deadline = self._driver.deadline(timeout)
-        data = bytearray()
-        while True:
-            remaining = (
-                None if deadline is None else max(0.0, deadline - self._driver.backend.now())
-            )
-            chunk = await self.receive(timeout=remaining)
-            if not chunk:
-                return bytes(data)
-            data += chunk
-            if len(data) > limit:
-                raise sansquic.ReadLimitExceeded(limit)
 
 
 class WebSocketConnection:
