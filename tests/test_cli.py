@@ -161,7 +161,7 @@ def test_serve_sink_holds_bounded_memory_whatever_the_peer_sends() -> None:
             stream = await conn.open_stream()
             await stream.send(chunk * 4)
             before = _rss(pid)  # the server is warm: buffers and code paths in use
-            for _ in range(40):  # 40 MiB more, never finished
+            for _ in range(64):  # 64 MiB more, never finished
                 await stream.send(chunk)
             # One round trip on another stream: the sink has read everything before it.
             probe = await conn.open_stream()
@@ -171,7 +171,11 @@ def test_serve_sink_holds_bounded_memory_whatever_the_peer_sends() -> None:
 
     with cli_server("sink") as (server, port):
         before, after = asyncio.run(scenario(port, server.pid))
-    assert after - before < 16 << 20, f"the sink grew by {(after - before) >> 20} MiB"
+    # The promise is the receive window: auto-tuning may grow this stream's window
+    # to max_stream_window (16 MiB) and the sink may lag that far behind, plus
+    # allocator slack. A sink that kept what it read would grow by all 64 MiB.
+    bound = sansquic.Config().max_stream_window + (8 << 20)
+    assert after - before < bound, f"the sink grew by {(after - before) >> 20} MiB"
 
 
 def _qlog_files(directory: Path) -> dict[str, dict[str, object]]:
