@@ -49,7 +49,7 @@ def types(session: nox.Session) -> None:
 def conformance(session: nox.Session) -> None:
     """The whole matrix: every case, every client x server runtime pair, over loopback."""
     session.install("-e", ".[all]")
-    session.run("python", "-m", "conformance", *session.posargs)
+    session.run("python", "-m", "sansquic_conformance", *session.posargs)
 
 
 @nox.session(python=PYTHONS[0])

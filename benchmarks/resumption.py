@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sansquic_asyncio
 
 import sansquic
-from conformance.relay import Relay
+from sansquic_conformance.relay import Relay
 
 KINDS = ("full handshake", "resumed", "resumed + 0-RTT")
 

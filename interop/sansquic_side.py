@@ -16,7 +16,7 @@ import attrs
 import sansquic_threads
 
 import sansquic
-from conformance import hq
+from sansquic_conformance import hq
 
 from . import h3
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificate
 
 import sansquic
-from conformance import hq
+from sansquic_conformance import hq
 
 
 class _Server(QuicConnectionProtocol):

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 import sansquic
-from conformance import HARNESSES
-from conformance.harness import Harness
 from sansquic import tokens
+from sansquic_conformance import HARNESSES
+from sansquic_conformance.harness import Harness
 
 from .rawpeer import RawClient, auth_request, run_over_udp
 

@@ -4,7 +4,7 @@ Every case runs for each runtime against itself; for every pair of different
 runtimes (six harnesses: asyncio, threads, trio, anyio on asyncio and on trio,
 curio; 30 pairs) the
 quickest cases that still cross every path run here, and
-`nox -s conformance` (`python -m conformance`) runs the whole matrix.
+`nox -s conformance` (`python -m sansquic_conformance`) runs the whole matrix.
 """
 
 import itertools
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conformance import CASES, CROSS_CASES, HARNESSES
+from sansquic_conformance import CASES, CROSS_CASES, HARNESSES
 
 RUNS = [
     (client, server, case)

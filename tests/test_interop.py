@@ -5,7 +5,7 @@ import os
 import pytest
 
 import sansquic
-from conformance import HARNESSES, hq
+from sansquic_conformance import HARNESSES, hq
 
 from .interop_aioquic import AioquicPeer
 

@@ -9,7 +9,6 @@ import sansquic_threads
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance import hq
 from interop import h3
 from interop.__main__ import exit_status, print_matrix
 from interop.peers import AioquicExamples, Ngtcp2, PeerLog
@@ -17,6 +16,7 @@ from interop.proxy import Impairment, Proxy
 from interop.runner import DIRECTIONS, Outcome, run_cell
 from interop.spec import CASES, Observation
 from interop.wire import V1, Hello, Observer, parse_datagram
+from sansquic_conformance import hq
 
 BODY = bytes(range(256)) * 1200  # 300 KB
 

@@ -1,6 +1,6 @@
 """The shared conformance suite: cases written once, run for every runtime pair.
 
-``python -m conformance`` prints the matrix (client runtime x server runtime x
+``python -m sansquic_conformance`` prints the matrix (client runtime x server runtime x
 case) and exits non-zero on any failure; ``tests/test_conformance.py`` runs
 the same cases under pytest.
 """

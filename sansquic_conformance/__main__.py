@@ -1,4 +1,4 @@
-"""Run the conformance matrix: ``python -m conformance [--fast] [--case NAME ...]``."""
+"""Run the conformance matrix: ``python -m sansquic_conformance [--fast] [--case NAME ...]``."""
 
 from __future__ import annotations
 

@@ -857,7 +857,7 @@ def migration(client: Harness, server: Harness) -> None:
 
 def messaging_across_a_disconnect(client: Harness, server: Harness) -> None:
     """Typed messages both ways with a forced disconnect mid-way: no loss, no duplicate
-    (the messaging layer, ``conformance/messaging.py``)."""
+    (the messaging layer, ``sansquic_conformance/messaging.py``)."""
     _messaging.across_a_disconnect(client, server, CONFIG)
 
 
