@@ -73,7 +73,7 @@ def sansquic_run(count: int, meter: Meter) -> float:
     limits = sansquic.RateLimits(
         new_connections_per_second=None, max_connections_per_address=None, retry="never"
     )
-    config = sansquic.Config(dev_mode=True, rate_limits=limits)
+    config = sansquic.Config(dev_mode=True, trust_dev_certificate=True, rate_limits=limits)
     net = SimNetwork(1, conditions=LinkConditions(delay=DELAY), keep_trace=False)
     server = sansquic.Endpoint(config, server=True)
     client = sansquic.Endpoint(config)

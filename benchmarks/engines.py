@@ -184,6 +184,7 @@ class SansquicPeer:
     def __init__(self, engine: str, is_client: bool, size: int) -> None:
         config = sansquic.Config(
             dev_mode=True,
+            trust_dev_certificate=True,
             engine=engine,  # type: ignore[arg-type]
             alpn=("bench",),
             max_udp_payload_size=size,

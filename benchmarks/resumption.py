@@ -52,7 +52,12 @@ async def _measure(rounds: int, delay: float) -> dict[str, tuple[float, float]]:
             await stream.send(b"!")
             await stream.finish()
 
-    server_config = sansquic.Config(dev_mode=True, early_data=True, ticket_keys=(os.urandom(32),))
+    server_config = sansquic.Config(
+        dev_mode=True,
+        trust_dev_certificate=True,
+        early_data=True,
+        ticket_keys=(os.urandom(32),),
+    )
     server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=server_config)
     relay = Relay(server.address, delay=delay, lifetime=600)
     results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
@@ -61,6 +66,7 @@ async def _measure(rounds: int, delay: float) -> dict[str, tuple[float, float]]:
             for kind in KINDS:
                 config = sansquic.Config(
                     dev_mode=True,
+                    trust_dev_certificate=True,
                     session_tickets=kind != "full handshake",
                     early_data=kind == "resumed + 0-RTT",
                 )

@@ -3,7 +3,8 @@ r"""Soak: many connections, each with concurrent echo streams, for minutes, over
 Three processes per runtime, so load and server never share an interpreter:
 
 - the server (``sansquic_asyncio.serve`` or ``sansquic_threads.serve`` on
-  127.0.0.1, port 0, ``Config(dev_mode=True)`` with the admission limits that
+  127.0.0.1, port 0, ``Config(dev_mode=True, trust_dev_certificate=True)``
+  with the admission limits that
   count per address or per second off, as every client comes from the one
   loopback address) echoes every stream it accepts, chunk by chunk. On
   asyncio each stream gets a task in the connection's TaskGroup; on threads
@@ -178,7 +179,7 @@ def _server_config() -> sansquic.Config:
         max_handshakes=None,
         prehandshake_datagrams_per_second=None,  # every Initial comes from 127.0.0.1
     )
-    return sansquic.Config(dev_mode=True, rate_limits=limits)
+    return sansquic.Config(dev_mode=True, trust_dev_certificate=True, rate_limits=limits)
 
 
 def _error_name(exc: BaseException) -> str:
@@ -546,7 +547,7 @@ async def _client(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    config = sansquic.Config(dev_mode=True)
+    config = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
     n, m, size = args.connections, args.streams, args.message_size
     failures: Counter[str] = Counter()
     connect_failures: Counter[str] = Counter()

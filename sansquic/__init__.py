@@ -18,7 +18,7 @@ from ._auth import (
     AuthRequest,
     Identity,
 )
-from ._certs import CertificatePair, make_dev_certificate
+from ._certs import CertificatePair, issue_dev_certificate, make_dev_certificate
 from ._codes import CloseCode, ClosedBy
 from ._config import Config
 from ._connection import Connection, ConnectionState, Role
@@ -150,6 +150,7 @@ __all__ = [
     "WebTransportStreamReset",
     "WebTransportStreamStopped",
     "__version__",
+    "issue_dev_certificate",
     "make_dev_certificate",
 ]
 

@@ -290,10 +290,10 @@ def _quic_configuration(config: Config, *, is_client: bool, server_name: str | N
     if config.cipher_suites is not None:
         qc.cipher_suites = [tls.CipherSuite[name] for name in config.cipher_suites]
     if is_client:
-        if config.dev_mode or not config.verify_peer:
+        if not config.verify_peer:
             qc.verify_mode = ssl.CERT_NONE
-        elif config.ca_certs is not None:
-            qc.cadata = config.ca_certs
+        elif (anchors := config.trust_anchors()) is not None:
+            qc.cadata = anchors
     else:
         if config.certificate is None or config.private_key is None:
             raise ConfigError("a server needs certificate and private_key, or dev_mode=True")

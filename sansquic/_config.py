@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ._auth import Authenticator, AuthPolicy, AuthRequest
-from ._certs import make_dev_certificate
+from ._certs import DEV_AUTHORITY_PEM, issue_dev_certificate
 from ._errors import ConfigError
 from ._tickets import MemoryTicketStore, TicketKeys, TicketStore
 from ._validators import bool_, int_in, one_of, optional, positive, positive_or_none
@@ -132,11 +132,13 @@ class Config:
     """Settings shared by client and server connections.
 
     A server needs ``certificate`` and ``private_key``, or ``dev_mode=True``,
-    which makes an in-memory self-signed pair. A client verifies the server's
-    certificate against the ``certifi`` bundle the engine loads, or against
-    ``ca_certs`` when given, and checks it against the ``server_name`` it
-    connects with. ``dev_mode=True`` or ``verify_peer=False`` on a client
-    turns verification off, for local development only.
+    which issues an in-memory certificate from this process's development
+    authority. A client verifies the server's certificate against the
+    ``certifi`` bundle the engine loads, or against ``ca_certs`` when given, and
+    checks it against the ``server_name`` it connects with. ``dev_mode`` never
+    changes what a client trusts: ``trust_dev_certificate=True`` makes it trust
+    dev servers of the same process (verified for real), and
+    ``verify_peer=False`` turns verification off, for local development only.
 
     Change a setting with :meth:`replace`; invalid values raise
     :class:`~sansquic.ConfigError` at construction.
@@ -156,9 +158,16 @@ class Config:
     private_key: bytes | None = attrs.field(default=None, converter=_private_key, repr=False)
     #: Trust anchors for verifying the peer (PEM); ``None`` uses the system's.
     ca_certs: bytes | None = attrs.field(default=None, converter=_ca_certs)
-    #: Verify the server's certificate (clients); ``dev_mode`` also turns it off.
+    #: Verify the server's certificate (clients). ``False`` accepts any server:
+    #: for local development only.
     verify_peer: bool = attrs.field(default=True, validator=bool_)
-    #: Development mode: servers get a self-signed pair, clients skip verification.
+    #: (Clients) Also trust certificates that ``dev_mode`` servers of this same
+    #: process were issued, checking signature and name as for any other. A dev
+    #: server in another process has its own authority: pass its certificate's
+    #: issuer as ``ca_certs``, or use ``verify_peer=False``.
+    trust_dev_certificate: bool = attrs.field(default=False, validator=bool_)
+    #: (Servers) Development mode: without ``certificate``, issue one in memory
+    #: from this process's development authority. Clients are unaffected.
     dev_mode: bool = attrs.field(default=False, validator=bool_)
     #: Seconds without traffic after which the connection closes.
     idle_timeout: float = attrs.field(default=30.0, validator=positive)
@@ -281,7 +290,7 @@ class Config:
         if (self.certificate is None) != (self.private_key is None):
             raise ConfigError("certificate and private_key go together: give both or neither")
         if self.dev_mode and self.certificate is None:
-            pair = make_dev_certificate()
+            pair = issue_dev_certificate()
             object.__setattr__(self, "certificate", pair.certificate)
             object.__setattr__(self, "private_key", pair.private_key)
             object.__setattr__(self, "dev_certificate", True)
@@ -327,6 +336,17 @@ class Config:
             return self
         policy = attrs.evolve(self.auth or AuthPolicy(), authenticator=authenticator)
         return self.replace(auth=policy)
+
+    def trust_anchors(self) -> bytes | None:
+        """(Clients) The PEM trust anchors to verify a server with; ``None``: the system's.
+
+        ``ca_certs``, plus this process's development authority when
+        ``trust_dev_certificate`` is set. Engines and the WebSocket fallback all
+        take their trust from here.
+        """
+        if not self.trust_dev_certificate:
+            return self.ca_certs
+        return (self.ca_certs or b"") + DEV_AUTHORITY_PEM
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated.

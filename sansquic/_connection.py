@@ -208,7 +208,7 @@ class Connection:
         if role is Role.SERVER and server_name is not None:
             raise LocalProtocolError("server_name is for clients; a server has no use for it")
         if role is Role.CLIENT:
-            if config.verify_peer and not config.dev_mode and not server_name:
+            if config.verify_peer and not server_name:
                 raise LocalProtocolError(
                     "a client that verifies the server needs server_name to check it against"
                 )

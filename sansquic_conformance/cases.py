@@ -32,7 +32,7 @@ __all__ = ["CASES", "CROSS_CASES", "FAST_CASES", "Case"]
 Case = Callable[[Harness, Harness], None]
 #: The engine every case runs on: SANSQUIC_CONFORMANCE_ENGINE=qh3 selects qh3 (both sides).
 ENGINE = os.environ.get("SANSQUIC_CONFORMANCE_ENGINE", "aioquic")
-CONFIG = sansquic.Config(dev_mode=True, engine=ENGINE)  # type: ignore[arg-type]  # checked
+CONFIG = sansquic.Config(dev_mode=True, trust_dev_certificate=True, engine=ENGINE)  # type: ignore[arg-type]  # checked
 _HQ_CONFIG = hq.CONFIG.replace(engine=ENGINE)
 _KEYS = {"conformance": b"conformance signing key, 32 bytes"}
 _SIGNER = tokens.TokenSigner(_KEYS, key_id="conformance")

@@ -57,4 +57,4 @@ def get(conn: Any, path: str, timeout: float = 30.0) -> bytes:
     return bytes(body)
 
 
-CONFIG = sansquic.Config(dev_mode=True, alpn=(ALPN,))
+CONFIG = sansquic.Config(dev_mode=True, trust_dev_certificate=True, alpn=(ALPN,))

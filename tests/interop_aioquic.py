@@ -80,7 +80,7 @@ class AioquicPeer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
 
     def serve(self, files: dict[str, bytes]) -> tuple[str, int]:
-        pair = sansquic.make_dev_certificate()
+        pair = sansquic.issue_dev_certificate()  # hq.CONFIG trusts it: verified for real
         config = QuicConfiguration(is_client=False, alpn_protocols=[hq.ALPN])
         config.certificate = load_pem_x509_certificate(pair.certificate)
         config.private_key = load_pem_private_key(pair.private_key, password=None)

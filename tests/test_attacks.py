@@ -42,7 +42,9 @@ def _decide(request: AuthRequest, address: object, now: float) -> Identity | Aut
 
 def _server_config(**changes: object) -> Config:
     policy = AuthPolicy(authenticator=_decide, deadline=2.0)
-    return Config(dev_mode=True, auth=policy, idle_timeout=5.0, **changes)  # type: ignore[arg-type]
+    return Config(
+        dev_mode=True, trust_dev_certificate=True, auth=policy, idle_timeout=5.0, **changes
+    )  # type: ignore[arg-type]
 
 
 class World:
@@ -106,7 +108,9 @@ def test_a_peer_aborting_the_auth_stream_is_closed_with_a_code(how: str) -> None
 
 
 def test_stopping_the_auth_stream_while_the_application_decides() -> None:
-    world = World(Config(dev_mode=True, auth=AuthPolicy(deadline=2.0)))  # decided by the app
+    world = World(
+        Config(dev_mode=True, trust_dev_certificate=True, auth=AuthPolicy(deadline=2.0))
+    )  # decided by the app
     attacker = world.raw_client()
     world.handshake(attacker)
     attacker.quic.send_stream_data(0, auth_request(), end_stream=True)
@@ -237,7 +241,7 @@ def test_raising_a_closed_error_again_and_again_keeps_it_small() -> None:
 def test_per_stream_state_does_not_outlive_the_streams() -> None:
     """Thousands of streams through one connection leave the Dispatcher's tables as they
     were: what it keeps per stream follows the streams the core still has."""
-    world = World(Config(dev_mode=True))
+    world = World(Config(dev_mode=True, trust_dev_certificate=True))
     world.net = SimNetwork(3, conditions=LinkConditions(delay=0.001), keep_trace=False)
     world.net.add(SERVER, world.server)
     world.net.step_hooks.append(world._application)

@@ -22,7 +22,7 @@ from sansquic_conformance.harness import Harness
 from .rawpeer import RawClient, auth_request, run_over_udp
 
 KEYS = {"k": b"a signing key of thirty-two bytes"}
-CONFIG = sansquic.Config(dev_mode=True)
+CONFIG = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
 SERVER_CONFIG = CONFIG.replace(
     auth=sansquic.AuthPolicy(
         authenticator=tokens.token_authenticator(

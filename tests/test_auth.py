@@ -58,8 +58,12 @@ def token_pair(
         request = AuthRequest(method=method, credentials=credentials, metadata=metadata or {})
     pair = connected_pair(
         LinkConditions(delay=0.005),
-        client_config=Config(dev_mode=True, auth_request=request),
-        server_config=Config(dev_mode=True, auth=policy),
+        client_config=Config(
+            dev_mode=True,
+            trust_dev_certificate=True,
+            auth_request=request,
+        ),
+        server_config=Config(dev_mode=True, trust_dev_certificate=True, auth=policy),
     )
     client, server = StreamSink(pair.client), StreamSink(pair.server)
     pair.network.step_hooks += [client.pump, server.pump]
@@ -233,7 +237,10 @@ def test_repeated_failures_lock_an_address_out() -> None:
         authenticator=token_authenticator(VERIFIER), max_failures=3, failure_window=60, lockout=300
     )
     server_config = Config(
-        dev_mode=True, auth=policy, rate_limits=RateLimits(new_connections_per_second=None)
+        dev_mode=True,
+        trust_dev_certificate=True,
+        auth=policy,
+        rate_limits=RateLimits(new_connections_per_second=None),
     )
     net = SimNetwork(1, conditions=LinkConditions(delay=0.002))
     server = Endpoint(server_config, server=True)
@@ -242,9 +249,13 @@ def test_repeated_failures_lock_an_address_out() -> None:
 
     def attempt(address: tuple[str, int], token: str) -> StreamSink:
         if address not in endpoints:
-            endpoints[address] = Endpoint(Config(dev_mode=True))
+            endpoints[address] = Endpoint(Config(dev_mode=True, trust_dev_certificate=True))
             net.add(address, endpoints[address])
-        config = Config(dev_mode=True, auth_request=AuthRequest(credentials=token.encode()))
+        config = Config(
+            dev_mode=True,
+            trust_dev_certificate=True,
+            auth_request=AuthRequest(credentials=token.encode()),
+        )
         endpoint = endpoints[address]
         endpoint._config = config  # this client presents `token`
         conn = endpoint.connect(("10.0.0.2", 4433), net.now, server_name="localhost")
@@ -335,7 +346,9 @@ def test_arbitrary_auth_requests_never_crash_or_accept_unless_the_authenticator_
 
     pair = connected_pair(
         server_config=Config(
-            dev_mode=True, auth=AuthPolicy(authenticator=authenticator, deadline=2)
+            dev_mode=True,
+            trust_dev_certificate=True,
+            auth=AuthPolicy(authenticator=authenticator, deadline=2),
         )
     )
     server = StreamSink(pair.server)
@@ -371,8 +384,12 @@ def test_who_ended_a_failed_auth_is_named() -> None:
     # A server without an AuthPolicy never answers: the client gives up on its own.
     lonely = connected_pair(
         LinkConditions(delay=0.005),
-        client_config=Config(dev_mode=True, auth_request=AuthRequest(credentials=b"t")),
-        server_config=Config(dev_mode=True),
+        client_config=Config(
+            dev_mode=True,
+            trust_dev_certificate=True,
+            auth_request=AuthRequest(credentials=b"t"),
+        ),
+        server_config=Config(dev_mode=True, trust_dev_certificate=True),
     )
     sink = StreamSink(lonely.client)
     lonely.network.step_hooks.append(sink.pump)

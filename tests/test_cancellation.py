@@ -19,7 +19,7 @@ import sansquic_threads
 
 import sansquic
 
-CONFIG = sansquic.Config(dev_mode=True)
+CONFIG = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
 RUNTIMES = [
     ("asyncio", "sansquic_asyncio"),
     ("asyncio", "sansquic_anyio"),

@@ -36,7 +36,7 @@ def test_a_local_close_and_the_peer_seeing_it() -> None:
 
 
 def test_an_idle_timeout() -> None:
-    config = Config(dev_mode=True, idle_timeout=1.0)
+    config = Config(dev_mode=True, trust_dev_certificate=True, idle_timeout=1.0)
     pair = connected_pair(client_config=config, server_config=config)
     pair.network.run_for(5.0)
     event = _terminated(pair.client)

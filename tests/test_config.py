@@ -14,7 +14,8 @@ from sansquic import Config, ConfigError
 def test_defaults_are_safe() -> None:
     config = Config()
     assert config.verify_peer is True
-    assert config.dev_mode is False
+    assert config.dev_mode is False and config.trust_dev_certificate is False
+    assert config.trust_anchors() is None
     assert config.certificate is None and config.private_key is None
     assert config.max_streams_bidi > 128  # aioquic's default is not our ceiling
 
@@ -24,11 +25,16 @@ def test_config_is_frozen() -> None:
         Config().idle_timeout = 3  # type: ignore[misc]
 
 
-def test_dev_mode_makes_an_in_memory_self_signed_pair() -> None:
+def test_dev_mode_issues_an_in_memory_pair_from_the_dev_authority() -> None:
     config = Config(dev_mode=True)
     assert config.certificate is not None and config.private_key is not None
     cert = x509.load_pem_x509_certificate(config.certificate)
-    assert cert.issuer == cert.subject
+    authority = x509.load_pem_x509_certificate(
+        sansquic.Config(trust_dev_certificate=True).trust_anchors() or b""
+    )
+    assert cert.issuer == authority.subject != cert.subject
+    cert.verify_directly_issued_by(authority)
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in names.get_values_for_type(x509.DNSName)
 

@@ -38,7 +38,9 @@ class World:
         seed: int = 1,
         keep_trace: bool = True,
     ):
-        self.config = Config(dev_mode=True, rate_limits=rate_limits or RateLimits())
+        self.config = Config(
+            dev_mode=True, trust_dev_certificate=True, rate_limits=rate_limits or RateLimits()
+        )
         self.net = SimNetwork(seed, conditions=LinkConditions(delay=delay), keep_trace=keep_trace)
         self.server = Endpoint(self.config, server=True)
         self.net.add(SERVER, self.server)
@@ -141,7 +143,7 @@ def test_retry_round_trip() -> None:
 
 def _initial_with_token(server: Endpoint, now: float) -> bytes:
     """Run a client up to its second Initial, which carries the server's Retry token."""
-    client = Endpoint(Config(dev_mode=True))
+    client = Endpoint(Config(dev_mode=True, trust_dev_certificate=True))
     client.connect(SERVER, now, server_name="localhost")
     for data, _ in client.datagrams_to_send(now):
         server.receive_datagram(data, ("10.0.0.1", 5000), now)
@@ -154,7 +156,11 @@ def _initial_with_token(server: Endpoint, now: float) -> bytes:
 
 
 def test_forged_expired_and_other_address_tokens_are_refused() -> None:
-    config = Config(dev_mode=True, rate_limits=limits(retry="always", retry_token_lifetime=5.0))
+    config = Config(
+        dev_mode=True,
+        trust_dev_certificate=True,
+        rate_limits=limits(retry="always", retry_token_lifetime=5.0),
+    )
     server = Endpoint(config, server=True)
     initial = _initial_with_token(server, 0.0)
     server.receive_datagram(initial, ("10.0.0.66", 5000), 0.1)  # another address
@@ -230,8 +236,11 @@ def test_flood_of_spoofed_initials_with_one_legitimate_client() -> None:
 
 
 def test_server_sends_at_most_three_times_what_an_unvalidated_client_sent() -> None:
-    server = Endpoint(Config(dev_mode=True, rate_limits=limits(retry="never")), server=True)
-    client = Endpoint(Config(dev_mode=True))
+    server = Endpoint(
+        Config(dev_mode=True, trust_dev_certificate=True, rate_limits=limits(retry="never")),
+        server=True,
+    )
+    client = Endpoint(Config(dev_mode=True, trust_dev_certificate=True))
     client.connect(SERVER, 0.0, server_name="localhost")
     first = client.datagrams_to_send(0.0)
     received = sum(len(data) for data, _ in first)
@@ -295,7 +304,7 @@ def test_routing_survives_nat_rebinding_and_connection_id_rotation() -> None:
 
 
 def test_version_negotiation_for_an_unknown_version() -> None:
-    server = Endpoint(Config(dev_mode=True), server=True)
+    server = Endpoint(Config(dev_mode=True, trust_dev_certificate=True), server=True)
     probe = (
         bytes([0xC0]) + (0x1A2A3A4A).to_bytes(4, "big") + b"\x08" + b"d" * 8 + b"\x08" + b"s" * 8
     )
@@ -314,7 +323,7 @@ def restart_server_under_a_client(
 ) -> tuple[Endpoint, Endpoint, StreamSink]:
     """A client connected to a server that then restarts (same address, no state) with
     ``new_key``; the client sends once more. Returns (restarted server, client, its sink)."""
-    config = Config(dev_mode=True, idle_timeout=3.0)
+    config = Config(dev_mode=True, trust_dev_certificate=True, idle_timeout=3.0)
     net = SimNetwork(3, conditions=LinkConditions(delay=0.002))
     client = Endpoint(config)
     net.add(SERVER, Endpoint(config, server=True, reset_key=old_key))
@@ -350,13 +359,17 @@ def test_endpoint_misuse() -> None:
     with pytest.raises(LocalProtocolError):
         Endpoint(Config(), server=True)  # no certificate
     with pytest.raises(LocalProtocolError):
-        Endpoint(Config(dev_mode=True), reset_key=b"short")
+        Endpoint(Config(dev_mode=True, trust_dev_certificate=True), reset_key=b"short")
     with pytest.raises(TypeError):
         Endpoint({})  # type: ignore[arg-type]
 
 
 def test_prehandshake_datagrams_from_one_address_are_rate_limited() -> None:
-    config = Config(dev_mode=True, rate_limits=limits(prehandshake_datagrams_per_second=50))
+    config = Config(
+        dev_mode=True,
+        trust_dev_certificate=True,
+        rate_limits=limits(prehandshake_datagrams_per_second=50),
+    )
     server = Endpoint(config, server=True)
 
     def junk(i: int) -> bytes:  # each with its own connection id: none is routable
@@ -375,7 +388,9 @@ def test_prehandshake_datagrams_from_one_address_are_rate_limited() -> None:
 
 
 def test_stateless_resets_are_rate_bounded() -> None:
-    config = Config(dev_mode=True, rate_limits=limits(responses_per_second=100))
+    config = Config(
+        dev_mode=True, trust_dev_certificate=True, rate_limits=limits(responses_per_second=100)
+    )
     server = Endpoint(config, server=True)
     for i in range(2000):  # unknown short-header packets over 2 seconds
         server.receive_datagram(bytes([0x41]) + bytes(60), ("10.0.0.1", 4000), i / 1000)

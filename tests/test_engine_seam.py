@@ -57,7 +57,9 @@ def test_engine_version_is_in_the_tested_range() -> None:
 
 def test_stream_credit_reaches_the_wire() -> None:
     """The peer sees our configured stream credit, not aioquic's 128."""
-    config = sansquic.Config(dev_mode=True, max_streams_bidi=5000, max_streams_uni=77)
+    config = sansquic.Config(
+        dev_mode=True, trust_dev_certificate=True, max_streams_bidi=5000, max_streams_uni=77
+    )
     pair = connected_pair(server_config=config)
     quic = pair.client._engine._quic  # type: ignore[union-attr]
     assert quic._remote_max_streams_bidi == 5000

@@ -11,7 +11,7 @@ from sansquic import Config, Connection, ConnectionState, Endpoint, RateLimits, 
 from sansquic.testing import LinkConditions, Pair, connected_pair
 
 PEER = ("10.0.0.66", 666)
-SERVER_CONFIG = Config(dev_mode=True)
+SERVER_CONFIG = Config(dev_mode=True, trust_dev_certificate=True)
 
 # Long-header Initial of version 1 with a plausible layout, so fuzzing reaches
 # past header parsing into the engine.
@@ -181,7 +181,9 @@ short_header = st.builds(
 def test_random_datagrams_to_an_endpoint_never_crash_or_overadmit(
     datagrams: list[tuple[int, bytes, float]],
 ) -> None:
-    endpoint = Endpoint(Config(dev_mode=True, rate_limits=ENDPOINT_LIMITS), server=True)
+    endpoint = Endpoint(
+        Config(dev_mode=True, trust_dev_certificate=True, rate_limits=ENDPOINT_LIMITS), server=True
+    )
     now = 0.0
     for source, data, gap in datagrams:
         now += gap

@@ -96,6 +96,7 @@ def authenticator(request: AuthRequest, address: Address, now: float) -> Identit
 
 SERVER_CONFIG = Config(
     dev_mode=True,
+    trust_dev_certificate=True,
     auth=AuthPolicy(authenticator=authenticator, deadline=DEADLINE),
     idle_timeout=IDLE_TIMEOUT,
     datagrams=True,

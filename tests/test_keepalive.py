@@ -7,7 +7,7 @@ from sansquic.testing import Pair, StreamSink, connected_pair
 
 
 def _idle_pair(keep_alive: float | None) -> tuple[Pair, StreamSink, StreamSink]:
-    config = Config(dev_mode=True, idle_timeout=2.0)
+    config = Config(dev_mode=True, trust_dev_certificate=True, idle_timeout=2.0)
     pair = connected_pair(client_config=config.replace(keep_alive=keep_alive), server_config=config)
     client, server = StreamSink(pair.client), StreamSink(pair.server)
     pair.network.step_hooks += [client.pump, server.pump]
@@ -64,7 +64,7 @@ def test_keep_alive_below_idle_timeout_is_accepted() -> None:
 
 def test_keep_alive_works_on_qh3() -> None:
     pytest.importorskip("qh3")
-    config = Config(dev_mode=True, idle_timeout=2.0, engine="qh3")
+    config = Config(dev_mode=True, trust_dev_certificate=True, idle_timeout=2.0, engine="qh3")
     for keep_alive, state in ((0.5, ConnectionState.CONNECTED), (None, ConnectionState.CLOSED)):
         pair = connected_pair(
             client_config=config.replace(keep_alive=keep_alive), server_config=config

@@ -74,17 +74,19 @@ def test_update_before_the_handshake_raises() -> None:
     pair = connected_pair(handshake=False)
     with pytest.raises(LocalProtocolError, match="handshake"):
         pair.client.update_keys()
-    idle = Connection(Config(dev_mode=True), role=Role.CLIENT, server_name="localhost")
+    idle = Connection(
+        Config(dev_mode=True, trust_dev_certificate=True), role=Role.CLIENT, server_name="localhost"
+    )
     with pytest.raises(LocalProtocolError, match="connect"):
         idle.update_keys()
-    server = Connection(Config(dev_mode=True), role=Role.SERVER)
+    server = Connection(Config(dev_mode=True, trust_dev_certificate=True), role=Role.SERVER)
     with pytest.raises(LocalProtocolError):
         server.update_keys()
     assert pair.network.run_until(lambda: pair.client.stats().key_updates == 0, 1)
 
 
 def test_a_small_packet_budget_updates_the_keys_on_its_own() -> None:
-    config = Config(dev_mode=True, key_update_packets=50)
+    config = Config(dev_mode=True, trust_dev_certificate=True, key_update_packets=50)
     pair = connected_pair(LinkConditions(delay=0.002), client_config=config)
     _, server_sink = _sinks(pair)
     data = random.Random(5).randbytes(500_000)  # ~420 packets: several budgets' worth
@@ -98,7 +100,7 @@ def test_a_small_packet_budget_updates_the_keys_on_its_own() -> None:
 
 
 def test_no_budget_means_no_update() -> None:
-    config = Config(dev_mode=True, key_update_packets=None)
+    config = Config(dev_mode=True, trust_dev_certificate=True, key_update_packets=None)
     pair = connected_pair(client_config=config, server_config=config)
     _, server_sink = _sinks(pair)
     sid = pair.client.open_stream()
@@ -118,7 +120,7 @@ def test_updates_survive_loss_and_reordering(seed: int) -> None:
     # Packets of the old phase that arrive after an update are dropped (aioquic keeps
     # no old keys): loss recovery must cover them.
     conditions = LinkConditions(delay=0.01, loss=0.05, reorder=0.1, reorder_delay=0.015)
-    config = Config(dev_mode=True, key_update_packets=40)
+    config = Config(dev_mode=True, trust_dev_certificate=True, key_update_packets=40)
     pair = connected_pair(conditions, seed=seed, client_config=config, server_config=config)
     client_sink, server_sink = _sinks(pair)
     rng = random.Random(seed)

@@ -145,19 +145,25 @@ def test_oversized_datagram(pair) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_datagram_limit_follows_the_peers_setting() -> None:
-    pair = connected_pair(server_config=Config(dev_mode=True, max_datagram_size=100))
+    pair = connected_pair(
+        server_config=Config(dev_mode=True, trust_dev_certificate=True, max_datagram_size=100)
+    )
     assert pair.client.max_datagram_size == 100
     assert_refused(pair.client, lambda: pair.client.send_datagram(b"x" * 101))
 
 
 def test_datagrams_disabled_locally() -> None:
-    pair = connected_pair(client_config=Config(dev_mode=True, datagrams=False))
+    pair = connected_pair(
+        client_config=Config(dev_mode=True, trust_dev_certificate=True, datagrams=False)
+    )
     assert pair.client.max_datagram_size is None
     assert_refused(pair.client, lambda: pair.client.send_datagram(b"x"))
 
 
 def test_datagrams_disabled_by_the_peer() -> None:
-    pair = connected_pair(server_config=Config(dev_mode=True, datagrams=False))
+    pair = connected_pair(
+        server_config=Config(dev_mode=True, trust_dev_certificate=True, datagrams=False)
+    )
     assert pair.client.max_datagram_size is None
     assert_refused(pair.client, lambda: pair.client.send_datagram(b"x"))
 
@@ -170,25 +176,27 @@ def test_datagram_before_the_handshake() -> None:
 def test_connect_misuse() -> None:
     pair = connected_pair(handshake=False)
     assert_refused(pair.client, lambda: pair.client.connect(("127.0.0.1", 1), 0.0))
-    server = Connection(Config(dev_mode=True), role=Role.SERVER)
+    server = Connection(Config(dev_mode=True, trust_dev_certificate=True), role=Role.SERVER)
     assert_refused(server, lambda: server.connect(("127.0.0.1", 1), 0.0))
 
 
 def test_client_fed_before_connect() -> None:
-    client = Connection(Config(dev_mode=True), server_name="localhost")
+    client = Connection(Config(dev_mode=True, trust_dev_certificate=True), server_name="localhost")
     assert_refused(client, lambda: client.receive_datagram(b"\x00" * 1200, ("1.2.3.4", 5), 0.0))
     assert_refused(client, lambda: client.open_stream())
 
 
 def test_server_commands_before_a_client_arrived() -> None:
-    server = Connection(Config(dev_mode=True), role=Role.SERVER)
+    server = Connection(Config(dev_mode=True, trust_dev_certificate=True), role=Role.SERVER)
     assert_refused(server, lambda: server.open_stream())
     assert_refused(server, lambda: server.send_datagram(b"x"))
 
 
 def test_construction_misuse() -> None:
     with pytest.raises(LocalProtocolError):
-        Connection(Config(dev_mode=True), role=Role.SERVER, server_name="x")
+        Connection(
+            Config(dev_mode=True, trust_dev_certificate=True), role=Role.SERVER, server_name="x"
+        )
     with pytest.raises(LocalProtocolError):
         Connection(Config(), role=Role.SERVER)  # no certificate
     with pytest.raises(TypeError):
@@ -237,11 +245,13 @@ def test_commands_after_close(pair) -> None:  # type: ignore[no-untyped-def]
 def test_a_verifying_client_needs_a_server_name() -> None:
     with pytest.raises(LocalProtocolError):
         Connection(Config(), role=Role.CLIENT)
-    Connection(Config(dev_mode=True), role=Role.CLIENT)  # no verification: nothing to check
+    with pytest.raises(LocalProtocolError):  # verifying against the dev authority still is
+        Connection(Config(trust_dev_certificate=True), role=Role.CLIENT)
+    Connection(Config(verify_peer=False), role=Role.CLIENT)  # no verification: nothing to check
 
 
 def test_close_before_connect_terminates_quietly() -> None:
-    client = Connection(Config(dev_mode=True), server_name="localhost")
+    client = Connection(Config(dev_mode=True, trust_dev_certificate=True), server_name="localhost")
     client.close(3, "never mind")
     assert client.state.value == "closed"
     assert client.timer() is None

@@ -16,7 +16,7 @@ from sansquic_runtime import MessageServer, Messenger, Peer
 import sansquic
 from sansquic import messaging
 
-CONFIG = sansquic.Config(dev_mode=True)
+CONFIG = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
 
 
 class Tasks:

@@ -14,7 +14,7 @@ from sansquic import Config, Connection, ConnectionState, Role, StreamOpened, St
 from sansquic import messaging as m
 from sansquic.testing import LinkConditions, SimNetwork
 
-CONFIG = Config(dev_mode=True)
+CONFIG = Config(dev_mode=True, trust_dev_certificate=True)
 
 
 class Switch:

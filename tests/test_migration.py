@@ -152,7 +152,9 @@ def test_misuse_raises_before_anything_changes() -> None:
     with pytest.raises(LocalProtocolError, match="handshake"):
         early.client.migrate()
     assert _peer_cid(early.client) == cid
-    idle = Connection(Config(dev_mode=True), role=Role.CLIENT, server_name="localhost")
+    idle = Connection(
+        Config(dev_mode=True, trust_dev_certificate=True), role=Role.CLIENT, server_name="localhost"
+    )
     with pytest.raises(LocalProtocolError, match="connect"):
         idle.migrate()
 

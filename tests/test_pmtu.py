@@ -200,7 +200,9 @@ def test_a_black_hole_after_discovery_falls_back_and_the_transfer_completes() ->
 
 
 def test_without_discovery_packets_are_the_configured_size_and_no_probe_goes_out() -> None:
-    config = sansquic.Config(dev_mode=True, pmtu_discovery=False, max_udp_payload_size=1400)
+    config = sansquic.Config(
+        dev_mode=True, trust_dev_certificate=True, pmtu_discovery=False, max_udp_payload_size=1400
+    )
     pair = connected_pair(LinkConditions(delay=0.005), client_config=config, server_config=config)
     pair.network.run_until(lambda: False, 2.0)
     stats = pair.client.stats()
@@ -209,7 +211,7 @@ def test_without_discovery_packets_are_the_configured_size_and_no_probe_goes_out
 
 
 def test_discovery_is_off_when_the_ceiling_is_the_floor() -> None:
-    config = sansquic.Config(dev_mode=True, max_udp_payload_size=1200)
+    config = sansquic.Config(dev_mode=True, trust_dev_certificate=True, max_udp_payload_size=1200)
     pair = connected_pair(client_config=config, server_config=config)
     pair.network.run_until(lambda: False, 2.0)
     assert pair.client.stats().pmtu_probes_sent == 0

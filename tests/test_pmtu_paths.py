@@ -77,7 +77,11 @@ def test_black_hole_is_detected_while_large_datagrams_wait() -> None:
     ``probe_timeouts() >= 3`` never holds: packets stay 16000, the stream moves
     0 bytes, and the connection stays up. Observed: no progress for > 90 s.
     """
-    cfg = sansquic.Config(dev_mode=True, max_datagram_size=8000)
+    cfg = sansquic.Config(
+        dev_mode=True,
+        trust_dev_certificate=True,
+        max_datagram_size=8000,
+    )
     pair = connected_pair(
         LinkConditions(delay=0.005, mtu=None), client_config=cfg, server_config=cfg
     )
@@ -111,7 +115,11 @@ def test_datagrams_still_flow_after_the_packet_size_falls_back() -> None:
     datagrams into it: unbounded. ``use_datagram_size`` only filters once, at
     the size change. Fix: drop (and count) oversized entries in ``_schedule``.
     """
-    cfg = sansquic.Config(dev_mode=True, max_datagram_size=8000)
+    cfg = sansquic.Config(
+        dev_mode=True,
+        trust_dev_certificate=True,
+        max_datagram_size=8000,
+    )
     pair = connected_pair(
         LinkConditions(delay=0.005, mtu=None), client_config=cfg, server_config=cfg
     )
@@ -179,6 +187,7 @@ def test_datagrams_are_not_held_back_by_stream_flow_control() -> None:
     """
     server = sansquic.Config(
         dev_mode=True,
+        trust_dev_certificate=True,
         max_data=200_000,
         max_connection_window=200_000,
         max_stream_data=100_000,

@@ -12,8 +12,8 @@ qh3_connection = pytest.importorskip("qh3.quic.connection")
 
 from sansquic import _aioquic_qh3 as _qh3  # noqa: E402  # only with qh3 installed
 
-QH3 = sansquic.Config(dev_mode=True, engine="qh3")
-AIOQUIC = sansquic.Config(dev_mode=True)
+QH3 = sansquic.Config(dev_mode=True, trust_dev_certificate=True, engine="qh3")
+AIOQUIC = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
 
 
 def _drain(conn: sansquic.Connection) -> list[object]:

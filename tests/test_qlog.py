@@ -20,7 +20,7 @@ from .transfers import transfer
 def _traced_pair(
     traces: list[dict[str, Any]], *, conditions: LinkConditions | None = None, **changes: Any
 ) -> Pair:
-    config = Config(dev_mode=True, qlog=traces.append, **changes)
+    config = Config(dev_mode=True, trust_dev_certificate=True, qlog=traces.append, **changes)
     return connected_pair(conditions, client_config=config, server_config=config)
 
 
@@ -83,7 +83,7 @@ def test_the_event_cap_bounds_a_long_trace() -> None:
 
 def test_keep_alive_pings_show_in_the_peers_trace() -> None:
     traces: list[dict[str, Any]] = []
-    config = Config(dev_mode=True, idle_timeout=2.0, qlog=traces.append)
+    config = Config(dev_mode=True, trust_dev_certificate=True, idle_timeout=2.0, qlog=traces.append)
     pair = connected_pair(client_config=config.replace(keep_alive=0.5), server_config=config)
     pair.network.run_for(10.0)
     pair.client.close()
@@ -104,7 +104,7 @@ def test_a_failing_qlog_callable_is_logged_and_the_close_completes(
     def broken(trace: dict[str, Any]) -> None:
         raise OSError("disk full")
 
-    config = Config(dev_mode=True, qlog=broken)
+    config = Config(dev_mode=True, trust_dev_certificate=True, qlog=broken)
     pair = connected_pair(client_config=config, server_config=config)
     with caplog.at_level(logging.ERROR, logger="sansquic"):
         pair.client.close()
@@ -118,7 +118,7 @@ def test_a_failing_qlog_callable_is_logged_and_the_close_completes(
 
 def test_qlog_directory_writes_one_valid_json_file_per_side(tmp_path: Path) -> None:
     target = tmp_path / "traces"  # made on demand
-    config = Config(dev_mode=True, qlog=QlogDirectory(target))
+    config = Config(dev_mode=True, trust_dev_certificate=True, qlog=QlogDirectory(target))
     pair = connected_pair(client_config=config, server_config=config)
     _transfer_and_close(pair)
     files = sorted(target.iterdir())

@@ -115,7 +115,7 @@ def test_sansquic_client_against_a_quinn_server() -> None:
                     await quinn_echo(session)
 
             serving = asyncio.ensure_future(serve())
-            config = sansquic.Config(dev_mode=True, alpn=("h3",))
+            config = sansquic.Config(dev_mode=True, trust_dev_certificate=True, alpn=("h3",))
             async with sansquic_asyncio.connect("127.0.0.1", port, config=config) as conn:  # noqa: SIM117
                 async with conn._driver.backend.task_group() as group:
                     session = await _wt_async.open_session(conn, group, "localhost", "/")

@@ -89,7 +89,9 @@ def test_invalid_rate_limits(bad: dict[str, object]) -> None:
 
 def test_peer_stream_rate_is_enforced_by_withholding_credit() -> None:
     limits = RateLimits(peer_streams_per_second=20)
-    server_config = Config(dev_mode=True, max_streams_uni=10, rate_limits=limits)
+    server_config = Config(
+        dev_mode=True, trust_dev_certificate=True, max_streams_uni=10, rate_limits=limits
+    )
     pair = connected_pair(LinkConditions(delay=0.005), server_config=server_config)
     sink = StreamSink(pair.server)
     pair.network.step_hooks.append(sink.pump)
@@ -107,7 +109,9 @@ def test_peer_stream_rate_is_enforced_by_withholding_credit() -> None:
 
 def test_peer_byte_rate_is_enforced_by_withholding_credit() -> None:
     limits = RateLimits(peer_bytes_per_second=200_000)
-    server_config = Config(dev_mode=True, max_data=64 * 1024, rate_limits=limits)
+    server_config = Config(
+        dev_mode=True, trust_dev_certificate=True, max_data=64 * 1024, rate_limits=limits
+    )
     pair = connected_pair(LinkConditions(delay=0.005), server_config=server_config)
     sink = StreamSink(pair.server)
     pair.network.step_hooks.append(sink.pump)
@@ -123,7 +127,9 @@ def test_peer_byte_rate_is_enforced_by_withholding_credit() -> None:
 
 def test_datagram_flood_is_dropped_then_closed_with_rate_limited() -> None:
     limits = RateLimits(peer_datagrams_per_second=50, violation_grace=1.0)
-    pair = connected_pair(server_config=Config(dev_mode=True, rate_limits=limits))
+    pair = connected_pair(
+        server_config=Config(dev_mode=True, trust_dev_certificate=True, rate_limits=limits)
+    )
     server, client = StreamSink(pair.server), StreamSink(pair.client)
     pair.network.step_hooks += [server.pump, client.pump]
     for _ in range(40):  # within the allowance: all delivered

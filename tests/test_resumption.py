@@ -39,7 +39,10 @@ def _early_request(
 
 
 def test_a_second_connection_resumes() -> None:
-    client, server = Config(dev_mode=True), Config(dev_mode=True)
+    client, server = (
+        Config(dev_mode=True, trust_dev_certificate=True),
+        Config(dev_mode=True, trust_dev_certificate=True),
+    )
     first = _served(client, server)
     assert not first.resumed and len(client.ticket_store) == 1  # type: ignore[arg-type]
     second = connected_pair(client_config=client, server_config=server)
@@ -49,7 +52,10 @@ def test_a_second_connection_resumes() -> None:
 
 
 def test_the_handshake_event_reports_resumption() -> None:
-    client, server = Config(dev_mode=True), Config(dev_mode=True)
+    client, server = (
+        Config(dev_mode=True, trust_dev_certificate=True),
+        Config(dev_mode=True, trust_dev_certificate=True),
+    )
     _served(client, server)
     pair = connected_pair(client_config=client, server_config=server)
     events = list(iter(pair.client.next_event, None))
@@ -58,8 +64,8 @@ def test_the_handshake_event_reports_resumption() -> None:
 
 
 def test_early_data_arrives_before_the_handshake_completes() -> None:
-    client = Config(dev_mode=True, early_data=True)
-    server = Config(dev_mode=True, early_data=True)
+    client = Config(dev_mode=True, trust_dev_certificate=True, early_data=True)
+    server = Config(dev_mode=True, trust_dev_certificate=True, early_data=True)
     _served(client, server)
     pair, stream, early = _early_request(client, server, b"hello in 0-RTT")
     assert early
@@ -69,8 +75,8 @@ def test_early_data_arrives_before_the_handshake_completes() -> None:
 
 
 def test_bytes_after_the_handshake_are_not_early() -> None:
-    client = Config(dev_mode=True, early_data=True)
-    server = Config(dev_mode=True, early_data=True)
+    client = Config(dev_mode=True, trust_dev_certificate=True, early_data=True)
+    server = Config(dev_mode=True, trust_dev_certificate=True, early_data=True)
     _served(client, server)
     pair = connected_pair(client_config=client, server_config=server)
     stream = pair.client.open_stream()
@@ -80,8 +86,10 @@ def test_bytes_after_the_handshake_are_not_early() -> None:
 
 
 def test_without_early_data_the_client_waits_for_the_handshake() -> None:
-    client = Config(dev_mode=True)  # early_data off: the ticket's 0-RTT permission is ignored
-    server = Config(dev_mode=True, early_data=True)
+    client = Config(
+        dev_mode=True, trust_dev_certificate=True
+    )  # early_data off: the ticket's 0-RTT permission is ignored
+    server = Config(dev_mode=True, trust_dev_certificate=True, early_data=True)
     _served(client, server)
     pair, stream, early = _early_request(client, server)
     assert not early and pair.client.resumed
@@ -89,10 +97,12 @@ def test_without_early_data_the_client_waits_for_the_handshake() -> None:
 
 
 def test_a_server_that_refuses_early_data_still_gets_the_bytes() -> None:
-    client = Config(dev_mode=True, early_data=True)
-    issuer = Config(dev_mode=True, early_data=True, ticket_keys=(KEY,))
+    client = Config(dev_mode=True, trust_dev_certificate=True, early_data=True)
+    issuer = Config(dev_mode=True, trust_dev_certificate=True, early_data=True, ticket_keys=(KEY,))
     _served(client, issuer)
-    refusing = Config(dev_mode=True, ticket_keys=(KEY,))  # same keys, 0-RTT now off
+    refusing = Config(
+        dev_mode=True, trust_dev_certificate=True, ticket_keys=(KEY,)
+    )  # same keys, 0-RTT now off
     pair, stream, early = _early_request(client, refusing, b"sent twice")
     assert early  # the client tried
     assert pair.client.early_data_accepted is False and pair.server.early_bytes(stream) == 0
@@ -101,37 +111,42 @@ def test_a_server_that_refuses_early_data_still_gets_the_bytes() -> None:
 
 
 def test_tickets_resume_on_another_server_with_the_same_keys() -> None:
-    client = Config(dev_mode=True)
-    _served(client, Config(dev_mode=True, ticket_keys=(KEY,)))
-    other_process = Config(dev_mode=True, ticket_keys=(KEY,))
+    client = Config(dev_mode=True, trust_dev_certificate=True)
+    _served(client, Config(dev_mode=True, trust_dev_certificate=True, ticket_keys=(KEY,)))
+    other_process = Config(dev_mode=True, trust_dev_certificate=True, ticket_keys=(KEY,))
     assert connected_pair(client_config=client, server_config=other_process).client.resumed
 
 
 def test_rotated_keys_still_open_old_tickets_and_foreign_keys_do_not() -> None:
-    client = Config(dev_mode=True)
-    _served(client, Config(dev_mode=True, ticket_keys=(KEY,)))
-    rotated = Config(dev_mode=True, ticket_keys=(b"n" * 32, KEY))  # new first, old kept
+    client = Config(dev_mode=True, trust_dev_certificate=True)
+    _served(client, Config(dev_mode=True, trust_dev_certificate=True, ticket_keys=(KEY,)))
+    rotated = Config(
+        dev_mode=True, trust_dev_certificate=True, ticket_keys=(b"n" * 32, KEY)
+    )  # new first, old kept
     assert _served(client, rotated).resumed
     # The resumed connection's new ticket is sealed with the new key only.
-    dropped = Config(dev_mode=True, ticket_keys=(b"n" * 32,))
+    dropped = Config(dev_mode=True, trust_dev_certificate=True, ticket_keys=(b"n" * 32,))
     assert connected_pair(client_config=client, server_config=dropped).client.resumed
-    _served(client, Config(dev_mode=True, ticket_keys=(KEY,)))
-    stranger = Config(dev_mode=True, ticket_keys=(b"s" * 32,))
+    _served(client, Config(dev_mode=True, trust_dev_certificate=True, ticket_keys=(KEY,)))
+    stranger = Config(dev_mode=True, trust_dev_certificate=True, ticket_keys=(b"s" * 32,))
     pair = connected_pair(client_config=client, server_config=stranger)
     assert not pair.client.resumed and pair.client.state is ConnectionState.CONNECTED
 
 
 def test_session_tickets_off_keeps_and_issues_nothing() -> None:
-    client = Config(dev_mode=True, session_tickets=False)
-    _served(client, Config(dev_mode=True))
+    client = Config(dev_mode=True, trust_dev_certificate=True, session_tickets=False)
+    _served(client, Config(dev_mode=True, trust_dev_certificate=True))
     assert len(client.ticket_store) == 0  # type: ignore[arg-type]
-    on = Config(dev_mode=True)
-    _served(on, Config(dev_mode=True, session_tickets=False))
+    on = Config(dev_mode=True, trust_dev_certificate=True)
+    _served(on, Config(dev_mode=True, trust_dev_certificate=True, session_tickets=False))
     assert len(on.ticket_store) == 0  # type: ignore[arg-type]
 
 
 def test_each_ticket_is_used_once() -> None:
-    client, server = Config(dev_mode=True), Config(dev_mode=True)
+    client, server = (
+        Config(dev_mode=True, trust_dev_certificate=True),
+        Config(dev_mode=True, trust_dev_certificate=True),
+    )
     _served(client, server)
     store = client.ticket_store
     assert isinstance(store, MemoryTicketStore) and len(store) == 1
@@ -143,8 +158,8 @@ def test_each_ticket_is_used_once() -> None:
 
 def test_a_damaged_stored_ticket_means_a_full_handshake() -> None:
     store = MemoryTicketStore()
-    client = Config(dev_mode=True, ticket_store=store)
-    server = Config(dev_mode=True)
+    client = Config(dev_mode=True, trust_dev_certificate=True, ticket_store=store)
+    server = Config(dev_mode=True, trust_dev_certificate=True)
     _served(client, server)
     (key,) = store._tickets
     ticket = store.take(key)
@@ -165,9 +180,9 @@ class _BrokenStore:
 
 
 def test_a_failing_store_costs_only_the_ticket(caplog: pytest.LogCaptureFixture) -> None:
-    client = Config(dev_mode=True, ticket_store=_BrokenStore())
+    client = Config(dev_mode=True, trust_dev_certificate=True, ticket_store=_BrokenStore())
     with caplog.at_level(logging.ERROR, logger="sansquic"):
-        conn = _served(client, Config(dev_mode=True))
+        conn = _served(client, Config(dev_mode=True, trust_dev_certificate=True))
     assert conn.state is ConnectionState.CONNECTED
     assert "ticket store failed" in caplog.text
 
@@ -176,8 +191,8 @@ def test_0rtt_offered_on_a_ticket_that_forbade_it_is_refused() -> None:
     """A client may offer 0-RTT on a ticket without the permission (ngtcp2's does);
     the server resumes but refuses the 0-RTT, and the bytes still arrive."""
     store = MemoryTicketStore()
-    client = Config(dev_mode=True, early_data=True, ticket_store=store)
-    server = Config(dev_mode=True, early_data=True)
+    client = Config(dev_mode=True, trust_dev_certificate=True, early_data=True, ticket_store=store)
+    server = Config(dev_mode=True, trust_dev_certificate=True, early_data=True)
     issuing = server.replace(early_data=False, ticket_keys=(KEY,))
     _served(client, issuing)  # a ticket without 0-RTT permission
     (key,) = store._tickets
@@ -255,8 +270,8 @@ _SAMPLE: list = []
 def _sample_ticket():  # type: ignore[no-untyped-def]
     """A real ticket, made once by a real handshake."""
     if not _SAMPLE:
-        client = Config(dev_mode=True)
-        _served(client, Config(dev_mode=True))
+        client = Config(dev_mode=True, trust_dev_certificate=True)
+        _served(client, Config(dev_mode=True, trust_dev_certificate=True))
         store = client.ticket_store
         assert isinstance(store, MemoryTicketStore)
         (key,) = store._tickets
@@ -287,12 +302,19 @@ def test_no_0rtt_when_auth_is_configured() -> None:
         return sansquic.Identity(subject="alice")
 
     policy = AuthPolicy(authenticator=allow)
-    client = Config(dev_mode=True, early_data=True, auth_request=AuthRequest(credentials=b"token"))
-    server = Config(dev_mode=True, early_data=True, auth=policy)
+    client = Config(
+        dev_mode=True,
+        trust_dev_certificate=True,
+        early_data=True,
+        auth_request=AuthRequest(credentials=b"token"),
+    )
+    server = Config(dev_mode=True, trust_dev_certificate=True, early_data=True, auth=policy)
     _served(client, server)
     pair, stream, early = _early_request(client, server)
     assert not early and pair.client.resumed  # resumed, but nothing left in 0-RTT
-    plain = Config(dev_mode=True, early_data=True)  # a client without credentials
+    plain = Config(
+        dev_mode=True, trust_dev_certificate=True, early_data=True
+    )  # a client without credentials
     _served(plain, server)
     pair, stream, early = _early_request(plain, server)
     assert pair.client.early_data_accepted is False and pair.server.early_bytes(stream) == 0
@@ -301,9 +323,13 @@ def test_no_0rtt_when_auth_is_configured() -> None:
 def test_a_server_connection_fed_an_unusable_initial_does_not_crash() -> None:
     """aioquic drops an Initial of a version it was not configured for before it makes
     its TLS context: the ticket check must not assume one."""
-    server = Connection(Config(dev_mode=True), role=sansquic.Role.SERVER)  # v1 only
+    server = Connection(
+        Config(dev_mode=True, trust_dev_certificate=True), role=sansquic.Role.SERVER
+    )  # v1 only
     client = Connection(
-        Config(dev_mode=True, versions=("v2",)), role=sansquic.Role.CLIENT, server_name="x"
+        Config(dev_mode=True, trust_dev_certificate=True, versions=("v2",)),
+        role=sansquic.Role.CLIENT,
+        server_name="x",
     )
     client.connect(("10.0.0.2", 4433), 0.0)
     for data, _ in client.datagrams_to_send(0.0):
@@ -343,17 +369,19 @@ class _RaisingStore(MemoryTicketStore):
 def test_a_store_that_fails_to_give_a_ticket_costs_only_the_ticket(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = Config(dev_mode=True, ticket_store=_RaisingStore())
+    client = Config(dev_mode=True, trust_dev_certificate=True, ticket_store=_RaisingStore())
     with caplog.at_level(logging.ERROR, logger="sansquic"):
-        pair = connected_pair(client_config=client, server_config=Config(dev_mode=True))
+        pair = connected_pair(
+            client_config=client, server_config=Config(dev_mode=True, trust_dev_certificate=True)
+        )
     assert pair.client.state is ConnectionState.CONNECTED and not pair.client.resumed
     assert "failed to give" in caplog.text
 
 
 def test_a_ticket_with_damaged_transport_parameters_is_not_used() -> None:
     store = MemoryTicketStore()
-    client = Config(dev_mode=True, early_data=True, ticket_store=store)
-    server = Config(dev_mode=True, early_data=True)
+    client = Config(dev_mode=True, trust_dev_certificate=True, early_data=True, ticket_store=store)
+    server = Config(dev_mode=True, trust_dev_certificate=True, early_data=True)
     _served(client, server)
     (key,) = store._tickets
     raw = store.take(key)
@@ -375,7 +403,7 @@ def test_mutated_real_tickets_never_fail_a_connect(data: st.DataObject) -> None:
     store = MemoryTicketStore()
     store.put("localhost:4433", bytes(raw))
     conn = Connection(
-        Config(dev_mode=True, early_data=True, ticket_store=store),
+        Config(dev_mode=True, trust_dev_certificate=True, early_data=True, ticket_store=store),
         role=sansquic.Role.CLIENT,
         server_name="localhost",
     )

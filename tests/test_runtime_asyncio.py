@@ -19,7 +19,7 @@ async def _echo(conn: sansquic_asyncio.Connection) -> None:
 
 def test_a_cancelled_receive_leaves_nothing_behind_and_the_connection_works() -> None:
     async def scenario() -> None:
-        config = sansquic.Config(dev_mode=True)
+        config = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
         server = await sansquic_asyncio.serve(_echo, "127.0.0.1", 0, config=config)
         async with await sansquic_asyncio.connect(
             "127.0.0.1", server.address[1], config=config, server_name="localhost"

@@ -21,7 +21,9 @@ import sansquic
 
 HOST = "127.0.0.1"
 T = 5.0  # every blocking call's limit: a hang fails the test instead of the run
-CONFIG = sansquic.Config(dev_mode=True)  # made once: dev mode generates a certificate
+CONFIG = sansquic.Config(
+    dev_mode=True, trust_dev_certificate=True
+)  # made once: dev mode generates a certificate
 
 
 def _fds() -> int | None:
@@ -331,7 +333,7 @@ def test_bulk_transfer_with_and_without_segmentation_offload() -> None:
     for gso in (True, False):
         sansquic_runtime.UdpSocket.gso = gso
         try:
-            config = sansquic.Config(dev_mode=True)
+            config = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
 
             def handler(conn: sansquic_threads.Connection) -> None:
                 for stream in conn:

@@ -49,7 +49,7 @@ class Writer:
 
 
 def bottleneck_pair(**client_config: object) -> tuple[Pair, Writer, StreamSink]:
-    config = Config(dev_mode=True, **client_config)  # type: ignore[arg-type]
+    config = Config(dev_mode=True, trust_dev_certificate=True, **client_config)  # type: ignore[arg-type]
     pair = connected_pair(BOTTLENECK, client_config=config)
     writer, sink = Writer(pair.client), StreamSink(pair.server)
     pair.network.step_hooks += [writer.pump, sink.pump]
@@ -113,7 +113,7 @@ def test_a_priority_change_mid_transfer_takes_effect() -> None:
 
 @pytest.mark.slow
 def test_a_reader_that_stops_stops_the_sender_and_nothing_is_lost() -> None:
-    config = Config(dev_mode=True)
+    config = Config(dev_mode=True, trust_dev_certificate=True)
     pair = connected_pair(LinkConditions(delay=0.002), client_config=config)
     writer = Writer(pair.client)
     sink = StreamSink(pair.server)
@@ -145,7 +145,12 @@ def test_a_reader_that_stops_stops_the_sender_and_nothing_is_lost() -> None:
 
 
 def test_stream_writable_after_the_high_watermark() -> None:
-    config = Config(dev_mode=True, send_high_watermark=100_000, send_low_watermark=20_000)
+    config = Config(
+        dev_mode=True,
+        trust_dev_certificate=True,
+        send_high_watermark=100_000,
+        send_low_watermark=20_000,
+    )
     pair = connected_pair(BOTTLENECK, client_config=config)
     sink = StreamSink(pair.client)
     pair.network.step_hooks.append(sink.pump)
@@ -167,6 +172,7 @@ def test_stream_writable_after_the_high_watermark() -> None:
 def test_the_hard_cap_raises_and_queues_nothing() -> None:
     config = Config(
         dev_mode=True,
+        trust_dev_certificate=True,
         send_low_watermark=1_000,
         send_high_watermark=10_000,
         send_buffer_limit=50_000,
@@ -185,6 +191,7 @@ def test_the_hard_cap_raises_and_queues_nothing() -> None:
 def test_connection_watermark_spans_streams() -> None:
     config = Config(
         dev_mode=True,
+        trust_dev_certificate=True,
         connection_send_low_watermark=10_000,
         connection_send_high_watermark=50_000,
         connection_send_buffer_limit=80_000,
@@ -199,7 +206,9 @@ def test_connection_watermark_spans_streams() -> None:
 
 
 def test_streams_available_when_the_peer_raises_its_limit() -> None:
-    pair = connected_pair(server_config=Config(dev_mode=True, max_streams_uni=3))
+    pair = connected_pair(
+        server_config=Config(dev_mode=True, trust_dev_certificate=True, max_streams_uni=3)
+    )
     client_sink, server_sink = StreamSink(pair.client), StreamSink(pair.server)
     pair.network.step_hooks += [client_sink.pump, server_sink.pump]
     streams = [pair.client.open_stream(bidirectional=False) for _ in range(5)]
@@ -224,7 +233,11 @@ def test_priority_misuse() -> None:
 
 
 def test_outgoing_datagrams_drop_the_oldest_when_the_queue_is_full() -> None:
-    config = Config(dev_mode=True, datagram_queue_limit=4)
+    config = Config(
+        dev_mode=True,
+        trust_dev_certificate=True,
+        datagram_queue_limit=4,
+    )
     pair = connected_pair(client_config=config)
     sink = StreamSink(pair.server)
     pair.network.step_hooks.append(sink.pump)

@@ -166,4 +166,8 @@ def test_invalid_link_conditions(bad: dict[str, float]) -> None:
 
 def test_handshake_timeout_is_reported() -> None:
     with pytest.raises(TimeoutError):
-        connected_pair(LinkConditions(loss=1.0), timeout=3, client_config=Config(dev_mode=True))
+        connected_pair(
+            LinkConditions(loss=1.0),
+            timeout=3,
+            client_config=Config(dev_mode=True, trust_dev_certificate=True),
+        )

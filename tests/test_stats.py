@@ -44,7 +44,7 @@ def test_jitter_raises_the_rtt_variance() -> None:
 
 
 def test_no_rtt_variance_before_the_first_sample() -> None:
-    client = Connection(Config(dev_mode=True), role=Role.CLIENT)
+    client = Connection(Config(verify_peer=False), role=Role.CLIENT)
     stats = client.stats()
     assert stats.rtt_variance is None
     assert (stats.packets_sent, stats.packets_lost, stats.packets_retransmitted) == (0, 0, 0)
@@ -52,7 +52,9 @@ def test_no_rtt_variance_before_the_first_sample() -> None:
 
 def test_queued_counts_what_flow_control_holds_back_then_drains() -> None:
     window = 16 * 1024
-    server_config = Config(dev_mode=True, max_stream_data=window, max_stream_window=window)
+    server_config = Config(
+        dev_mode=True, trust_dev_certificate=True, max_stream_data=window, max_stream_window=window
+    )
     pair = connected_pair(server_config=server_config)
     client = pair.client
     sid = client.open_stream()
@@ -80,7 +82,7 @@ def test_queued_is_zero_for_receive_only_and_raises_for_unknown_streams() -> Non
 
 def test_qh3_fills_what_it_can() -> None:
     pytest.importorskip("qh3")
-    config = Config(dev_mode=True, engine="qh3")
+    config = Config(dev_mode=True, trust_dev_certificate=True, engine="qh3")
     pair = connected_pair(
         LinkConditions(delay=0.01, loss=0.05), client_config=config, server_config=config, seed=3
     )

@@ -125,7 +125,7 @@ def test_10000_streams_used_and_finished_leave_no_state_behind() -> None:
 
 @pytest.mark.slow
 def test_10000_concurrent_streams() -> None:
-    config = Config(dev_mode=True, max_streams_bidi=10_000)
+    config = Config(dev_mode=True, trust_dev_certificate=True, max_streams_bidi=10_000)
     pair = connected_pair(LinkConditions(delay=0.002), server_config=config)
     _, server = sinks(pair)
     sids = [pair.client.open_stream() for _ in range(10_000)]
@@ -217,7 +217,7 @@ def test_graceful_close_with_code_and_reason() -> None:
 
 
 def test_idle_timeout_closes_both_sides() -> None:
-    config = Config(dev_mode=True, idle_timeout=2.0)
+    config = Config(dev_mode=True, trust_dev_certificate=True, idle_timeout=2.0)
     pair = connected_pair(client_config=config, server_config=config)
     client, server = sinks(pair)
     start = pair.network.now
@@ -229,7 +229,7 @@ def test_idle_timeout_closes_both_sides() -> None:
 
 
 def test_peer_protocol_violation_closes_with_a_transport_error() -> None:
-    config = Config(dev_mode=True, max_streams_bidi=4)
+    config = Config(dev_mode=True, trust_dev_certificate=True, max_streams_bidi=4)
     pair = connected_pair(server_config=config)
     client, server = sinks(pair)
     # Make the client engine believe it has more credit than granted, as a buggy peer would.
@@ -272,7 +272,7 @@ def test_finish_is_send_with_end() -> None:
 
 
 def test_error_codes_are_plain_ints() -> None:
-    config = Config(dev_mode=True, idle_timeout=1.0)
+    config = Config(dev_mode=True, trust_dev_certificate=True, idle_timeout=1.0)
     pair = connected_pair(client_config=config, server_config=config)
     client, _ = sinks(pair)
     assert pair.network.run_until(lambda: client.terminated is not None, 10)

@@ -1,7 +1,8 @@
-"""Certificate verification is on by default; dev mode or a trust anchor accepts a dev pair."""
+"""Certificate verification is on by default; a client trusts a dev server only when told."""
 
 import pytest
 
+import sansquic
 from sansquic import Config, ConnectionState, ConnectionTerminated, RemoteProtocolError
 from sansquic.testing import StreamSink, connected_pair
 
@@ -20,7 +21,7 @@ def handshake_outcome(
 
 
 def test_default_client_refuses_a_self_signed_server() -> None:
-    client, server = handshake_outcome(Config(), Config(dev_mode=True))
+    client, server = handshake_outcome(Config(), Config(dev_mode=True, trust_dev_certificate=True))
     assert client.connection.state is ConnectionState.CLOSED
     event = client.terminated
     assert isinstance(event, ConnectionTerminated)
@@ -33,27 +34,67 @@ def test_default_client_refuses_a_self_signed_server() -> None:
     assert server.terminated is not None and server.terminated.by_peer
 
 
-def test_dev_mode_client_accepts_a_self_signed_server() -> None:
-    client, _ = handshake_outcome(Config(dev_mode=True), Config(dev_mode=True))
+DEV_SERVER = Config(dev_mode=True)
+
+
+def test_dev_mode_on_a_client_does_not_turn_verification_off() -> None:
+    client, _ = handshake_outcome(Config(dev_mode=True), DEV_SERVER)
+    assert client.connection.state is ConnectionState.CLOSED
+    assert client.terminated is not None and 0x100 <= client.terminated.error_code <= 0x1FF
+
+
+def test_trust_dev_certificate_verifies_a_dev_server_of_this_process() -> None:
+    client, _ = handshake_outcome(Config(trust_dev_certificate=True), DEV_SERVER)
     assert client.connection.state is ConnectionState.CONNECTED
 
 
-def test_explicit_trust_anchor_accepts_the_dev_certificate() -> None:
-    server_config = Config(dev_mode=True)
-    client_config = Config(ca_certs=server_config.certificate)
-    client, _ = handshake_outcome(client_config, server_config)
+def test_trust_dev_certificate_still_checks_the_name() -> None:
+    # connected_pair connects with server_name="localhost"; this dev server is someone else.
+    server = Config(**_pair_fields(sansquic.issue_dev_certificate(("elsewhere.example",))))
+    client, _ = handshake_outcome(Config(trust_dev_certificate=True), server)
+    assert client.connection.state is ConnectionState.CLOSED
+
+
+def test_trust_dev_certificate_does_not_trust_other_self_signed_servers() -> None:
+    server = Config(**_pair_fields(sansquic.make_dev_certificate()))
+    client, _ = handshake_outcome(Config(trust_dev_certificate=True), server)
+    assert client.connection.state is ConnectionState.CLOSED
+
+
+def test_trust_dev_certificate_adds_to_ca_certs() -> None:
+    own = sansquic.make_dev_certificate()
+    client_config = Config(ca_certs=own.certificate, trust_dev_certificate=True)
+    for server in (DEV_SERVER, Config(**_pair_fields(own))):
+        client, _ = handshake_outcome(client_config, server)
+        assert client.connection.state is ConnectionState.CONNECTED
+
+
+def test_explicit_trust_anchor_accepts_a_self_signed_certificate() -> None:
+    own = sansquic.make_dev_certificate()
+    client, _ = handshake_outcome(Config(ca_certs=own.certificate), Config(**_pair_fields(own)))
     assert client.connection.state is ConnectionState.CONNECTED
 
 
 def test_a_different_trust_anchor_is_refused() -> None:
-    other = Config(dev_mode=True)
-    client, _ = handshake_outcome(Config(ca_certs=other.certificate), Config(dev_mode=True))
+    other = sansquic.make_dev_certificate()
+    client, _ = handshake_outcome(Config(ca_certs=other.certificate), DEV_SERVER)
     assert client.connection.state is ConnectionState.CLOSED
+
+
+def test_verify_peer_false_accepts_any_server() -> None:
+    server = Config(**_pair_fields(sansquic.make_dev_certificate(("elsewhere.example",))))
+    client, _ = handshake_outcome(Config(verify_peer=False), server)
+    assert client.connection.state is ConnectionState.CONNECTED
+
+
+def _pair_fields(pair: sansquic.CertificatePair) -> dict[str, bytes]:
+    return {"certificate": pair.certificate, "private_key": pair.private_key}
 
 
 def test_alpn_mismatch_fails_the_handshake() -> None:
     client, _ = handshake_outcome(
-        Config(dev_mode=True, alpn=("a",)), Config(dev_mode=True, alpn=("b",))
+        Config(dev_mode=True, trust_dev_certificate=True, alpn=("a",)),
+        Config(dev_mode=True, trust_dev_certificate=True, alpn=("b",)),
     )
     assert client.connection.state is ConnectionState.CLOSED
     assert client.terminated is not None and client.terminated.by_peer
@@ -61,12 +102,12 @@ def test_alpn_mismatch_fails_the_handshake() -> None:
 
 def test_negotiated_alpn_is_reported() -> None:
     pair = connected_pair(
-        client_config=Config(dev_mode=True, alpn=("x", "y")),
-        server_config=Config(dev_mode=True, alpn=("y",)),
+        client_config=Config(dev_mode=True, trust_dev_certificate=True, alpn=("x", "y")),
+        server_config=Config(dev_mode=True, trust_dev_certificate=True, alpn=("y",)),
     )
     assert pair.client.alpn == pair.server.alpn == "y"
 
 
 def test_a_failed_handshake_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
-    handshake_outcome(Config(), Config(dev_mode=True))
+    handshake_outcome(Config(), Config(dev_mode=True, trust_dev_certificate=True))
     assert capfd.readouterr().err == ""

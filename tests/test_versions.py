@@ -54,7 +54,7 @@ def handshake(client: Config, server: Config) -> tuple[Any, Observer, Endpoint]:
     return conn, observer, server_endpoint
 
 
-DEV = Config(dev_mode=True)
+DEV = Config(dev_mode=True, trust_dev_certificate=True)
 
 
 def test_v1_is_the_default_and_nothing_on_the_wire_is_v2() -> None:

@@ -13,7 +13,7 @@ from sansquic import _h3wire as w
 from sansquic._h3state import MAX_PENDING, _DoneSet
 from sansquic.testing import connected_pair
 
-H3 = sansquic.Config(dev_mode=True, alpn=("h3",))
+H3 = sansquic.Config(dev_mode=True, trust_dev_certificate=True, alpn=("h3",))
 
 
 class Side:

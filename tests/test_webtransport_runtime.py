@@ -15,7 +15,7 @@ from sansquic_runtime import _wt_async, _wt_sync
 import sansquic
 from sansquic import _h3wire as w
 
-CONFIG = sansquic.Config(dev_mode=True, alpn=("h3",), idle_timeout=5.0)
+CONFIG = sansquic.Config(dev_mode=True, trust_dev_certificate=True, alpn=("h3",), idle_timeout=5.0)
 
 
 def _auth(request: sansquic.AuthRequest, address: object, now: float) -> object:

@@ -67,7 +67,7 @@ def _server_config(args: argparse.Namespace) -> sansquic.Config:
     if args.certificate:
         config = sansquic.Config(certificate=args.certificate, private_key=args.key)
     else:
-        config = sansquic.Config(dev_mode=True)
+        config = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
     return _with_qlog(config, args)
 
 
@@ -117,7 +117,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
 async def _connect(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
-    config = _with_qlog(sansquic.Config(dev_mode=args.insecure, ca_certs=args.ca), args)
+    config = _with_qlog(sansquic.Config(verify_peer=not args.insecure, ca_certs=args.ca), args)
     async with runtime.connect(
         args.host, args.port, config=config, token=args.token, server_name=args.server_name
     ) as conn:

@@ -3,7 +3,7 @@ a sans-IO ``ssl.SSLObject`` over memory buffers.
 
 Each runtime only waits for a socket to be readable or writable its own way
 (``backend.wait_socket``); connecting, accepting, and every TLS record are here.
-The certificate, trust anchors and ``dev_mode`` are those of :class:`sansquic.Config`.
+The certificate and trust anchors are those of :class:`sansquic.Config`.
 """
 
 from __future__ import annotations
@@ -80,11 +80,11 @@ def shutdown(sock: socket.socket) -> None:
 def client_context(config: sansquic.Config) -> ssl.SSLContext:
     """TLS for a WebSocket client, verifying as the QUIC client does."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if config.dev_mode or not config.verify_peer:
+    if not config.verify_peer:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    elif config.ca_certs is not None:
-        context.load_verify_locations(cadata=config.ca_certs.decode())
+    elif (anchors := config.trust_anchors()) is not None:
+        context.load_verify_locations(cadata=anchors.decode())
     context.set_alpn_protocols(["http/1.1"])
     return context
 

@@ -135,14 +135,19 @@ def connected_pair(
 ) -> Pair:
     """Make a client and a server on a fresh network and, by default, complete the handshake.
 
-    Both default to ``Config(dev_mode=True)``. With ``handshake=False`` the
+    The server defaults to ``Config(dev_mode=True, trust_dev_certificate=True)`` and the client to
+    ``Config(trust_dev_certificate=True)``, which verifies it. With ``handshake=False`` the
     client has only called ``connect()``. Raises ``TimeoutError`` when the
     handshake does not complete within ``timeout`` virtual seconds.
     """
     network = SimNetwork(seed, conditions=conditions)
-    server = Connection(server_config or Config(dev_mode=True), role=Role.SERVER)
+    server = Connection(
+        server_config or Config(dev_mode=True, trust_dev_certificate=True), role=Role.SERVER
+    )
     client = Connection(
-        client_config or Config(dev_mode=True), role=Role.CLIENT, server_name="localhost"
+        client_config or Config(trust_dev_certificate=True),
+        role=Role.CLIENT,
+        server_name="localhost",
     )
     network.add(CLIENT_ADDRESS, client)
     network.add(SERVER_ADDRESS, server)
