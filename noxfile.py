@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests lint types`` for everyday work, ``ci`` is what CI runs.
+"""Sessions: ``nox`` (lint, types, typecompleteness, tests) day to day; ``ci`` is what CI runs.
 
 ``tests`` runs on every supported Python (``requires-python`` is true to the
 code only if each passes). ``conformance`` (the whole runtime matrix),
@@ -9,7 +9,7 @@ aioquic part also runs in the tests, tests/test_interop_examples.py).
 
 import nox
 
-nox.options.sessions = ["lint", "types", "tests"]
+nox.options.sessions = ["lint", "types", "typecompleteness", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 #: Every Python the package supports (pyproject: requires-python >= 3.11).
@@ -43,6 +43,14 @@ def types(session: nox.Session) -> None:
     """mypy --strict on the core, the runtimes and the conformance suite."""
     session.install("-e", ".[all]", "mypy")
     session.run("mypy", "--strict")  # the files listed in pyproject.toml
+
+
+@nox.session(python=PYTHONS[0])
+def typecompleteness(session: nox.Session) -> None:
+    """pyright --verifytypes on every published package, as installed from the wheel
+    (not editable): fails when one is under 98% (scripts/typecompleteness.py)."""
+    session.install(".[all]", "pyright")
+    session.run("python", "scripts/typecompleteness.py", *session.posargs)
 
 
 @nox.session(python=PYTHONS[0])

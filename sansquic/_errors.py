@@ -87,7 +87,7 @@ class ConnectionClosed(SansQuicError):
         )
         self.error_code = error_code
         self.reason = reason
-        self.closed_by = self.CLOSED_BY if closed_by is None else closed_by
+        self.closed_by: ClosedBy = self.CLOSED_BY if closed_by is None else closed_by
         self.application = application
 
     @property
@@ -100,7 +100,7 @@ class PeerClosedError(ConnectionClosed):
     """The peer closed the connection (it sent CONNECTION_CLOSE); a server
     rejecting the client's credentials closes this way too."""
 
-    CLOSED_BY = ClosedBy.PEER
+    CLOSED_BY: ClassVar[ClosedBy] = ClosedBy.PEER
     _WHAT = "connection closed by the peer"
 
 
@@ -111,7 +111,7 @@ class RemoteProtocolError(ConnectionClosed):
     section 20.1) and ``reason`` says what the peer did.
     """
 
-    CLOSED_BY = ClosedBy.VIOLATION
+    CLOSED_BY: ClassVar[ClosedBy] = ClosedBy.VIOLATION
     _WHAT = "connection closed: the peer broke the protocol"
 
 
@@ -119,7 +119,7 @@ class IdleTimeoutError(ConnectionClosed):
     """Nothing was heard from the peer for ``Config.idle_timeout``: the connection
     ended silently (no CONNECTION_CLOSE was sent)."""
 
-    CLOSED_BY = ClosedBy.IDLE
+    CLOSED_BY: ClassVar[ClosedBy] = ClosedBy.IDLE
     _WHAT = "connection timed out (idle)"
 
 
@@ -127,7 +127,7 @@ class StatelessResetError(ConnectionClosed):
     """The peer sent a stateless reset: it no longer knows the connection (for
     instance, it restarted). Reconnect to go on."""
 
-    CLOSED_BY = ClosedBy.STATELESS_RESET
+    CLOSED_BY: ClassVar[ClosedBy] = ClosedBy.STATELESS_RESET
     _WHAT = "connection reset by the peer (stateless reset)"
 
 

@@ -29,7 +29,7 @@ class QlogDirectory:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:

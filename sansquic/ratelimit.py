@@ -42,8 +42,8 @@ class TokenBucket:
     def __init__(self, rate: float, burst: float, now: float = 0.0) -> None:
         if not rate > 0 or not burst >= 1:
             raise ConfigError(f"a token bucket needs rate > 0 and burst >= 1, not {rate}, {burst}")
-        self.rate = float(rate)
-        self.burst = float(burst)
+        self.rate: float = float(rate)
+        self.burst: float = float(burst)
         self._tokens = float(burst)
         self._stamp = now
 
@@ -89,8 +89,8 @@ class ConcurrencyLimit:
     __slots__ = ("current", "maximum")
 
     def __init__(self, maximum: int) -> None:
-        self.maximum = maximum
-        self.current = 0
+        self.maximum: int = maximum
+        self.current: int = 0
 
     def try_acquire(self) -> bool:
         """Count one more if under the maximum; True when counted."""
@@ -122,7 +122,7 @@ class KeyedLimiter(Generic[T]):
         self._max_keys = max_keys
         self._items: OrderedDict[Any, T] = OrderedDict()
         #: How many keys were evicted to make room.
-        self.evictions = 0
+        self.evictions: int = 0
 
     def __len__(self) -> int:
         return len(self._items)

@@ -152,8 +152,8 @@ WebTransport on the blocking runtime layer, for the threads runtime.
 """
 ''',
         lines={
-            "from collections.abc import Awaitable, Callable, Sequence": (
-                "from collections.abc import Callable, Sequence"
+            "from collections.abc import Awaitable, Callable, Mapping, Sequence": (
+                "from collections.abc import Callable, Mapping, Sequence"
             ),
             "from ._async import Connection, Stream": "from ._sync import Connection, Stream",
             'SessionHandler = Callable[["WebTransportSession"], Awaitable[object]]': (

@@ -28,8 +28,8 @@ try:
     import anyio
     import anyio.abc
     import anyio.lowlevel
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from exc
+except ImportError as _missing:  # pragma: no cover - exercised only without the extra
+    raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from _missing
 
 from sansquic_runtime import (
     AnyConnector,
@@ -162,11 +162,11 @@ class _Backend:
 
 
 #: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).
-connect = Connector(_Backend)
+connect: Connector = Connector(_Backend)
 #: ``async with connect_websocket(host, port, config=..., token=...) as conn`` (the fallback).
-connect_websocket = WebSocketConnector(_Backend)
+connect_websocket: WebSocketConnector = WebSocketConnector(_Backend)
 #: ``async with connect_any(host, port, websocket_port=...) as conn``: QUIC, else WebSocket.
-connect_any = AnyConnector(_Backend)
+connect_any: AnyConnector = AnyConnector(_Backend)
 
 
 async def serve(

@@ -193,11 +193,11 @@ class _Backend:
 
 
 #: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).
-connect = Connector(_Backend)
+connect: Connector = Connector(_Backend)
 #: ``async with connect_websocket(host, port, config=..., token=...) as conn`` (the fallback).
-connect_websocket = WebSocketConnector(_Backend)
+connect_websocket: WebSocketConnector = WebSocketConnector(_Backend)
 #: ``async with connect_any(host, port, websocket_port=...) as conn``: QUIC, else WebSocket.
-connect_any = AnyConnector(_Backend)
+connect_any: AnyConnector = AnyConnector(_Backend)
 
 
 async def serve(

@@ -37,12 +37,14 @@ try:
         _unset_timeout,
         _write_wait,
     )
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("sansquic_curio needs curio: pip install 'sansquic[curio]'") from exc
-except AttributeError as exc:  # pragma: no cover - Python 3.12+
+except ImportError as _missing:  # pragma: no cover - exercised only without the extra
+    raise ImportError("sansquic_curio needs curio: pip install 'sansquic[curio]'") from _missing
+except AttributeError as _missing:  # pragma: no cover - Python 3.12+
     # curio 1.6, its last release, reads multiprocessing.connection.CHALLENGE, private
     # since Python 3.12; the fix is only in curio's source. An ImportError skips us.
-    raise ImportError("curio 1.6 does not import on Python 3.12+: install it from source") from exc
+    raise ImportError(
+        "curio 1.6 does not import on Python 3.12+: install it from source"
+    ) from _missing
 
 from sansquic_runtime import (
     AnyConnector,
@@ -305,11 +307,11 @@ class _Backend:
 
 #: ``async with connect(host, port, config=..., token=...) as conn``, or ``await`` it
 #: (see :class:`sansquic_runtime.Connector`).
-connect = Connector(_Backend)
+connect: Connector = Connector(_Backend)
 #: ``async with connect_websocket(host, port, config=..., token=...) as conn`` (the fallback).
-connect_websocket = WebSocketConnector(_Backend)
+connect_websocket: WebSocketConnector = WebSocketConnector(_Backend)
 #: ``async with connect_any(host, port, websocket_port=...) as conn``: QUIC, else WebSocket.
-connect_any = AnyConnector(_Backend)
+connect_any: AnyConnector = AnyConnector(_Backend)
 
 
 async def serve(

@@ -94,8 +94,11 @@ class _Link:
         generation: int,
         streams: dict[str, MessageStream],
     ) -> None:
-        self.owner, self.conn, self.generation, self.streams = owner, conn, generation, streams
-        self.alive = True
+        self.owner: Peer = owner
+        self.conn: MessageConnection = conn
+        self.generation: int = generation
+        self.streams: dict[str, MessageStream] = streams
+        self.alive: bool = True
         # A one-token pile: pop() is atomic in both twins, so one task flushes at a time.
         self._token = [None]
 
@@ -169,8 +172,10 @@ class Peer:
         router: messaging.Router[Handler],
         now: Callable[[], float],
     ) -> None:
-        self.channel, self.router, self.now = channel, router, now
-        self.guard = _guard()
+        self.channel: messaging.MessageChannel = channel
+        self.router: messaging.Router[Handler] = router
+        self.now: Callable[[], float] = now
+        self.guard: AbstractContextManager[object] = _guard()
         self.link: _Link | None = None
         #: The authenticated subject the session is bound to (server side; None: no auth).
         self.subject: str | None = None
@@ -178,7 +183,7 @@ class Peer:
         #: :data:`MAX_UNROUTED`: a peer's junk types cannot grow it without bound).
         self.unrouted: deque[messaging.Envelope] = deque(maxlen=MAX_UNROUTED)
         #: Unrouted messages pushed out of the full :attr:`unrouted`.
-        self.unrouted_dropped = 0
+        self.unrouted_dropped: int = 0
         #: When the session last lost its connection (server side: idle eviction).
         self.idle_since: float | None = now()
 
@@ -260,7 +265,7 @@ class Messenger:
         self._dial, self._group, self._key = dial, group, key
         #: Reuse per host:port and the breaker; one live connection here.
         self.pool: messaging.Pool[MessageConnection] = messaging.Pool()
-        self.backoff = messaging.Backoff(rng or random.Random())
+        self.backoff: messaging.Backoff = messaging.Backoff(rng or random.Random())
 
     @property
     def channel(self) -> messaging.MessageChannel:

@@ -61,11 +61,11 @@ class _Driver:
     ) -> None:
         self.backend = backend
         self.endpoint = endpoint
-        self.dispatcher = sansquic.Dispatcher(endpoint)
-        self.sock = sock
+        self.dispatcher: sansquic.Dispatcher = sansquic.Dispatcher(endpoint)
+        self.sock: UdpSocket = sock
         # Sockets a migration moved away from, closed once the I/O loop waits elsewhere.
         self._retired: list[UdpSocket] = []
-        self.log = logging.getLogger(backend.logger_name)
+        self.log: logging.Logger = logging.getLogger(backend.logger_name)
         # A client's loop ends with its last connection, so a connection never closed
         # cannot keep a process alive past its idle timeout; a server's runs until stop().
         self._client = client
@@ -76,8 +76,8 @@ class _Driver:
         self._dirty = False
         self._stopping = False
         self._started = False
-        self.stopped = False
-        self.socket_closed = False
+        self.stopped: bool = False
+        self.socket_closed: bool = False
         self._failure: BaseException | None = None
 
     def deadline(self, timeout: float | None) -> float | None:

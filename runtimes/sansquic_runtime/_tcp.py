@@ -38,7 +38,7 @@ class Abort:
     """A request to abandon a connection attempt: callbacks wake whatever it waits on."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested: bool = False
         self._callbacks: list[Callable[[], object]] = []
 
     def on_request(self, callback: Callable[[], object]) -> None:
@@ -119,7 +119,7 @@ class TlsPipe:
             server_side=server_side,
             server_hostname=None if server_side else server_hostname,
         )
-        self.eof = False
+        self.eof: bool = False
 
     def handshake(self) -> bool:
         """Advance the handshake; whether it is complete (raises ``ssl.SSLError``)."""

@@ -84,14 +84,14 @@ class UdpSocket:
     gso = True
 
     def __init__(self, family: int, bind: tuple[str, int]) -> None:
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock: socket.socket = socket.socket(family, socket.SOCK_DGRAM)
         self.family = family
         try:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
             #: Whether the kernel sends every datagram whole (DF set): without it, only
             #: 1200-byte packets are safe and path MTU discovery must stay off.
-            self.dont_fragment = _forbid_fragmentation(self.sock, family)
+            self.dont_fragment: bool = _forbid_fragmentation(self.sock, family)
             self.sock.bind(bind)
             self.sock.setblocking(False)
         except BaseException:

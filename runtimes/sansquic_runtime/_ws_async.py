@@ -150,22 +150,24 @@ class _WsDriver:
     ) -> None:
         self.backend = backend
         # Config.idle_timeout and keep_alive mean here what they mean for QUIC.
-        self.idle_timeout = config.idle_timeout
-        self.keep_alive = config.keep_alive
-        self.last_heard = backend.now()
+        self.idle_timeout: float = config.idle_timeout
+        self.keep_alive: float | None = config.keep_alive
+        self.last_heard: float = backend.now()
         self._give_up_at: float | None = None  # after our idle close: when to stop waiting
         self.sock = sock
         self.tls = tls
         self.client = client
         role = wsproto.ConnectionType.CLIENT if client else wsproto.ConnectionType.SERVER
-        self.ws = wsproto.WSConnection(role)
-        self.mux = Mux(client=client)
-        self.log = logging.getLogger(backend.logger_name)
-        self.out = bytearray()  # ciphertext for the socket
+        self.ws: wsproto.WSConnection = wsproto.WSConnection(role)
+        self.mux: Mux = Mux(client=client)
+        self.log: logging.Logger = logging.getLogger(backend.logger_name)
+        self.out: bytearray = bytearray()  # ciphertext for the socket
         self._message = bytearray()  # a binary message still arriving in pieces
         self._blocked: set[int] = set()  # senders waiting for the queue to drain
-        self.reader_done = self.writer_done = self.socket_closed = False
-        self.dead = False  # stop now: no goodbye (a timeout, an abort)
+        self.reader_done: bool = False
+        self.writer_done: bool = False
+        self.socket_closed: bool = False
+        self.dead: bool = False  # stop now: no goodbye (a timeout, an abort)
 
     def deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else self.backend.now() + timeout
@@ -804,7 +806,7 @@ class WebSocketServer:
         self._live: set[WebSocketConnection] = set()
         self._closing = self._served = self._serving = False
         self._group: AsyncTaskGroup | None = None
-        self.log = logging.getLogger(backend.logger_name)
+        self.log: logging.Logger = logging.getLogger(backend.logger_name)
         host, port = listener.getsockname()[:2]
         #: The bound ``(host, port)``; the real port when 0 was asked for.
         self.address: tuple[str, int] = (str(host), int(port))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import sansquic
 
@@ -77,7 +77,7 @@ class WebTransportStream:
         self._pumped = False
         self._reset: int | None = None  # (pumped) the peer's reset code, as sent
         #: The QUIC stream id.
-        self.id = stream.id
+        self.id: int = stream.id
 
     def __repr__(self) -> str:
         return f"<sansquic WebTransportStream id={self.id}>"
@@ -173,10 +173,10 @@ class WebTransportSession:
     def __init__(self, glue: _Glue, ready: sansquic.WebTransportSessionReady) -> None:
         self._glue = glue
         #: The session id (its CONNECT stream's id), path, identity (servers) and headers.
-        self.id = ready.session_id
-        self.path = ready.path
-        self.identity = ready.identity
-        self.headers = ready.headers
+        self.id: int = ready.session_id
+        self.path: str = ready.path
+        self.identity: sansquic.Identity | None = ready.identity
+        self.headers: Mapping[str, str] = ready.headers
         self._incoming: deque[WebTransportStream] = deque()
         # Bounded: an app that never reads must not let the peer fill memory.
         self._datagrams: deque[bytes] = deque(maxlen=DATAGRAM_QUEUE)
@@ -259,7 +259,7 @@ class _Glue:
         self.conn = conn
         with conn._driver.backend.guard():
             address = conn._core.remote_address or ("", 0)
-            self.h3 = sansquic.H3Connection(
+            self.h3: sansquic.H3Connection = sansquic.H3Connection(
                 _Transport(conn), client=client, authenticator=authenticator, address=address
             )
             self.h3.initiate()

@@ -25,8 +25,8 @@ from typing import Any
 
 try:
     import trio
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("sansquic_trio needs trio: pip install 'sansquic[trio]'") from exc
+except ImportError as _missing:  # pragma: no cover - exercised only without the extra
+    raise ImportError("sansquic_trio needs trio: pip install 'sansquic[trio]'") from _missing
 
 from sansquic_runtime import (
     AnyConnector,
@@ -153,11 +153,11 @@ class _Backend:
 
 
 #: ``async with connect(host, port, config=..., token=...) as conn`` (see :class:`Connector`).
-connect = Connector(_Backend)
+connect: Connector = Connector(_Backend)
 #: ``async with connect_websocket(host, port, config=..., token=...) as conn`` (the fallback).
-connect_websocket = WebSocketConnector(_Backend)
+connect_websocket: WebSocketConnector = WebSocketConnector(_Backend)
 #: ``async with connect_any(host, port, websocket_port=...) as conn``: QUIC, else WebSocket.
-connect_any = AnyConnector(_Backend)
+connect_any: AnyConnector = AnyConnector(_Backend)
 
 
 async def serve(

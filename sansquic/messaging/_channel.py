@@ -105,18 +105,18 @@ class MessageChannel:
         self.session_id = session_id
         self.lanes = lanes
         self.max_frame_size = max_frame_size
-        self.queue = SendQueue(max_unacked)
-        self.window = ReceiveWindow(window)
+        self.queue: SendQueue = SendQueue(max_unacked)
+        self.window: ReceiveWindow = ReceiveWindow(window)
         #: The current connection's generation (0: never attached).
-        self.generation = 0
-        self.attached = False
+        self.generation: int = 0
+        self.attached: bool = False
         self._decoders: dict[str, FrameDecoder] = {}
         self._out: dict[str, bytearray] = {}
         self._delivered: deque[Envelope] = deque()
         self._acked_sent = 0
         self._hello_seen = False
         #: Duplicates dropped so far (retransmits the peer already had).
-        self.duplicates = 0
+        self.duplicates: int = 0
 
     # -- commands -------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ class SendQueue:
         self._sent = 0  # how many of the oldest unacked went out on this connection
         self._last_id = 0
         #: The highest id the peer acked (every id up to it arrived).
-        self.acked = 0
+        self.acked: int = 0
 
     def push(self, message_type: str, payload: bytes, now: float) -> Envelope:
         """Queue a message stamped ``now`` and give it the next id; raises :class:`QueueFull`
@@ -86,7 +86,7 @@ class ReceiveWindow:
             raise WindowExceeded("the window size must be >= 1")
         self.size = size
         #: Every id up to this one arrived.
-        self.floor = 0
+        self.floor: int = 0
         self._seen: set[int] = set()
 
     def accept(self, ident: int) -> bool:

@@ -25,9 +25,11 @@ class Backoff:
         if not (base > 0 and factor >= 1 and cap >= base):
             raise LocalProtocolError("Backoff needs base > 0, factor >= 1 and cap >= base")
         self._rng = rng
-        self.base, self.factor, self.cap = base, factor, cap
+        self.base: float = base
+        self.factor: float = factor
+        self.cap: float = cap
         #: Failed attempts since the last success.
-        self.attempt = 0
+        self.attempt: int = 0
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay attempt ``attempt`` may wait (no jitter)."""
@@ -61,7 +63,8 @@ class CircuitBreaker:
     def __init__(self, *, threshold: int = 5, cooldown: float = 10.0) -> None:
         if threshold < 1 or cooldown < 0:
             raise LocalProtocolError("CircuitBreaker needs threshold >= 1 and cooldown >= 0")
-        self.threshold, self.cooldown = threshold, cooldown
+        self.threshold: int = threshold
+        self.cooldown: float = cooldown
         self._failures = 0
         self._opened_at: float | None = None
         self._trial = False

@@ -91,7 +91,7 @@ class EchoServer:
         #: Connections that completed their handshake, and those that terminated.
         self.connected: set[Connection] = set()
         self.terminated: list[ConnectionTerminated] = []
-        self.echoed = 0
+        self.echoed: int = 0
 
     def pump(self) -> None:
         while (item := self.endpoint.next_event()) is not None:

@@ -15,6 +15,7 @@ from . import LinkConditions, StreamSink, connected_pair
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo with command-line ``argv``; return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
