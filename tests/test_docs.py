@@ -133,3 +133,31 @@ def test_the_reference_covers_every_public_name(module: str) -> None:
         and not (module.startswith("sansquic_") and n in runtime_reexports)
     ]
     assert missing == [], f"add these to docs/reference/: {missing}"
+
+
+def test_the_exception_tree_matches_the_code() -> None:
+    """errors.md draws the hierarchy; each class must derive from the one it hangs
+    under, and every public exception of the core must be drawn."""
+    import sansquic
+    from sansquic import tokens
+
+    text = (DOCS / "errors.md").read_text(encoding="utf-8")
+    tree = text[text.index("SansQuicError(Exception)") :].split("```", 1)[0].splitlines()
+    parents: list[type] = [sansquic.SansQuicError]
+    drawn = {sansquic.SansQuicError}
+    for line in tree[1:]:
+        match = re.match(r"^((?:│   |    )*)[├└]── (\w+)", line)
+        assert match, line
+        depth = len(match[1]) // 4 + 1
+        cls = getattr(sansquic, match[2], None) or getattr(tokens, match[2])
+        del parents[depth:]
+        assert cls.__bases__[0] is parents[-1], f"{cls.__name__} is drawn under {parents[-1]}"
+        parents.append(cls)
+        drawn.add(cls)
+    public = {
+        obj
+        for module in (sansquic, tokens)
+        for obj in (getattr(module, n) for n in module.__all__)
+        if isinstance(obj, type) and issubclass(obj, sansquic.SansQuicError)
+    }
+    assert public - drawn == set()
