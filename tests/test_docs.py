@@ -161,3 +161,13 @@ def test_the_exception_tree_matches_the_code() -> None:
         if isinstance(obj, type) and issubclass(obj, sansquic.SansQuicError)
     }
     assert public - drawn == set()
+
+
+def test_the_reference_shows_rest_roles_as_code() -> None:
+    sys.path.insert(0, str(DOCS))
+    try:
+        from griffe_roles import markdown
+    finally:
+        sys.path.remove(str(DOCS))
+    text = "See :class:`~sansquic.Config`, :meth:`send` and ``x + 1``; example::\n"
+    assert markdown(text) == "See `Config`, `send` and `x + 1`; example:\n"
