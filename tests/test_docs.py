@@ -171,3 +171,32 @@ def test_the_reference_shows_rest_roles_as_code() -> None:
         sys.path.remove(str(DOCS))
     text = "See :class:`~sansquic.Config`, :meth:`send` and ``x + 1``; example::\n"
     assert markdown(text) == "See `Config`, `send` and `x + 1`; example:\n"
+
+
+def _resolves(dotted: str) -> bool | None:
+    """Whether ``a.b.c`` names something; None when its package does not import here."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        except ImportError:  # e.g. curio on Python 3.12+
+            return None
+        for attr in parts[split:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_every_dotted_name_in_the_docs_exists() -> None:
+    """A renamed or removed public name must not live on in the prose."""
+    named = {
+        (str(page.relative_to(DOCS)), name)
+        for page in PAGES
+        for name in re.findall(r"`((?:sansquic|sansquic_\w+)(?:\.\w+)+)", page.read_text("utf-8"))
+    }
+    assert len(named) > 50
+    assert sorted((p, n) for p, n in named if _resolves(n) is False) == []
