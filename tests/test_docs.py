@@ -200,3 +200,21 @@ def test_every_dotted_name_in_the_docs_exists() -> None:
     }
     assert len(named) > 50
     assert sorted((p, n) for p, n in named if _resolves(n) is False) == []
+
+
+RUNTIMES = {"asyncio", "trio", "anyio", "curio", "threads"}
+
+
+def test_every_runtime_tab_set_covers_every_runtime() -> None:
+    """A set of runtime tabs (consecutive ``=== "..."`` lines) names all five runtimes,
+    alone or grouped ("asyncio, trio, anyio, curio"), so no reader is left out."""
+    sets = 0
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for group in re.findall(r'(?:^=== "[^"]+"\n(?:\n|    .*\n)*)+', text, re.M):
+            labels = re.findall(r'^=== "([^"]+)"', group, re.M)
+            covered = {name.strip() for label in labels for name in label.split(",")}
+            if covered & RUNTIMES:
+                sets += 1
+                assert covered == RUNTIMES, f"{page.name}: tabs {labels}"
+    assert sets >= 8
