@@ -7,7 +7,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import griffe
+try:
+    import griffe
+
+    _Extension: type = griffe.Extension
+except ImportError:  # the tests use markdown() without the docs extra installed
+    _Extension = object
 
 # :role:`~a.b.C` or :role:`a.b.C` or :role:`text <a.b.C>`: the name a reader knows.
 _ROLE = re.compile(r":(?:class|meth|func|attr|mod|data|exc|obj|const):`~?([^`<]*?)(?: <[^>]*>)?`")
@@ -24,9 +29,9 @@ def markdown(text: str) -> str:
     return _DOUBLE.sub(r"`\1`", _ROLE.sub(role, text)).replace("::\n", ":\n")
 
 
-class ReSTRoles(griffe.Extension):
+class ReSTRoles(_Extension):  # type: ignore[misc]
     """Rewrite each docstring as it is loaded."""
 
-    def on_object(self, *, obj: griffe.Object, loader: griffe.GriffeLoader, **kwargs: Any) -> None:
+    def on_object(self, *, obj: Any, loader: Any, **kwargs: Any) -> None:
         if obj.docstring is not None:
             obj.docstring.value = markdown(obj.docstring.value)
