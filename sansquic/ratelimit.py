@@ -16,7 +16,7 @@ from typing import Any, Generic, Literal, TypeVar
 import attrs
 
 from ._errors import ConfigError
-from ._validators import int_in, one_of, positive_or_none
+from ._validators import int_in, one_of, positive, positive_or_none
 
 __all__ = [
     "ConcurrencyLimit",
@@ -185,6 +185,10 @@ class RateLimits:
     go faster; datagrams beyond ``peer_datagrams_per_second`` are dropped, and
     a peer that keeps that up for ``violation_grace`` seconds is closed with
     :attr:`~sansquic.CloseCode.RATE_LIMITED`.
+
+    The WebSocket server (:class:`sansquic.websocket.Admission`) applies the same
+    connection, handshake and new-connection limits, answering a refusal with
+    HTTP 503 or 429 before the upgrade, plus the two ``websocket_*`` limits.
     """
 
     #: Connections at once, over all addresses.
@@ -222,3 +226,8 @@ class RateLimits:
     peer_datagrams_per_second: float | None = attrs.field(default=None, validator=positive_or_none)
     #: Seconds of sustained datagram excess before the connection is closed.
     violation_grace: float = attrs.field(default=2.0, validator=positive_or_none)
+    #: (WebSocket) Seconds for the TLS handshake, the upgrade request and auth together.
+    websocket_handshake_timeout: float = attrs.field(default=10.0, validator=positive)
+    #: (WebSocket) Bytes of upgrade request head (request line and headers) accepted; more
+    #: is answered with HTTP 431. wsproto itself refuses heads over 16 KiB.
+    websocket_max_header_bytes: int = attrs.field(default=8 * 1024, validator=int_in(256, 16_384))
