@@ -800,6 +800,11 @@ class H3Connection:
         if connect is not None and not stop_connect:
             # The peer ended its side: end ours too (a FIN, as the draft asks).
             self._quietly(lambda s, c: self._t.send(s, b"", end=True), session_id)
+        if not session.open:
+            # (Client) Reset or ended before any answer (as after the server's GOAWAY,
+            # with H3_REQUEST_REJECTED): never opened, so refused, with no status.
+            self._out.append(WebTransportSessionRefused(session_id=session_id, status=0))
+            return
         self._out.append(
             WebTransportSessionClosed(
                 session_id=session_id, code=code, reason=reason, violation=violation

@@ -397,3 +397,11 @@ def test_goaway_ids_only_go_down_and_the_client_sends_a_push_id() -> None:
         e.session_id for e in server.events if isinstance(e, sansquic.WebTransportSessionDraining)
     }
     assert drains == {first, second}
+
+
+def test_a_connect_the_server_resets_unanswered_is_refused_not_closed() -> None:
+    _, _, client, _ = recorded_pair()
+    sid = client.connect("localhost", "/")
+    client.stream_reset(sid, w.H3_REQUEST_REJECTED)  # as a server past its GOAWAY does
+    assert client.events() == [sansquic.WebTransportSessionRefused(session_id=sid, status=0)]
+    assert sid not in client._sessions and sid not in client._streams
