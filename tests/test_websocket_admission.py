@@ -75,6 +75,17 @@ def test_refusals_past_the_handshake_cap_or_response_rate_are_dropped() -> None:
     assert dict(flood.stats().dropped) == {"connections per address": 2}
 
 
+def test_one_address_cannot_park_more_than_a_few_refusals() -> None:
+    adm = admission(max_connections_per_address=1, websocket_handshake_timeout=10.0)
+    adm.admit(("a", 0), 0.0)
+    refusals = [adm.admit(("a", i), 0.0) for i in range(1, 7)]
+    assert [t.verdict for t in refusals] == [Verdict.REFUSE] * 4 + [Verdict.DROP] * 2
+    assert refusals[0].deadline == 2.0  # a refusal needs no auth: a short deadline
+    assert adm.admit(("b", 0), 0.0).verdict is Verdict.ADMIT  # others are not crowded out
+    adm.release(refusals[0])
+    assert adm.admit(("a", 9), 0.0).verdict is Verdict.REFUSE
+
+
 def test_the_deadline_is_the_handshake_timeout_or_the_auth_deadline_if_sooner() -> None:
     limits = sansquic.RateLimits(websocket_handshake_timeout=4.0)
     assert Admission(limits).admit(("a", 1), 10.0).deadline == 14.0
@@ -203,4 +214,5 @@ def test_counts_follow_the_tickets_and_memory_stays_bounded(
         assert max(per.values(), default=0) <= 3
         keys = {t.key for t in live}
         assert set(adm._per_address) == keys  # nothing kept for a key with no socket
+        assert set(adm._refusing) <= keys and max(adm._refusing.values(), default=0) <= 4
         assert stats.tracked_addresses <= len(keys) + 16

@@ -34,12 +34,21 @@ __all__ = ["REFUSED_CODE", "Admission", "AdmissionStats", "Ticket", "Verdict"]
 
 #: The error code a refused client sees (QUIC's CONNECTION_REFUSED: the same as over QUIC).
 REFUSED_CODE = 0x02
+#: Refusals one address key may have in progress; more are dropped, so one address
+#: cannot hold the handshake slots with connections that are refused anyway.
+REFUSALS_PER_ADDRESS = 4
+#: Seconds a refused connection gets for TLS and its request head (it needs no auth).
+REFUSAL_TIMEOUT = 2.0
 #: Refusals answered with an HTTP status, by reason (the QUIC Endpoint's reasons).
 _PHRASES = {
     429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
+#: Reasons decided at admit (a head found too large later is not one of them).
+_REFUSED_AT_ADMIT = frozenset(
+    {"connections", "handshakes", "connections per address", "new connection rate"}
+)
 _STATUS = {
     "connections": 503,
     "handshakes": 503,
@@ -144,8 +153,10 @@ class Admission:
     Counted like the QUIC Endpoint: connections at once (upgraded or in their
     handshake) overall and per address key, handshakes at once, and new
     connections per second per address key. A refusal costs a TLS handshake, so
-    refusals are answered only within ``responses_per_second`` and while
-    handshakes are under ``max_handshakes``; beyond that the socket is dropped.
+    refusals are answered only within ``responses_per_second``, while handshakes
+    are under ``max_handshakes`` and while the address key has fewer than
+    :data:`REFUSALS_PER_ADDRESS` in progress, each within :data:`REFUSAL_TIMEOUT`;
+    beyond that the socket is dropped.
     """
 
     def __init__(
@@ -158,6 +169,7 @@ class Admission:
         self._handshakes = 0
         self._accepted = 0
         self._per_address: Counter[str] = Counter()
+        self._refusing: Counter[str] = Counter()  # refusals in progress, by address key
         self._refused: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
         self._responses = TokenBucket(limits.responses_per_second, limits.responses_per_second, now)
@@ -184,19 +196,21 @@ class Admission:
         key = address_key(address, limits.ipv4_prefix, limits.ipv6_prefix)
         self._accepted += 1
         reason = self._refusal(key, now)
-        verdict = Verdict.ADMIT
+        verdict, timeout = Verdict.ADMIT, self._timeout
         if reason is not None:
-            verdict = Verdict.REFUSE
+            verdict, timeout = Verdict.REFUSE, min(timeout, REFUSAL_TIMEOUT)
             busy = limits.max_handshakes is not None and self._handshakes >= limits.max_handshakes
-            if busy or not self._responses.allow(now):
+            crowded = self._refusing[key] >= REFUSALS_PER_ADDRESS
+            if busy or crowded or not self._responses.allow(now):
                 verdict = Verdict.DROP
         max_head = limits.websocket_max_header_bytes
-        ticket = Ticket(key, verdict, reason or "", now + self._timeout, max_head, self._refused)
+        ticket = Ticket(key, verdict, reason or "", now + timeout, max_head, self._refused)
         if verdict is Verdict.DROP:
             self._dropped[ticket.reason] += 1
             return ticket
         if verdict is Verdict.REFUSE:
             self._refused[ticket.reason] += 1
+            self._refusing[key] += 1
         self._handshakes += 1
         self._per_address[key] += 1
         return ticket
@@ -232,6 +246,10 @@ class Admission:
             self._active -= 1
         else:
             self._handshakes -= 1
+            if ticket.verdict is Verdict.REFUSE and ticket.reason in _REFUSED_AT_ADMIT:
+                self._refusing[ticket.key] -= 1
+                if self._refusing[ticket.key] <= 0:
+                    del self._refusing[ticket.key]
         ticket._state = "done"
         self._per_address[ticket.key] -= 1
         if self._per_address[ticket.key] <= 0:
