@@ -534,6 +534,8 @@ class H3Connection:
         if self._goaway_received is not None and ident > self._goaway_received:
             self._fail(w.H3_ID_ERROR, f"GOAWAY went up from {self._goaway_received} to {ident}")
             return
+        if ident == self._goaway_received:
+            return  # a repeat says nothing new
         self._goaway_received = ident
         self._out.append(H3GoAway(identifier=ident))
         if self._client:

@@ -405,3 +405,11 @@ def test_a_connect_the_server_resets_unanswered_is_refused_not_closed() -> None:
     client.stream_reset(sid, w.H3_REQUEST_REJECTED)  # as a server past its GOAWAY does
     assert client.events() == [sansquic.WebTransportSessionRefused(session_id=sid, status=0)]
     assert sid not in client._sessions and sid not in client._streams
+
+
+def test_repeated_and_lowered_goaways_are_told_once_each() -> None:
+    _, _, client, _ = recorded_pair()
+    for ident in (8, 8, 8, 4, 4):
+        client._control_frame(w.GOAWAY, w.encode_varint(ident))
+    goaways = [e for e in client.events() if isinstance(e, sansquic.H3GoAway)]
+    assert [e.identifier for e in goaways] == [8, 4]
