@@ -120,6 +120,10 @@ def test_asyncio_goaway_drains_sessions_and_stops_new_ones() -> None:
                     await stream.send(b"after goaway")
                     await stream.finish()
                     assert await stream.read_all(timeout=5) == b"after goaway"
+                    assert await handler.shutdown(timeout=0.3) is False  # two still open
+                    await session.close()
+                    await second.close()
+                    assert await handler.shutdown(timeout=5) is True
                     await conn.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))

@@ -421,6 +421,7 @@ class _Glue:
                     gone.closed = ev
                 for what in ("accept", "datagram", "ready", "credit", "draining"):
                     wake(self.key(what, ev.session_id))
+                wake(self.key("sessions", -1))  # a graceful shutdown may be waiting
             elif isinstance(ev, sansquic.WebTransportSessionDraining):
                 draining = self.sessions.get(ev.session_id)
                 if draining is not None:
@@ -541,6 +542,24 @@ class WebTransportHandler:
         for glue in list(self._glues):
             with glue.conn._driver.backend.guard():
                 glue.goaway()
+
+    def shutdown(self, *, timeout: float | None = None) -> bool:
+        """:meth:`goaway`, then wait until every session has ended (or ``timeout``);
+        True when they all did. Then close the server."""
+        self.goaway()
+        for glue in list(self._glues):
+            driver = glue.conn._driver
+            deadline = driver.deadline(timeout)
+            with contextlib.suppress(sansquic.ConnectionClosed):  # that connection is over
+                try:
+                    driver.until(
+                        lambda g=glue: True if not g.sessions else None,  # type: ignore[misc]
+                        glue.key("sessions", -1),
+                        deadline,
+                    )
+                except TimeoutError:
+                    return False
+        return True
 
 
 def webtransport_handler(
