@@ -24,6 +24,7 @@ __all__ = [
     "RateLimits",
     "TokenBucket",
     "address_key",
+    "refusal",
 ]
 
 T = TypeVar("T")
@@ -165,6 +166,34 @@ def address_key(address: tuple[str, int], ipv4_prefix: int = 32, ipv6_prefix: in
     if prefix >= ip.max_prefixlen:
         return str(ip)
     return str(ipaddress.ip_network((ip, prefix), strict=False))
+
+
+def refusal(
+    limits: RateLimits,
+    key: str,
+    now: float,
+    *,
+    connections: int,
+    from_key: int,
+    handshakes: int,
+    new_connections: KeyedLimiter[TokenBucket] | None,
+) -> str | None:
+    """Why a new connection from address ``key`` must be refused under ``limits``, or
+    None to admit it: the decision the QUIC Endpoint and the WebSocket server share.
+
+    ``connections``, ``from_key`` and ``handshakes`` are what is open now; a new
+    connection takes a token of ``new_connections`` only once the rest allow it.
+    """
+    if limits.max_connections is not None and connections >= limits.max_connections:
+        return "connections"
+    per_address = limits.max_connections_per_address
+    if per_address is not None and from_key >= per_address:
+        return "connections per address"
+    if limits.max_handshakes is not None and handshakes >= limits.max_handshakes:
+        return "handshakes"
+    if new_connections is not None and not new_connections.get(key, now).allow(now):
+        return "new connection rate"
+    return None
 
 
 @attrs.frozen(kw_only=True)

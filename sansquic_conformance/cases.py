@@ -1059,16 +1059,20 @@ def websocket_hostile_peer(client: Harness, server: Harness) -> None:
             time.sleep(0.05)
         assert handle.tracked() == 0, handle.tracked()
         assert len(calls) == 3  # the three that upgraded; the others never reached it
-        conn = client.connect_websocket(handle.address, CONFIG)
-        try:
-            stream = conn.open_stream()
-            stream.send(b"still serving")
-            stream.finish()
-            assert _read_all(stream) == b"still serving"
-        finally:
-            conn.close()
+        _echoes(client.connect_websocket(handle.address, CONFIG), b"still serving")
     finally:
         handle.close()
+
+
+def _echoes(conn: Any, data: bytes) -> None:
+    """``data`` comes back on one stream of ``conn``, which is then closed."""
+    try:
+        stream = conn.open_stream()
+        stream.send(data)
+        stream.finish()
+        assert _read_all(stream) == data
+    finally:
+        conn.close()
 
 
 def _refused_with(client: Harness, address: tuple[str, int], reason: str) -> None:
@@ -1119,11 +1123,7 @@ def websocket_admission_limits(client: Harness, server: Harness) -> None:
         _wait_for(lambda: handle.stats().active == 1, 10)
         third = client.connect_websocket(handle.address, CONFIG)
         for conn in (second, third):
-            stream = conn.open_stream()
-            stream.send(b"admitted")
-            stream.finish()
-            assert _read_all(stream) == b"admitted"
-            conn.close()
+            _echoes(conn, b"admitted")
         _wait_for(lambda: handle.tracked() == 0 and handle.stats().active == 0, 10)
     finally:
         handle.close()
@@ -1172,14 +1172,7 @@ def websocket_admission_limits(client: Harness, server: Harness) -> None:
         stats = handle.stats()
         assert dict(stats.refused) == {"request head too large": 1}, stats
         assert stats.active == 0 and stats.tracked_addresses == 0, stats
-        conn = client.connect_websocket(handle.address, CONFIG)
-        try:
-            stream = conn.open_stream()
-            stream.send(b"still serving")
-            stream.finish()
-            assert _read_all(stream) == b"still serving"
-        finally:
-            conn.close()
+        _echoes(client.connect_websocket(handle.address, CONFIG), b"still serving")
     finally:
         handle.close()
 

@@ -24,7 +24,7 @@ import attrs
 from .._auth import AuthRejection
 from .._engine import Address
 from .._errors import LocalProtocolError
-from ..ratelimit import KeyedLimiter, RateLimits, TokenBucket, address_key
+from ..ratelimit import KeyedLimiter, RateLimits, TokenBucket, address_key, refusal
 from ._handshake import rejection_headers
 
 if TYPE_CHECKING:
@@ -216,18 +216,15 @@ class Admission:
         return ticket
 
     def _refusal(self, key: str, now: float) -> str | None:
-        limits = self._limits
-        live = self._active + self._handshakes
-        if limits.max_connections is not None and live >= limits.max_connections:
-            return "connections"
-        per_address = limits.max_connections_per_address
-        if per_address is not None and self._per_address[key] >= per_address:
-            return "connections per address"
-        if limits.max_handshakes is not None and self._handshakes >= limits.max_handshakes:
-            return "handshakes"
-        if self._new is not None and not self._new.get(key, now).allow(now):
-            return "new connection rate"
-        return None
+        return refusal(
+            self._limits,
+            key,
+            now,
+            connections=self._active + self._handshakes,
+            from_key=self._per_address[key],
+            handshakes=self._handshakes,
+            new_connections=self._new,
+        )
 
     def upgraded(self, ticket: Ticket) -> None:
         """The server answered ``ticket``'s upgrade with 101: the connection is live."""
