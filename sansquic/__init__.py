@@ -37,6 +37,7 @@ from ._errors import (
     RemoteProtocolError,
     SansQuicError,
     SendBufferFull,
+    SessionBlocked,
     StatelessResetError,
     StreamResetError,
     StreamStoppedError,
@@ -59,9 +60,11 @@ from ._events import (
 )
 from ._h3 import H3Connection, H3Transport
 from ._h3events import (
+    H3GoAway,
     H3ProtocolFailed,
     WebTransportDatagram,
     WebTransportSessionClosed,
+    WebTransportSessionCredit,
     WebTransportSessionDraining,
     WebTransportSessionReady,
     WebTransportSessionRefused,
@@ -75,6 +78,7 @@ from ._scheduler import Priority
 from ._state import RecvState, SendState
 from ._stats import ConnectionStats
 from ._tickets import MemoryTicketStore, TicketKeys, TicketStore
+from ._wtflow import SessionLimits
 from .qlog import QlogDirectory
 from .ratelimit import RateLimits
 
@@ -123,6 +127,8 @@ __all__ = [
     "Role",
     "SansQuicError",
     "SendBufferFull",
+    "SessionBlocked",
+    "SessionLimits",
     "SendState",
     "StatelessResetError",
     "StreamEnded",
@@ -138,10 +144,12 @@ __all__ = [
     "TicketStore",
     "H3Connection",
     "H3FormatError",
+    "H3GoAway",
     "H3ProtocolFailed",
     "H3Transport",
     "WebTransportDatagram",
     "WebTransportSessionClosed",
+    "WebTransportSessionCredit",
     "WebTransportSessionDraining",
     "WebTransportSessionReady",
     "WebTransportSessionRefused",

@@ -35,7 +35,7 @@ from ._engine import Address, Terminated
 from ._errors import LocalProtocolError
 from ._events import Event
 from ._retry import RetryTokens
-from .ratelimit import KeyedLimiter, TokenBucket, address_key
+from .ratelimit import KeyedLimiter, TokenBucket, address_key, refusal
 
 __all__ = ["Endpoint", "EndpointStats"]
 
@@ -465,16 +465,15 @@ class Endpoint:
             locked = self._lockouts.peek(key)
             if locked is not None and now < locked[0]:
                 return "auth lockout"
-        if limits.max_connections is not None and len(self._entries) >= limits.max_connections:
-            return "connections"
-        per_address = limits.max_connections_per_address
-        if per_address is not None and self._per_address[key] >= per_address:
-            return "connections per address"
-        if limits.max_handshakes is not None and self._handshakes >= limits.max_handshakes:
-            return "handshakes"
-        if self._new_connections is not None and not self._new_connections.get(key, now).allow(now):
-            return "new connection rate"
-        return None
+        return refusal(
+            limits,
+            key,
+            now,
+            connections=len(self._entries),
+            from_key=self._per_address[key],
+            handshakes=self._handshakes,
+            new_connections=self._new_connections,
+        )
 
     def _unknown_short_header(self, data: bytes, address: Address, now: float) -> None:
         # A stateless reset from a peer arrives with a destination id we never issued.

@@ -18,6 +18,7 @@ __all__ = [
     "RemoteProtocolError",
     "SansQuicError",
     "SendBufferFull",
+    "SessionBlocked",
     "StatelessResetError",
     "StreamResetError",
     "StreamStoppedError",
@@ -53,6 +54,21 @@ class SendBufferFull(LocalProtocolError):
         self.stream_id = stream_id
         self.buffered = buffered
         self.limit = limit
+
+
+class SessionBlocked(LocalProtocolError):
+    """The peer's WebTransport session limit leaves no room for another stream now;
+    nothing was opened. Wait for ``WebTransportSessionCredit``."""
+
+    def __init__(self, session_id: int, limit: int, *, bidirectional: bool) -> None:
+        kind = "bidirectional" if bidirectional else "unidirectional"
+        super().__init__(
+            f"session {session_id}: the peer allows {limit} {kind} streams, all opened; "
+            "wait for WebTransportSessionCredit"
+        )
+        self.session_id = session_id
+        self.limit = limit
+        self.bidirectional = bidirectional
 
 
 class ConnectionClosed(SansQuicError):

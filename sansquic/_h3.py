@@ -22,7 +22,7 @@ import pylsqpack
 from . import _h3wire as w
 from ._auth import Authenticator, AuthMethod, AuthRejection, AuthRequest, Identity
 from ._engine import Address
-from ._errors import LocalProtocolError, SansQuicError
+from ._errors import LocalProtocolError, SansQuicError, SessionBlocked
 from ._events import (
     DatagramReceived,
     Event,
@@ -34,9 +34,11 @@ from ._events import (
     StreamStopped,
 )
 from ._h3events import (
+    H3GoAway,
     H3ProtocolFailed,
     WebTransportDatagram,
     WebTransportSessionClosed,
+    WebTransportSessionCredit,
     WebTransportSessionDraining,
     WebTransportSessionReady,
     WebTransportSessionRefused,
@@ -59,6 +61,7 @@ from ._h3state import (
     _wt_code,
 )
 from ._scheduler import Priority
+from ._wtflow import FlowViolation, SessionFlow, SessionLimits, flow_offered
 
 __all__ = ["H3Connection", "H3Transport"]
 
@@ -79,6 +82,11 @@ class H3Connection:
     authenticator every session is accepted, as subject ``"anonymous"``.
     Do not set ``Config.auth`` / ``auth_request`` on an HTTP/3 connection: its
     stream 0 is the first request, not the sansquic auth handshake.
+
+    ``session_limits`` is what each session may take from this side; when the
+    peer's SETTINGS offer flow control too, both sides' limits are enforced
+    (draft-ietf-webtrans-http3 5): a peer over them loses the session with
+    WT_FLOW_CONTROL_ERROR, and this side's opens and sends wait for credit.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class H3Connection:
         authenticator: Authenticator | None = None,
         address: Address = ("", 0),
         token_query: str = "token",
+        session_limits: SessionLimits | None = None,
     ) -> None:
         config = getattr(transport, "config", None)
         if config is not None and (config.auth is not None or config.auth_request is not None):
@@ -118,6 +127,12 @@ class H3Connection:
         self._done = _DoneSet()
         self._failed = False
         self._out: list[Event] = []
+        self._limits = session_limits if session_limits is not None else SessionLimits()
+        # GOAWAY (RFC 9114 5.2): the ids sent and received, and the highest request
+        # stream id the peer opened (what a server's GOAWAY must let through).
+        self._goaway_sent: int | None = None
+        self._goaway_received: int | None = None
+        self._max_peer_bidi = -4
 
     # -- commands ------------------------------------------------------------------
 
@@ -134,6 +149,7 @@ class H3Connection:
             w.SETTINGS_ENABLE_WEBTRANSPORT: 1,
             w.SETTINGS_WEBTRANSPORT_MAX_SESSIONS_DRAFT06: MAX_SESSIONS,
             w.SETTINGS_WT_MAX_SESSIONS: MAX_SESSIONS,
+            **self._limits.settings(),
         }
         # Never finished: closing a control stream is a connection error (RFC 9114 6.2.1).
         self._t.send(self._control, w.encode_varint(w.CONTROL_STREAM) + w.encode_settings(settings))
@@ -152,6 +168,8 @@ class H3Connection:
             raise LocalProtocolError(f"a path starts with '/', not {path!r}")
         _check_fields([(":authority", authority), (":path", path), *headers])
         self._check_live()
+        if self._goaway_received is not None:
+            raise LocalProtocolError("the server sent GOAWAY: open sessions on a new connection")
         self.initiate()
         stream_id = self._t.open_stream(bidirectional=True)
         fields = [
@@ -196,7 +214,14 @@ class H3Connection:
         """Open a stream in an open session, sent at ``priority`` (see
         :class:`~sansquic.Priority`); returns its id. Next: :meth:`send`."""
         session = self._open_session(session_id)
+        flow = session.flow
+        if flow is not None and not flow.can_open(bidirectional):
+            self._capsule(session_id, flow.streams_blocked(bidirectional))
+            limit = flow.send_max_streams[0 if bidirectional else 1]
+            raise SessionBlocked(session_id, limit, bidirectional=bidirectional)
         stream_id = self._t.open_stream(bidirectional, priority)
+        if flow is not None:
+            flow.open(bidirectional)
         if bidirectional:
             header = w.encode_varint(w.WT_BIDI_SIGNAL) + w.encode_varint(session_id)
         else:
@@ -208,12 +233,77 @@ class H3Connection:
         return stream_id
 
     def send(self, stream_id: int, data: bytes, end: bool = False) -> int:
-        """Send on a session stream (``end`` finishes it); returns bytes queued."""
+        """Send on a session stream (``end`` finishes it); returns how many bytes of
+        ``data`` were taken: all of them, unless session flow control is on and the
+        peer's data limit allows less. Then ``end`` waits for the rest too: send it
+        after a :class:`WebTransportSessionCredit`.
+        """
         stream = self._session_stream(stream_id)
-        sent = self._t.send(stream_id, data, end=end)
+        granted = self.reserve(stream_id, len(data))
+        if granted < len(data):
+            data, end = data[:granted], False
+        try:
+            self._t.send(stream_id, data, end=end)
+        except BaseException:
+            self._refund(stream, granted)
+            raise
         if end:
             self._direction_done(stream, send=True)
-        return sent
+        return granted
+
+    def reserve(self, stream_id: int, size: int) -> int:
+        """Take up to ``size`` bytes of the session's send credit for a stream this
+        side sends on itself (a runtime); returns how many it may send now (all of
+        them without flow control, or for a stream the layer is done with: the
+        transport decides then). Less than asked also tells the peer it is blocked."""
+        if size < 0:
+            raise LocalProtocolError("a size is not negative")
+        self._check_live()
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.kind is not _Kind.WT:
+            return size
+        session = self._sessions.get(stream.session)
+        if session is None or session.flow is None:
+            return size
+        granted, capsule = session.flow.spend(size)
+        self._capsule(session.id, capsule)
+        return granted
+
+    def send_credit(self, session_id: int) -> int | None:
+        """Stream bytes the peer lets this side send in the session now (None: no limit)."""
+        flow = self._open_session(session_id).flow
+        return None if flow is None else flow.credit
+
+    def can_open_stream(self, session_id: int, bidirectional: bool = True) -> bool:
+        """Whether :meth:`open_stream` would open a stream now rather than raise
+        :class:`~sansquic.SessionBlocked`."""
+        flow = self._open_session(session_id).flow
+        return flow is None or flow.can_open(bidirectional)
+
+    def stream_data_read(self, stream_id: int, size: int) -> None:
+        """(Runtimes) The application read ``size`` bytes of a peer's session stream
+        straight from the transport: they count against the session's data limit,
+        and its credit returns; then call :meth:`events`."""
+        if size < 0:
+            raise LocalProtocolError("a size is not negative")
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.kind is _Kind.WT and not self._failed:
+            self._took(stream.session, size)
+
+    def goaway(self) -> int:
+        """Graceful shutdown (RFC 9114 5.2): send GOAWAY, so the peer opens no more
+        sessions here. A server's names the first request it will not process:
+        later CONNECT requests are rejected (H3_REQUEST_REJECTED); the sessions
+        already open go on until they close. Returns the id sent."""
+        self._check_live()
+        self.initiate()
+        assert self._control is not None
+        ident = 0 if self._client else self._max_peer_bidi + 4
+        if self._goaway_sent is not None:
+            ident = min(ident, self._goaway_sent)  # ids never increase
+        self._goaway_sent = ident
+        self._t.send(self._control, w.encode_goaway(ident))
+        return ident
 
     def reset(self, stream_id: int, error_code: int = 0) -> None:
         """Abandon the sending side of a session stream with a WebTransport error code
@@ -246,8 +336,7 @@ class H3Connection:
     def drain_session(self, session_id: int) -> None:
         """Tell the peer to wind the session down (DRAIN_WEBTRANSPORT_SESSION)."""
         self._open_session(session_id)
-        capsule = w.encode_capsule(w.DRAIN_WEBTRANSPORT_SESSION, b"")
-        self._t.send(session_id, w.encode_frame(w.DATA, capsule))
+        self._capsule(session_id, w.encode_capsule(w.DRAIN_WEBTRANSPORT_SESSION, b""))
 
     @staticmethod
     def webtransport_code(h3_code: int) -> int:
@@ -386,6 +475,8 @@ class H3Connection:
         elif kind is _Kind.WT and stream.held:
             self._hold(stream, data, end)
         elif kind is _Kind.WT:
+            if data and not self._took(stream.session, len(data)):
+                return  # over the session's data limit: the session is gone
             self._out.append(
                 WebTransportStreamData(
                     session_id=stream.session, stream_id=sid, data=data, ended=end
@@ -403,6 +494,8 @@ class H3Connection:
         if not self._peer_opened(sid) or sid in self._done:
             return None  # late bytes on a stream this layer has finished with
         kind = _Kind.REQUEST if _is_bidi(sid) else _Kind.UNI_TYPE
+        if kind is _Kind.REQUEST:
+            self._max_peer_bidi = max(self._max_peer_bidi, sid)
         stream = self._streams[sid] = _Stream(sid, kind)
         return stream
 
@@ -425,8 +518,49 @@ class H3Connection:
                 return
             if self._client:
                 self._send_waiting()
+            for session in self._sessions.values():  # sessions that came before SETTINGS
+                if session.open and session.flow is None:
+                    session.flow = self._new_flow()
+        elif frame_type == w.GOAWAY:
+            self._peer_goaway(payload)
         elif frame_type in (w.SETTINGS, w.DATA, w.HEADERS):
             self._fail(w.H3_FRAME_UNEXPECTED, f"frame {frame_type:#x} on the control stream")
+
+    def _peer_goaway(self, payload: bytes) -> None:
+        ident = w.parse_goaway(payload)  # a malformed one is a frame error
+        if self._client and ident % 4:
+            self._fail(w.H3_ID_ERROR, f"GOAWAY names {ident}, not a request stream id")
+            return
+        if self._goaway_received is not None and ident > self._goaway_received:
+            self._fail(w.H3_ID_ERROR, f"GOAWAY went up from {self._goaway_received} to {ident}")
+            return
+        if ident == self._goaway_received:
+            return  # a repeat says nothing new
+        self._goaway_received = ident
+        self._out.append(H3GoAway(identifier=ident))
+        if self._client:
+            # Requests at or above the id were not processed: they will get no answer.
+            unsent = [sid for sid, _ in self._waiting if sid >= ident]
+            self._waiting = [req for req in self._waiting if req[0] < ident]
+            for stream_id in unsent:
+                self._quietly(self._t.reset, stream_id, w.H3_REQUEST_CANCELLED)
+                self._unanswered(stream_id)
+            for session in [s for s in self._sessions.values() if not s.open and s.id >= ident]:
+                self._quietly(self._t.reset, session.id, w.H3_REQUEST_CANCELLED)
+                self._quietly(self._t.stop, session.id, w.H3_REQUEST_CANCELLED)
+                self._unanswered(session.id)
+        for session in self._sessions.values():
+            self._draining(session)
+
+    def _unanswered(self, stream_id: int) -> None:
+        self._sessions.pop(stream_id, None)
+        self._drop(stream_id)
+        self._out.append(WebTransportSessionRefused(session_id=stream_id, status=0))
+
+    def _draining(self, session: _Session) -> None:
+        if session.open and not session.draining:
+            session.draining = True
+            self._out.append(WebTransportSessionDraining(session_id=session.id))
 
     def _request_data(self, stream: _Stream, data: bytes, end: bool, now: float) -> None:
         frames = stream.frames.feed(data)
@@ -477,6 +611,7 @@ class H3Connection:
             return
         if 200 <= status < 300:
             session.open = True
+            session.flow = self._new_flow()
             stream.kind = _Kind.SESSION
             regular = {k: v for k, v in fields.items() if not k.startswith(":")}
             self._out.append(
@@ -494,6 +629,12 @@ class H3Connection:
         is_wt = fields.get(":method") == "CONNECT" and fields.get(":protocol") == "webtransport"
         if not is_wt or not path.startswith("/"):
             self._answer(stream, 404 if fields.get(":method") != "CONNECT" else 400)
+            return
+        if self._goaway_sent is not None and stream.id >= self._goaway_sent:
+            # After GOAWAY: not processed, so the client may retry it elsewhere.
+            self._quietly(self._t.reset, stream.id, w.H3_REQUEST_REJECTED)
+            self._quietly(self._t.stop, stream.id, w.H3_REQUEST_REJECTED)
+            self._forget_stream(stream)
             return
         if sum(s.open for s in self._sessions.values()) >= MAX_SESSIONS:
             self._answer(stream, 429)
@@ -513,6 +654,7 @@ class H3Connection:
             return
         session = self._sessions[stream.id] = _Session(stream.id, path)
         session.open = True
+        session.flow = self._new_flow()
         stream.kind = _Kind.SESSION
         stream.session = stream.id
         self._t.send(
@@ -550,7 +692,10 @@ class H3Connection:
                     session = None
                     break
                 if capsule == w.DRAIN_WEBTRANSPORT_SESSION:
-                    self._out.append(WebTransportSessionDraining(session_id=session.id))
+                    self._draining(session)
+                elif not self._flow_capsule(session, capsule, value):
+                    session = None
+                    break
         if end and session is not None:
             self._end_session(session.id, 0, "", stop_connect=False)
 
@@ -558,6 +703,8 @@ class H3Connection:
         stream.session = session_id
         session = self._sessions.get(session_id)
         if session is not None and session.open:
+            if not self._count_peer_stream(session, stream):
+                return
             stream.kind = _Kind.WT
             session.streams.add(stream.id)
             self._out.append(
@@ -589,6 +736,11 @@ class H3Connection:
         self._held_bytes += len(data)
 
     def _release(self, stream: _Stream, session: _Session) -> None:
+        if session.id not in self._sessions:
+            self._refuse(stream)  # an earlier held stream broke the session's limits
+            return
+        if not self._count_peer_stream(session, stream):
+            return
         held, stream.held = stream.held, []
         session.streams.add(stream.id)
         self._out.append(
@@ -596,8 +748,11 @@ class H3Connection:
                 session_id=session.id, stream_id=stream.id, bidirectional=_is_bidi(stream.id)
             )
         )
-        for data, end in held:
+        for index, (data, end) in enumerate(held):
             self._held_bytes -= len(data)
+            if data and not self._took(session.id, len(data)):
+                self._held_bytes -= sum(len(d) for d, _ in held[index + 1 :])
+                return  # over the data limit: the session (and this stream) are gone
             if data or end:
                 self._out.append(
                     WebTransportStreamData(
@@ -623,7 +778,15 @@ class H3Connection:
             self._t.reset(stream.id, w.WT_BUFFERED_STREAM_REJECTED)
         self._drop(stream.id)
 
-    def _end_session(self, session_id: int, code: int, reason: str, *, stop_connect: bool) -> None:
+    def _end_session(
+        self,
+        session_id: int,
+        code: int,
+        reason: str,
+        *,
+        stop_connect: bool,
+        violation: int | None = None,
+    ) -> None:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return
@@ -639,7 +802,16 @@ class H3Connection:
         if connect is not None and not stop_connect:
             # The peer ended its side: end ours too (a FIN, as the draft asks).
             self._quietly(lambda s, c: self._t.send(s, b"", end=True), session_id)
-        self._out.append(WebTransportSessionClosed(session_id=session_id, code=code, reason=reason))
+        if not session.open:
+            # (Client) Reset or ended before any answer (as after the server's GOAWAY,
+            # with H3_REQUEST_REJECTED): never opened, so refused, with no status.
+            self._out.append(WebTransportSessionRefused(session_id=session_id, status=0))
+            return
+        self._out.append(
+            WebTransportSessionClosed(
+                session_id=session_id, code=code, reason=reason, violation=violation
+            )
+        )
 
     def _quietly(
         self, fn: Callable[[int, int], object], stream_id: int, code: int = w.WT_SESSION_GONE
@@ -667,8 +839,82 @@ class H3Connection:
             self._refuse_held(stream.id)
         session = self._sessions.get(stream.session)
         if session is not None:
+            counted = stream.id in session.streams
             session.streams.discard(stream.id)
+            if counted and session.flow is not None and self._peer_opened(stream.id):
+                # The peer's stream is over: its place returns to the peer.
+                self._capsule(session.id, session.flow.peer_stream_done(_is_bidi(stream.id)))
         self._drop(stream.id)
+
+    # -- flow control (draft-ietf-webtrans-http3 5) ---------------------------------
+
+    def _new_flow(self) -> SessionFlow | None:
+        """A session's flow control when both sides' SETTINGS asked for it."""
+        peer = self.peer_settings
+        if peer is None or not flow_offered(peer) or not self._limits.settings():
+            return None
+        return SessionFlow(self._limits, peer)
+
+    def _capsule(self, session_id: int, capsule: bytes) -> None:
+        if capsule:  # on the CONNECT stream, which may be closing: best effort
+            with contextlib.suppress(SansQuicError):
+                self._t.send(session_id, w.encode_frame(w.DATA, capsule))
+
+    def _count_peer_stream(self, session: _Session, stream: _Stream) -> bool:
+        """Count a stream the peer opened in ``session``; False if that broke its limit."""
+        if session.flow is None:
+            return True
+        try:
+            session.flow.peer_stream(_is_bidi(stream.id))
+        except FlowViolation as exc:
+            self._refuse(stream)
+            self._flow_error(session.id, str(exc))
+            return False
+        return True
+
+    def _took(self, session_id: int, size: int) -> bool:
+        """Count ``size`` bytes the peer sent in a session; False if that broke its limit."""
+        session = self._sessions.get(session_id)
+        if session is None or session.flow is None:
+            return True
+        try:
+            self._capsule(session_id, session.flow.peer_data(size))
+        except FlowViolation as exc:
+            self._flow_error(session_id, str(exc))
+            return False
+        return True
+
+    def _refund(self, stream: _Stream, size: int) -> None:
+        session = self._sessions.get(stream.session)
+        if session is not None and session.flow is not None:
+            session.flow.refund(size)
+
+    def _flow_capsule(self, session: _Session, capsule: int, value: bytes) -> bool:
+        """Apply a flow control capsule; False when it ended the session."""
+        if capsule in (w.WT_MAX_STREAM_DATA, w.WT_STREAM_DATA_BLOCKED):
+            self._flow_error(session.id, f"capsule {capsule:#x} is HTTP/2's, not for HTTP/3")
+            return False
+        if capsule not in w.FLOW_CAPSULES:
+            return True  # unknown capsules are ignored (RFC 9297 3.2)
+        if session.flow is None:
+            return True  # flow control is off: the draft says to ignore them
+        try:
+            raised = session.flow.capsule(capsule, w.parse_flow_capsule(capsule, value))
+        except (FlowViolation, w.H3FormatError) as exc:
+            self._flow_error(session.id, str(exc))
+            return False
+        if raised:
+            self._out.append(WebTransportSessionCredit(session_id=session.id))
+        return True
+
+    def _flow_error(self, session_id: int, reason: str) -> None:
+        """End a session whose peer broke its flow control (WT_FLOW_CONTROL_ERROR on
+        the CONNECT stream, both ways); the rest of the connection goes on."""
+        self._quietly(self._t.reset, session_id, w.WT_FLOW_CONTROL_ERROR)
+        self._quietly(self._t.stop, session_id, w.WT_FLOW_CONTROL_ERROR)
+        self._end_session(
+            session_id, 0, reason, stop_connect=True, violation=w.WT_FLOW_CONTROL_ERROR
+        )
 
     def _drop(self, stream_id: int) -> _Stream | None:
         """Forget a stream's record; a peer stream is remembered as done."""

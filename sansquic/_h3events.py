@@ -11,9 +11,11 @@ from ._auth import Identity
 from ._events import Event
 
 __all__ = [
+    "H3GoAway",
     "H3ProtocolFailed",
     "WebTransportDatagram",
     "WebTransportSessionClosed",
+    "WebTransportSessionCredit",
     "WebTransportSessionDraining",
     "WebTransportSessionReady",
     "WebTransportSessionRefused",
@@ -54,18 +56,46 @@ class WebTransportSessionRefused(Event):
 @attrs.frozen(kw_only=True, slots=True)
 class WebTransportSessionClosed(Event):
     """The session ended: the peer sent CLOSE_WEBTRANSPORT_SESSION (``code``,
-    ``reason``), finished or reset the CONNECT stream (code 0), or this side closed it."""
+    ``reason``), finished or reset the CONNECT stream (code 0), or this side closed it.
+
+    ``violation``: the HTTP/3 error code (``WT_FLOW_CONTROL_ERROR``) when this side
+    ended the session because the peer broke its flow control; ``reason`` says how.
+    """
 
     session_id: int
     code: int
     reason: str
+    violation: int | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)
 class WebTransportSessionDraining(Event):
-    """The peer sent DRAIN_WEBTRANSPORT_SESSION: finish up and close the session."""
+    """The peer asked to wind the session down: it sent DRAIN_WEBTRANSPORT_SESSION,
+    or an HTTP/3 GOAWAY for the whole connection. The session still works: finish
+    up and close it. Told once per session."""
 
     session_id: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class WebTransportSessionCredit(Event):
+    """The peer raised the session's data or stream limit (WT_MAX_DATA or
+    WT_MAX_STREAMS): opens refused with :class:`~sansquic.SessionBlocked` and
+    sends cut short by the data limit may go on."""
+
+    session_id: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class H3GoAway(Event):
+    """The peer sent GOAWAY (RFC 9114 5.2): no new sessions on this connection.
+
+    From a server, ``identifier`` is the first request stream id it did not
+    process (sessions at or above it were refused, status 0); from a client,
+    a push id. Open sessions are told to drain.
+    """
+
+    identifier: int
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from . import _h3wire as w
 from ._errors import LocalProtocolError
+from ._wtflow import SessionFlow
 
 __all__ = ["H3Transport"]
 
@@ -106,13 +107,16 @@ class _DoneSet:
 
 
 class _Session:
-    __slots__ = ("id", "open", "path", "streams")
+    __slots__ = ("draining", "flow", "id", "open", "path", "streams")
 
     def __init__(self, session_id: int, path: str) -> None:
         self.id = session_id
         self.path = path
         self.open = False
         self.streams: set[int] = set()
+        # Flow control, once both sides' SETTINGS turned it on (None: off).
+        self.flow: SessionFlow | None = None
+        self.draining = False  # told to wind down (drain capsule or GOAWAY)
 
 
 def _is_bidi(stream_id: int) -> bool:

@@ -29,6 +29,10 @@ __all__ = [
     "parse_close_session",
     "encode_datagram",
     "parse_datagram",
+    "encode_flow_capsule",
+    "parse_flow_capsule",
+    "encode_goaway",
+    "parse_goaway",
 ]
 
 MAX_VARINT = (1 << 62) - 1
@@ -48,9 +52,39 @@ SETTINGS_H3_DATAGRAM = 0x33
 SETTINGS_ENABLE_WEBTRANSPORT = 0x2B603742  # draft-02, what Chromium checked for years
 SETTINGS_WEBTRANSPORT_MAX_SESSIONS_DRAFT06 = 0xC671706A
 SETTINGS_WT_MAX_SESSIONS = 0x14E9CD29  # the current draft's
+# The current draft's flow control settings (draft-ietf-webtrans-http3 5.5): non-zero on
+# both sides turns session flow control on.
+SETTINGS_WT_INITIAL_MAX_DATA = 0x2B61
+SETTINGS_WT_INITIAL_MAX_STREAMS_UNI = 0x2B64
+SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI = 0x2B65
 # Capsules (RFC 9297 3.2, WebTransport).
 CLOSE_WEBTRANSPORT_SESSION = 0x2843
 DRAIN_WEBTRANSPORT_SESSION = 0x78AE
+# Flow control capsules (draft-ietf-webtrans-http3 5.6): one varint each.
+WT_MAX_DATA = 0x190B4D3D
+WT_MAX_STREAMS_BIDI = 0x190B4D3F
+WT_MAX_STREAMS_UNI = 0x190B4D40
+WT_DATA_BLOCKED = 0x190B4D41
+WT_STREAMS_BLOCKED_BIDI = 0x190B4D43
+WT_STREAMS_BLOCKED_UNI = 0x190B4D44
+# HTTP/2's per-stream capsules: prohibited over HTTP/3 (a session error).
+WT_MAX_STREAM_DATA = 0x190B4D3E
+WT_STREAM_DATA_BLOCKED = 0x190B4D42
+FLOW_CAPSULES = frozenset(
+    {
+        WT_MAX_DATA,
+        WT_MAX_STREAMS_BIDI,
+        WT_MAX_STREAMS_UNI,
+        WT_DATA_BLOCKED,
+        WT_STREAMS_BLOCKED_BIDI,
+        WT_STREAMS_BLOCKED_UNI,
+    }
+)
+_STREAM_COUNT_CAPSULES = frozenset(
+    {WT_MAX_STREAMS_BIDI, WT_MAX_STREAMS_UNI, WT_STREAMS_BLOCKED_BIDI, WT_STREAMS_BLOCKED_UNI}
+)
+#: The most streams of one kind a session can ever open (stream ids end at 2**62).
+MAX_STREAM_COUNT = 1 << 60
 # Error codes (RFC 9114 8.1, WebTransport).
 H3_NO_ERROR = 0x100
 H3_GENERAL_PROTOCOL_ERROR = 0x101
@@ -64,7 +98,9 @@ H3_REQUEST_CANCELLED = 0x10C
 H3_MESSAGE_ERROR = 0x10E
 H3_STREAM_CREATION_ERROR = 0x103
 H3_CLOSED_CRITICAL_STREAM = 0x104
+H3_ID_ERROR = 0x108
 H3_DATAGRAM_ERROR = 0x33
+WT_FLOW_CONTROL_ERROR = 0x045D4487
 WT_BUFFERED_STREAM_REJECTED = 0x3994BD84
 WT_SESSION_GONE = 0x170D7B68
 
@@ -179,6 +215,41 @@ def parse_close_session(payload: bytes) -> tuple[int, str]:
     except UnicodeDecodeError:
         raise H3FormatError("a close reason is not UTF-8") from None
     return int.from_bytes(payload[:4], "big"), reason
+
+
+def _one_varint(payload: bytes, what: str) -> int:
+    got = decode_varint(payload)
+    if got is None or got[1] != len(payload):
+        raise H3FormatError(f"{what} holds exactly one varint")
+    return got[0]
+
+
+def encode_flow_capsule(kind: int, value: int) -> bytes:
+    """A flow control capsule (one of :data:`FLOW_CAPSULES`) carrying ``value``."""
+    if kind not in FLOW_CAPSULES:
+        raise H3FormatError(f"{kind:#x} is not a WebTransport flow control capsule")
+    if kind in _STREAM_COUNT_CAPSULES and value > MAX_STREAM_COUNT:
+        raise H3FormatError(f"a stream count is at most 2**60, not {value}")
+    return encode_capsule(kind, encode_varint(value))
+
+
+def parse_flow_capsule(kind: int, payload: bytes) -> int:
+    """The value of a flow control capsule of type ``kind``; a stream count over
+    2**60 is an error (the draft's WT_FLOW_CONTROL_ERROR)."""
+    value = _one_varint(payload, "a flow control capsule")
+    if kind in _STREAM_COUNT_CAPSULES and value > MAX_STREAM_COUNT:
+        raise H3FormatError(f"a stream count of {value} is over 2**60")
+    return value
+
+
+def encode_goaway(identifier: int) -> bytes:
+    """A GOAWAY frame (RFC 9114 5.2): a server's names a request stream id, a client's a push id."""
+    return encode_frame(GOAWAY, encode_varint(identifier))
+
+
+def parse_goaway(payload: bytes) -> int:
+    """The stream or push id of a GOAWAY frame's payload."""
+    return _one_varint(payload, "a GOAWAY frame")
 
 
 def encode_datagram(session_id: int, payload: bytes) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any, Generic, Literal, TypeVar
 import attrs
 
 from ._errors import ConfigError
-from ._validators import int_in, one_of, positive_or_none
+from ._validators import int_in, one_of, positive, positive_or_none
 
 __all__ = [
     "ConcurrencyLimit",
@@ -24,6 +24,7 @@ __all__ = [
     "RateLimits",
     "TokenBucket",
     "address_key",
+    "refusal",
 ]
 
 T = TypeVar("T")
@@ -167,6 +168,34 @@ def address_key(address: tuple[str, int], ipv4_prefix: int = 32, ipv6_prefix: in
     return str(ipaddress.ip_network((ip, prefix), strict=False))
 
 
+def refusal(
+    limits: RateLimits,
+    key: str,
+    now: float,
+    *,
+    connections: int,
+    from_key: int,
+    handshakes: int,
+    new_connections: KeyedLimiter[TokenBucket] | None,
+) -> str | None:
+    """Why a new connection from address ``key`` must be refused under ``limits``, or
+    None to admit it: the decision the QUIC Endpoint and the WebSocket server share.
+
+    ``connections``, ``from_key`` and ``handshakes`` are what is open now; a new
+    connection takes a token of ``new_connections`` only once the rest allow it.
+    """
+    if limits.max_connections is not None and connections >= limits.max_connections:
+        return "connections"
+    per_address = limits.max_connections_per_address
+    if per_address is not None and from_key >= per_address:
+        return "connections per address"
+    if limits.max_handshakes is not None and handshakes >= limits.max_handshakes:
+        return "handshakes"
+    if new_connections is not None and not new_connections.get(key, now).allow(now):
+        return "new connection rate"
+    return None
+
+
 @attrs.frozen(kw_only=True)
 class RateLimits:
     """Admission and per-connection limits; ``None`` turns a limit off.
@@ -185,6 +214,10 @@ class RateLimits:
     go faster; datagrams beyond ``peer_datagrams_per_second`` are dropped, and
     a peer that keeps that up for ``violation_grace`` seconds is closed with
     :attr:`~sansquic.CloseCode.RATE_LIMITED`.
+
+    The WebSocket server (:class:`sansquic.websocket.Admission`) applies the same
+    connection, handshake and new-connection limits, answering a refusal with
+    HTTP 503 or 429 before the upgrade, plus the two ``websocket_*`` limits.
     """
 
     #: Connections at once, over all addresses.
@@ -222,3 +255,8 @@ class RateLimits:
     peer_datagrams_per_second: float | None = attrs.field(default=None, validator=positive_or_none)
     #: Seconds of sustained datagram excess before the connection is closed.
     violation_grace: float = attrs.field(default=2.0, validator=positive_or_none)
+    #: (WebSocket) Seconds for the TLS handshake, the upgrade request and auth together.
+    websocket_handshake_timeout: float = attrs.field(default=10.0, validator=positive)
+    #: (WebSocket) Bytes of upgrade request head (request line and headers) accepted; more
+    #: is answered with HTTP 431. wsproto itself refuses heads over 16 KiB.
+    websocket_max_header_bytes: int = attrs.field(default=8 * 1024, validator=int_in(256, 16_384))

@@ -1059,14 +1059,120 @@ def websocket_hostile_peer(client: Harness, server: Harness) -> None:
             time.sleep(0.05)
         assert handle.tracked() == 0, handle.tracked()
         assert len(calls) == 3  # the three that upgraded; the others never reached it
-        conn = client.connect_websocket(handle.address, CONFIG)
+        _echoes(client.connect_websocket(handle.address, CONFIG), b"still serving")
+    finally:
+        handle.close()
+
+
+def _echoes(conn: Any, data: bytes) -> None:
+    """``data`` comes back on one stream of ``conn``, which is then closed."""
+    try:
+        stream = conn.open_stream()
+        stream.send(data)
+        stream.finish()
+        assert _read_all(stream) == data
+    finally:
+        conn.close()
+
+
+def _refused_with(client: Harness, address: tuple[str, int], reason: str) -> None:
+    """A client refused before the upgrade: QUIC's CONNECTION_REFUSED code, from the peer."""
+    try:
+        client.connect_websocket(address, CONFIG).close()
+    except sansquic.ConnectionClosed as exc:
+        assert exc.error_code == 0x02 and exc.by_peer and reason in exc.reason, exc
+    else:
+        raise AssertionError(f"admitted past the {reason!r} limit")
+
+
+def _http_status(sock: ssl.SSLSocket) -> int:
+    """The status of the server's HTTP answer (it must answer, then close)."""
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed without an answer: {head!r}"
+        head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def _tls_only(address: tuple[str, int]) -> ssl.SSLSocket:
+    return _raw_websocket(address, upgrade=False)[0]
+
+
+def websocket_admission_limits(client: Harness, server: Harness) -> None:
+    """The WebSocket server admits by the QUIC server's RateLimits: connections per
+    address, at once, per second and handshakes at once are refused before any
+    upgrade (HTTP 429/503, CONNECTION_REFUSED for the client) or, past what a refusal
+    may cost, dropped; a slow handshake and an oversized request head end cleanly;
+    the server counts each, keeps nothing afterwards and goes on serving."""
+    import wsproto
+    import wsproto.events
+
+    def only(**limits: Any) -> sansquic.Config:
+        none: dict[str, Any] = dict.fromkeys(
+            ("max_connections", "max_connections_per_address", "new_connections_per_second")
+        )
+        return CONFIG.replace(rate_limits=sansquic.RateLimits(**{**none, **limits}))
+
+    handle = server.serve_websocket(_echo, only(max_connections_per_address=2))
+    try:
+        first, second = (client.connect_websocket(handle.address, CONFIG) for _ in range(2))
+        _refused_with(client, handle.address, "connections per address")
+        assert dict(handle.stats().refused) == {"connections per address": 1}
+        first.close()  # its place frees once the server has let go of it
+        _wait_for(lambda: handle.stats().active == 1, 10)
+        third = client.connect_websocket(handle.address, CONFIG)
+        for conn in (second, third):
+            _echoes(conn, b"admitted")
+        _wait_for(lambda: handle.tracked() == 0 and handle.stats().active == 0, 10)
+    finally:
+        handle.close()
+
+    handle = server.serve_websocket(_echo, only(max_connections=1))
+    try:
+        with contextlib.closing(client.connect_websocket(handle.address, CONFIG)):
+            _refused_with(client, handle.address, "connections")
+    finally:
+        handle.close()
+
+    handle = server.serve_websocket(_echo, only(new_connections_per_second=0.05))
+    try:
+        client.connect_websocket(handle.address, CONFIG).close()
+        _refused_with(client, handle.address, "new connection rate")
+    finally:
+        handle.close()
+
+    tight = only(max_handshakes=2, websocket_handshake_timeout=3.0, websocket_max_header_bytes=1024)
+    handle = server.serve_websocket(_echo, tight)
+    try:
+        big = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        request = wsproto.events.Request(
+            host="localhost", target="/", extra_headers=[(b"x-filler", b"f" * 4000)]
+        )
+        with _tls_only(handle.address) as tls:
+            tls.sendall(big.send(request))
+            assert _http_status(tls) == 431
+            assert _ended(tls)
+        _wait_for(lambda: handle.stats().handshakes == 0, 10)
+        began = time.monotonic()
+        silent = [socket.create_connection(handle.address) for _ in range(2)]
         try:
-            stream = conn.open_stream()
-            stream.send(b"still serving")
-            stream.finish()
-            assert _read_all(stream) == b"still serving"
+            _wait_for(lambda: handle.stats().handshakes == 2, 10)
+            with socket.create_connection(handle.address, timeout=10) as dropped:
+                assert dropped.recv(100) == b""  # closed unanswered: no TLS, no HTTP
+            assert dict(handle.stats().dropped) == {"handshakes": 1}
+            for sock in silent:  # the handshake timeout ends them
+                sock.settimeout(10)
+                assert sock.recv(100) == b""
+            assert time.monotonic() - began < 10
         finally:
-            conn.close()
+            for sock in silent:
+                sock.close()
+        _wait_for(lambda: handle.stats().handshakes == 0, 10)
+        stats = handle.stats()
+        assert dict(stats.refused) == {"request head too large": 1}, stats
+        assert stats.active == 0 and stats.tracked_addresses == 0, stats
+        _echoes(client.connect_websocket(handle.address, CONFIG), b"still serving")
     finally:
         handle.close()
 
@@ -1168,6 +1274,7 @@ CASES: dict[str, Case] = {
         fallback_race,
         websocket_same_cases,
         websocket_hostile_peer,
+        websocket_admission_limits,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -1196,6 +1303,7 @@ FAST_CASES = (
     "websocket_auth",
     "fallback_race",
     "websocket_hostile_peer",
+    "websocket_admission_limits",
 )
 #: What CI runs for every pair of different runtimes: the quickest that cross every path.
 CROSS_CASES = (

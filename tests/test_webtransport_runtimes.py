@@ -16,6 +16,9 @@ from sansquic_runtime import _wt_async, _wt_sync
 import sansquic
 
 CONFIG = sansquic.Config(dev_mode=True, trust_dev_certificate=True, alpn=("h3",), idle_timeout=5.0)
+#: Both sides' session limits: the 20 kB echo crosses the data window both ways, so
+#: session credit must flow back on every pair.
+LIMITS = sansquic.SessionLimits(max_data=8192, max_streams_bidi=2, max_streams_uni=2)
 
 
 async def _echo(session: _wt_async.WebTransportSession) -> None:
@@ -65,7 +68,7 @@ def scenario_blocking(port: int) -> None:
     with sansquic_threads.connect("127.0.0.1", port, config=CONFIG) as conn:  # noqa: SIM117
         with conn._driver.backend.task_group() as group:
             with pytest.raises(PermissionError, match="401"):
-                _wt_sync.open_session(conn, group, "localhost", "/")
+                _wt_sync.open_session(conn, group, "localhost", "/", session_limits=LIMITS)
             session = _wt_sync.open_session(conn, group, "localhost", "/?token=k")
             bidi = session.open_stream()
             bidi.send(b"b" * 20000)
@@ -97,7 +100,7 @@ async def scenario(runtime: Any, port: int) -> None:
     async with runtime.connect("127.0.0.1", port, config=CONFIG) as conn:  # noqa: SIM117
         async with conn._driver.backend.task_group() as group:
             with pytest.raises(PermissionError, match="401"):
-                await _wt_async.open_session(conn, group, "localhost", "/")
+                await _wt_async.open_session(conn, group, "localhost", "/", session_limits=LIMITS)
             session = await _wt_async.open_session(conn, group, "localhost", "/?token=k")
             bidi = await session.open_stream()
             await bidi.send(b"b" * 20000)
@@ -197,7 +200,11 @@ def _server_thread(name: str) -> Iterator[int]:
     if name == "threads":
         import sansquic_threads
 
-        handler = _wt_sync.webtransport_handler(_echo_blocking, authenticator=_auth)  # type: ignore[arg-type]
+        handler = _wt_sync.webtransport_handler(
+            _echo_blocking,  # type: ignore[arg-type]
+            authenticator=_auth,
+            session_limits=LIMITS,
+        )
         with sansquic_threads.serve(handler, "127.0.0.1", 0, config=CONFIG) as server:
             yield server.address[1]
         return
@@ -207,7 +214,7 @@ def _server_thread(name: str) -> Iterator[int]:
     failure: list[BaseException] = []
 
     async def main() -> None:
-        handler = _wt_async.webtransport_handler(_echo, authenticator=_auth)
+        handler = _wt_async.webtransport_handler(_echo, authenticator=_auth, session_limits=LIMITS)
         async with _served(name, runtime)(handler) as server:
             ports.put(server.address[1])
             for _ in range(3000):  # at most 60 s

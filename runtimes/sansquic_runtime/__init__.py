@@ -38,7 +38,13 @@ from ._ws_async import (
     open_websocket,
     open_websocket_server,
 )
-from ._wt_async import WebTransportSession, WebTransportStream, open_session, webtransport_handler
+from ._wt_async import (
+    WebTransportHandler,
+    WebTransportSession,
+    WebTransportStream,
+    open_session,
+    webtransport_handler,
+)
 
 __all__ = [
     "AnyConnector",
@@ -64,6 +70,7 @@ __all__ = [
     "WebSocketConnector",
     "WebSocketServer",
     "WebSocketStream",
+    "WebTransportHandler",
     "WebTransportSession",
     "WebTransportStream",
     "client_bind",

@@ -20,9 +20,13 @@ import sansquic
 from sansquic.websocket import (
     MAX_FRAME_DATA,
     SUBPROTOCOL,
+    Admission,
+    AdmissionStats,
     Mux,
     Race,
+    Ticket,
     Transport,
+    Verdict,
     authenticate_handshake,
     handshake_headers,
     rejection_from_headers,
@@ -289,14 +293,17 @@ class _WsDriver:
                 self.tls.feed(data)
 
     def handshake_events(
-        self, deadline: float | None, abort: Abort | None = None
+        self, deadline: float | None, abort: Abort | None = None, ticket: Ticket | None = None
     ) -> list[ws_events.Event]:
-        """Read until wsproto has events about the upgrade (before the reader runs)."""
+        """Read until wsproto has events about the upgrade (before the reader runs);
+        none once a server's ``ticket`` says the request head is too large."""
         events: list[ws_events.Event] = []
         while True:
             with self.backend.guard():
                 # Plaintext may be waiting already: it came with the end of the TLS handshake.
                 plain = self.tls.read()
+                if plain and ticket is not None and not ticket.took(len(plain)):
+                    return events
                 if plain:  # (b"" would mean EOF to wsproto: TLS records may carry no data)
                     self.ws.receive_data(plain)
                 elif self.tls.eof:
@@ -794,6 +801,7 @@ class WebSocketServer:
         self._handler = handler
         self._config = config
         self._context = server_context(config)
+        self._admission = Admission.for_config(config, backend.now())
         self._live: set[WebSocketConnection] = set()
         self._closing = self._served = self._serving = False
         self._group: SyncTaskGroup | None = None
@@ -807,6 +815,11 @@ class WebSocketServer:
         """Connections the server keeps state for (zero once all are over)."""
         with self._backend.guard():
             return len(self._live)
+
+    def stats(self) -> AdmissionStats:
+        """Admission counters: connections accepted, alive, refused and dropped by reason."""
+        with self._backend.guard():
+            return self._admission.stats()
 
     def start_serving(self, group: SyncTaskGroup) -> None:
         """Run :meth:`serve_forever` as a task of ``group``."""
@@ -835,10 +848,16 @@ class WebSocketServer:
                             continue
                         except OSError:
                             break  # the listener was shut down
+                        peer = (address[0], address[1])
+                        with backend.guard():
+                            ticket = self._admission.admit(peer, backend.now())
+                        if ticket.verdict is Verdict.DROP:
+                            sock.close()  # not even a refusal is affordable now
+                            continue
                         sock.setblocking(False)
                         with contextlib.suppress(OSError):
                             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        group.start_soon(self._serve_one, sock, (address[0], address[1]))
+                        group.start_soon(self._serve_one, sock, peer, ticket)
                 finally:
                     group.cancel()  # handlers still running are cut off
         finally:
@@ -847,16 +866,24 @@ class WebSocketServer:
                 self._served = True
                 backend.wake(("ws-served", self))
 
-    def _serve_one(self, sock: socket.socket, address: sansquic.Address) -> None:
+    def _serve_one(
+        self, sock: socket.socket, address: sansquic.Address, ticket: Ticket
+    ) -> None:
         backend, config = self._backend, self._config
         driver = _WsDriver(
             backend, sock, TlsPipe(self._context, server_side=True), client=False, config=config
         )
         policy = config.auth
-        deadline = backend.now() + (policy.deadline if policy is not None else 10.0)
+        deadline = ticket.deadline
         try:
             driver.tls_handshake(deadline)
-            events = driver.handshake_events(deadline)
+            events = driver.handshake_events(deadline, ticket=ticket)
+            if ticket.verdict is Verdict.REFUSE:  # over a limit: say so before any upgrade
+                with backend.guard():
+                    driver.tls.write(ticket.refusal())
+                    driver.pump()
+                driver.send_all(deadline)
+                raise ConnectionError("refused")
             request = events[0]
             if not isinstance(request, ws_events.Request):
                 raise ConnectionError("not a WebSocket upgrade")
@@ -883,20 +910,21 @@ class WebSocketServer:
                 raise ConnectionError("rejected")
         except Exception:
             # Nothing reached the application: a failed handshake only closes the socket.
-            sock.close()
+            self._forget(sock, ticket)
             return
         except BaseException:
-            sock.close()  # cancelled (the server closes): no task waits on it
+            self._forget(sock, ticket)  # cancelled (the server closes): no task waits on it
             raise
         conn = WebSocketConnection(driver, outcome, address)
         with backend.guard():
             if self._closing:
                 driver.kill()
             self._live.add(conn)
+            self._admission.upgraded(ticket)
         driver._started = True
         assert self._group is not None
         self._group.start_soon(driver.run_reader)
-        self._group.start_soon(self._write_then_forget, driver, conn)
+        self._group.start_soon(self._write_then_forget, driver, conn, ticket)
         try:
             self._handler(conn)
         except Exception as exc:
@@ -904,7 +932,14 @@ class WebSocketServer:
                 self.log.exception("sansquic handler failed")
                 conn.close(sansquic.CloseCode.INTERNAL_ERROR, "handler failed")
 
-    def _write_then_forget(self, driver: _WsDriver, conn: WebSocketConnection) -> None:
+    def _forget(self, sock: socket.socket, ticket: Ticket) -> None:
+        sock.close()
+        with self._backend.guard():
+            self._admission.release(ticket)
+
+    def _write_then_forget(
+        self, driver: _WsDriver, conn: WebSocketConnection, ticket: Ticket
+    ) -> None:
         try:
             driver.run_writer()
             driver.until(
@@ -913,6 +948,7 @@ class WebSocketServer:
         finally:
             with self._backend.guard():
                 self._live.discard(conn)
+                self._admission.release(ticket)
 
     def _until_served(self, deadline: float | None) -> None:
         backend = self._backend

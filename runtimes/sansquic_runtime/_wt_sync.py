@@ -5,6 +5,7 @@ WebTransport on the blocking runtime layer, for the threads runtime.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -14,7 +15,13 @@ import sansquic
 from ._sync import Connection, Stream
 from ._backend import SyncTaskGroup
 
-__all__ = ["WebTransportSession", "WebTransportStream", "open_session", "webtransport_handler"]
+__all__ = [
+    "WebTransportHandler",
+    "WebTransportSession",
+    "WebTransportStream",
+    "open_session",
+    "webtransport_handler",
+]
 
 #: Datagrams a session keeps unread; past it the oldest is dropped (and counted).
 DATAGRAM_QUEUE = 256
@@ -78,18 +85,45 @@ class WebTransportStream:
         self._reset: int | None = None  # (pumped) the peer's reset code, as sent
         #: The QUIC stream id.
         self.id: int = stream.id
+        session = glue.h3.session_of(stream.id)
+        self._session = -1 if session is None else session
 
     def __repr__(self) -> str:
         return f"<sansquic WebTransportStream id={self.id}>"
 
     def send(self, data: bytes, *, timeout: float | None = None) -> None:
-        """Queue ``data`` (waits on flow control like :meth:`Stream.send`); raises
+        """Queue ``data`` (waits on flow control like :meth:`Stream.send`, and on the
+        session's data limit when the peer set one); raises
         :class:`sansquic.StreamStoppedError` with the peer's WebTransport code."""
-        try:
-            self._stream.send(data, timeout=timeout)
-        except sansquic.StreamStoppedError as exc:
-            code = sansquic.H3Connection.webtransport_code(exc.error_code)
-            raise sansquic.StreamStoppedError(self.id, code) from None
+        glue = self._glue
+        driver = glue.conn._driver
+        deadline = driver.deadline(timeout)
+        while True:
+            with driver.backend.guard():
+                granted = glue.h3.reserve(self.id, len(data))
+            if granted:
+                left = None if deadline is None else max(0.0, deadline - driver.backend.now())
+                try:
+                    self._stream.send(
+                        data[:granted] if granted < len(data) else data, timeout=left
+                    )
+                except sansquic.StreamStoppedError as exc:
+                    code = sansquic.H3Connection.webtransport_code(exc.error_code)
+                    raise sansquic.StreamStoppedError(self.id, code) from None
+            data = data[granted:]
+            if not data:
+                return
+            driver.until(self._credited, glue.key("credit", self._session), deadline)
+
+    def _credited(self) -> bool | None:
+        """(Under guard) Whether the session's send credit lets a blocked send go on."""
+        session = self._glue.sessions.get(self._session)
+        if session is None:
+            return True  # the session is over: the next send says how
+        with contextlib.suppress(sansquic.SansQuicError):
+            credit = self._glue.h3.send_credit(session.id)
+            return True if credit is None or credit > 0 else None
+        return True
 
     def reset(self, code: int = 0) -> None:
         """Abandon the sending side with a WebTransport error code (32 bits)."""
@@ -130,6 +164,7 @@ class WebTransportStream:
                 code = sansquic.H3Connection.webtransport_code(exc.error_code)
                 raise sansquic.StreamResetError(self.id, code) from None
             if data:
+                self._glue.read(self.id, len(data))
                 return data
             self._ended = True
         if not self._told:
@@ -183,13 +218,42 @@ class WebTransportSession:
         #: Datagrams dropped unread because the queue was full (oldest first).
         self.datagrams_dropped = 0
         self.closed: sansquic.WebTransportSessionClosed | None = None
+        #: Whether the session is winding down: the peer sent a drain capsule or
+        #: GOAWAY, or this side called :meth:`drain`. It still works; finish up.
+        self.draining = False
 
     def __repr__(self) -> str:
         return f"<sansquic WebTransportSession id={self.id} path={self.path!r}>"
 
     def _check(self) -> None:
-        if self.closed is not None:
-            raise sansquic.PeerClosedError(self.closed.code, self.closed.reason, application=True)
+        closed = self.closed
+        if closed is not None and closed.violation is not None:
+            # This side ended it: the peer broke the session's flow control.
+            raise sansquic.RemoteProtocolError(closed.violation, closed.reason, application=False)
+        if closed is not None:
+            raise sansquic.PeerClosedError(closed.code, closed.reason, application=True)
+
+    def wait_draining(self, *, timeout: float | None = None) -> None:
+        """Return once the session is :attr:`draining`; raises once it closed."""
+        driver = self._glue.conn._driver
+
+        def check() -> bool | None:
+            if self.draining:
+                return True
+            self._check()
+            return None
+
+        driver.until(check, self._glue.key("draining", self.id), driver.deadline(timeout))
+
+    def drain(self) -> None:
+        """Ask the peer to wind the session down (DRAIN_WEBTRANSPORT_SESSION); the
+        session goes on working until either side closes it."""
+        glue = self._glue
+        with glue.conn._driver.backend.guard():
+            self._check()
+            glue.h3.drain_session(self.id)
+            glue.conn._driver.backend.wake(glue.key("draining", self.id))
+            self.draining = True
 
     def accept_stream(self, *, timeout: float | None = None) -> WebTransportStream:
         """The next stream the peer opened in this session; raises once the session closed."""
@@ -206,14 +270,26 @@ class WebTransportSession:
         )
 
     def open_stream(
-        self, *, bidirectional: bool = True, priority: int = sansquic.Priority.NORMAL
+        self,
+        *,
+        bidirectional: bool = True,
+        priority: int = sansquic.Priority.NORMAL,
+        timeout: float | None = None,
     ) -> WebTransportStream:
-        """Open a stream in this session, sent at ``priority``.
+        """Open a stream in this session, sent at ``priority``; waits while the
+        peer's stream limit for the session is used up.
         Next: :meth:`WebTransportStream.send`."""
         glue = self._glue
-        with glue.conn._driver.backend.guard():
+        driver = glue.conn._driver
+
+        def attempt() -> int | None:
             self._check()
-            sid = glue.h3.open_stream(self.id, bidirectional, priority)
+            try:
+                return glue.h3.open_stream(self.id, bidirectional, priority)
+            except sansquic.SessionBlocked:
+                return None  # the peer heard (WT_STREAMS_BLOCKED): wait for its credit
+
+        sid = driver.until(attempt, glue.key("credit", self.id), driver.deadline(timeout))
         return WebTransportStream(glue, Stream(glue.conn, sid))
 
     def send_datagram(self, data: bytes) -> None:
@@ -255,12 +331,17 @@ class _Glue:
         client: bool,
         authenticator: sansquic.Authenticator | None = None,
         on_session: SessionHandler | None = None,
+        session_limits: sansquic.SessionLimits | None = None,
     ) -> None:
         self.conn = conn
         with conn._driver.backend.guard():
             address = conn._core.remote_address or ("", 0)
             self.h3: sansquic.H3Connection = sansquic.H3Connection(
-                _Transport(conn), client=client, authenticator=authenticator, address=address
+                _Transport(conn),
+                client=client,
+                authenticator=authenticator,
+                address=address,
+                session_limits=session_limits,
             )
             self.h3.initiate()
         self.sessions: dict[int, WebTransportSession] = {}
@@ -278,6 +359,21 @@ class _Glue:
             if tell and self.h3.session_of(stream_id) is not None:
                 self.h3.receive_stream_data(stream_id, b"", True, backend.now())
                 self.dispatch()
+
+    def read(self, stream_id: int, size: int) -> None:
+        """The application read ``size`` bytes of a handed-over stream: the layer
+        counts them against the session's data limit and returns their credit."""
+        with self.conn._driver.backend.guard():
+            self.h3.stream_data_read(stream_id, size)
+            self.dispatch()
+
+    def goaway(self) -> None:
+        """Send GOAWAY (caller holds the guard): no new sessions; the open ones drain."""
+        with contextlib.suppress(sansquic.SansQuicError):  # the connection may be closing
+            self.h3.goaway()
+        for session in self.sessions.values():
+            session.draining = True
+            self.conn._driver.backend.wake(self.key("draining", session.id))
 
     def peer_reset(self, stream_id: int, error_code: int) -> None:
         """The peer reset a handed-over stream the application reads: tell the core layer."""
@@ -323,8 +419,16 @@ class _Glue:
                 gone = self.sessions.pop(ev.session_id, None)
                 if gone is not None:
                     gone.closed = ev
-                for what in ("accept", "datagram", "ready"):
+                for what in ("accept", "datagram", "ready", "credit", "draining"):
                     wake(self.key(what, ev.session_id))
+                wake(self.key("sessions", -1))  # a graceful shutdown may be waiting
+            elif isinstance(ev, sansquic.WebTransportSessionDraining):
+                draining = self.sessions.get(ev.session_id)
+                if draining is not None:
+                    draining.draining = True
+                wake(self.key("draining", ev.session_id))
+            elif isinstance(ev, sansquic.WebTransportSessionCredit):
+                wake(self.key("credit", ev.session_id))
 
     def _serve_session(self, session: WebTransportSession) -> None:
         assert self._on_session is not None
@@ -398,20 +502,76 @@ class _Glue:
 _CLIENTS: weakref.WeakKeyDictionary[sansquic.Connection, _Glue] = weakref.WeakKeyDictionary()
 
 
+class WebTransportHandler:
+    """A connection handler for ``open_server`` (ALPN ``"h3"``, no ``Config.auth``)
+    running ``on_session(session)`` for each session its authenticator accepts;
+    :meth:`goaway` shuts it down gracefully."""
+
+    def __init__(
+        self,
+        on_session: SessionHandler,
+        authenticator: sansquic.Authenticator | None = None,
+        session_limits: sansquic.SessionLimits | None = None,
+    ) -> None:
+        self._on_session = on_session
+        self._authenticator = authenticator
+        self._limits = session_limits
+        self._glues: weakref.WeakSet[_Glue] = weakref.WeakSet()
+        self._goaway = False
+
+    def __call__(self, conn: Connection) -> None:
+        glue = _Glue(
+            conn,
+            client=False,
+            authenticator=self._authenticator,
+            on_session=self._on_session,
+            session_limits=self._limits,
+        )
+        with conn._driver.backend.guard():
+            self._glues.add(glue)
+            if self._goaway:  # a connection that came in after the shutdown began
+                glue.goaway()
+        with conn._driver.backend.task_group() as group:
+            glue.run(group)
+
+    def goaway(self) -> None:
+        """Begin a graceful shutdown: GOAWAY on every connection served (and any that
+        comes later), so clients open no new sessions here, and every open session
+        turns :attr:`~WebTransportSession.draining`. Close the server once they end."""
+        self._goaway = True
+        for glue in list(self._glues):
+            with glue.conn._driver.backend.guard():
+                glue.goaway()
+
+    def shutdown(self, *, timeout: float | None = None) -> bool:
+        """:meth:`goaway`, then wait until every session has ended (or ``timeout``);
+        True when they all did. Then close the server."""
+        self.goaway()
+        for glue in list(self._glues):
+            driver = glue.conn._driver
+            deadline = driver.deadline(timeout)
+            with contextlib.suppress(sansquic.ConnectionClosed):  # that connection is over
+                try:
+                    driver.until(
+                        lambda g=glue: True if not g.sessions else None,  # type: ignore[misc]
+                        glue.key("sessions", -1),
+                        deadline,
+                    )
+                except TimeoutError:
+                    return False
+        return True
+
+
 def webtransport_handler(
     on_session: SessionHandler,
     *,
     authenticator: sansquic.Authenticator | None = None,
-) -> ConnectionHandler:
+    session_limits: sansquic.SessionLimits | None = None,
+) -> WebTransportHandler:
     """A connection handler for ``open_server`` (ALPN ``"h3"``, no ``Config.auth``) that
-    runs ``on_session(session)`` for each WebTransport session ``authenticator`` accepts."""
-
-    def handle(conn: Connection) -> None:
-        glue = _Glue(conn, client=False, authenticator=authenticator, on_session=on_session)
-        with conn._driver.backend.task_group() as group:
-            glue.run(group)
-
-    return handle
+    runs ``on_session(session)`` for each WebTransport session ``authenticator`` accepts;
+    ``session_limits`` bound what each session may take (see :class:`sansquic.SessionLimits`)."""
+    return WebTransportHandler(on_session, authenticator, session_limits)
 
 
 def open_session(
@@ -422,16 +582,19 @@ def open_session(
     *,
     headers: Sequence[tuple[str, str]] = (),
     timeout: float | None = 10.0,
+    session_limits: sansquic.SessionLimits | None = None,
 ) -> WebTransportSession:
     """(Client) Open a WebTransport session on ``conn``, its I/O tasks in ``group``.
 
-    Raises ``PermissionError`` with the status when the server refuses it (401/403).
+    Raises ``PermissionError`` with the status when the server refuses it (401/403,
+    or 0 when it sent GOAWAY first). ``session_limits`` apply to the connection's
+    sessions from its first one on.
     """
     driver = conn._driver
     with driver.backend.guard():
         glue = _CLIENTS.get(conn._core)
         if glue is None:  # one H3 layer per connection: its sessions share it
-            glue = _CLIENTS[conn._core] = _Glue(conn, client=True)
+            glue = _CLIENTS[conn._core] = _Glue(conn, client=True, session_limits=session_limits)
             group.start_soon(glue.run, group)
     with driver.backend.guard():
         sid = glue.h3.connect(authority, path, headers=headers)

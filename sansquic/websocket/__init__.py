@@ -4,6 +4,7 @@ Everything here is sans-IO, like the rest of the core: the runtimes
 (``sansquic_runtime``) drive it over TCP, TLS and wsproto (docs/websocket.md).
 """
 
+from ._admission import REFUSED_CODE, Admission, AdmissionStats, Ticket, Verdict
 from ._frames import Frame, FrameError, FrameKind, encode_frame, parse_frame
 from ._handshake import (
     SUBPROTOCOL,
@@ -18,13 +19,18 @@ from ._race import Race, Transport
 __all__ = [
     "INITIAL_WINDOW",
     "MAX_FRAME_DATA",
+    "REFUSED_CODE",
     "SUBPROTOCOL",
+    "Admission",
+    "AdmissionStats",
     "Frame",
     "FrameError",
     "FrameKind",
     "Mux",
     "Race",
+    "Ticket",
     "Transport",
+    "Verdict",
     "authenticate_handshake",
     "encode_frame",
     "handshake_headers",
