@@ -84,6 +84,9 @@ The blocking twin of the WebSocket fallback, for the threads runtime.
             "from ._async import Connection, WholeReads, open_connection": (
                 "from ._sync import Connection, WholeReads, open_connection"
             ),
+            "from ._messaging_async import MessageConnection": (
+                "from ._messaging_sync import MessageConnection"
+            ),
         },
     ),
     Pair(
@@ -156,6 +159,9 @@ WebTransport on the blocking runtime layer, for the threads runtime.
                 "from collections.abc import Callable, Sequence"
             ),
             "from ._async import Connection, Stream": "from ._sync import Connection, Stream",
+            "from ._messaging_async import MessageConnection": (
+                "from ._messaging_sync import MessageConnection"
+            ),
             'SessionHandler = Callable[["WebTransportSession"], Awaitable[object]]': (
                 'SessionHandler = Callable[["WebTransportSession"], object]'
             ),
