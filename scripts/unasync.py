@@ -116,8 +116,15 @@ The blocking twin of ``sansquic swarm``, for the threads runtime.
             "from sansquic_runtime import MessageServer, Messenger, Peer": (
                 "from sansquic_runtime._messaging_sync import MessageServer, Messenger, Peer"
             ),
+            "from sansquic_runtime._wt_async import WebTransportSession, webtransport_handler": (
+                "from sansquic_runtime._wt_sync import WebTransportSession, webtransport_handler"
+            ),
         },
-        words={"AsyncRuntime": "SyncRuntime"},
+        words={
+            "AsyncRuntime": "SyncRuntime",
+            "AsyncExitStack": "ExitStack",
+            "enter_async_context": "enter_context",
+        },
     ),
     Pair(
         LAYER / "_messaging_async.py",
