@@ -103,13 +103,26 @@ def _gathered(out: str) -> None:
     assert re.search(r"^swarm OK: 2 agents, 2 rounds$", out, re.M), out
 
 
-def test_a_browser_joins_the_swarm_over_webtransport() -> None:
-    out = _join_with_chromium("asyncio", "")
+def _runnable(runtime: str) -> None:
+    if runtime == "curio":
+        pytest.importorskip(
+            "sansquic_curio", reason="curio does not import here", exc_type=ImportError
+        )
+
+
+# Each runtime once (both servers run in either test): its serve, serve_websocket and
+# WebTransport drive, under the real browser.
+@pytest.mark.parametrize("runtime", ["asyncio", "trio", "curio"])
+def test_a_browser_joins_the_swarm_over_webtransport(runtime: str) -> None:
+    _runnable(runtime)
+    out = _join_with_chromium(runtime, "")
     assert "browser joined over webtransport" in out, out
     _gathered(out)
 
 
-def test_a_browser_joins_the_swarm_over_websocket_when_told_to() -> None:
-    out = _join_with_chromium("threads", "?transport=websocket")
+@pytest.mark.parametrize("runtime", ["threads", "anyio", "anyio-trio"])
+def test_a_browser_joins_the_swarm_over_websocket_when_told_to(runtime: str) -> None:
+    _runnable(runtime)
+    out = _join_with_chromium(runtime, "?transport=websocket")
     assert "browser joined over websocket" in out, out
     _gathered(out)

@@ -70,6 +70,9 @@ class _Coordinator:
             self.refused.append(name)
             peer.send("swarm.refused", b"the name is not the token's subject")
             return
+        for session_id, known in list(self.agents.items()):
+            if known == name:  # the same agent again (a reloaded page): count it once
+                del self.agents[session_id]
         self.agents[peer.session_id] = name
         self.transports[name] = _transport(peer.connection)
         peer.send("swarm.welcome", envelope.payload)
