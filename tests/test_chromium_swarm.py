@@ -116,6 +116,7 @@ def _gathered(out: str) -> None:
     for round_no in (1, 2):
         assert f"round {round_no}: 2/2 replies" in out, out
     assert re.search(r"^swarm OK: 2 agents, 2 rounds$", out, re.M), out
+    assert "did not ack swarm.bye" not in out, out
 
 
 def _runnable(runtime: str) -> None:

@@ -7,6 +7,8 @@ by its SHA-256 for WebTransport (``serverCertificateHashes`` takes at most 14
 days); the WebSocket path needs the browser to accept it (a real certificate, or
 Chromium's ``--ignore-certificate-errors-spki-list`` with :attr:`Pinned.spki`).
 The server runs in a daemon thread whatever the runtime: it only hands out a file.
+The page carries the browser agent's token (its subject ``browser``, ten minutes):
+anyone who can read the loopback page can join as that agent, as on any dev server.
 """
 
 from __future__ import annotations
@@ -111,7 +113,12 @@ def site(body: bytes, report: Callable[[str], object]) -> Iterator[str]:
             if self.path != "/report":
                 self._answer(b"not found")
                 return
-            size = min(int(self.headers.get("Content-Length") or 0), _MAX_REPORT)
+            try:
+                size = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                size = 0
+            # Bounded both ways: a negative length would read until the client stops.
+            size = max(0, min(size, _MAX_REPORT))
             # One line per report: the page cannot forge the swarm's own output lines.
             report(self.rfile.read(size).decode(errors="replace").replace("\n", " "))
             self._answer(b"ok")

@@ -118,7 +118,9 @@ def run(
                 rt.serve(hub.handle, HOST, server_config, authenticator)
             )
             if pinned is not None:
-                _open_to_browsers(rt, servers, hub, pinned, signer, authenticator)
+                _open_to_browsers(
+                    rt, servers, hub, server_config, pinned, signer, authenticator
+                )
             port = server.address[1]
             with rt.task_group() as group:
                 for i in range(agents):
@@ -137,19 +139,19 @@ def _open_to_browsers(
     rt: SyncRuntime,
     servers: contextlib.ExitStack,
     hub: MessageServer,
+    config: sansquic.Config,
     pinned: _browser.Pinned,
     signer: tokens.TokenSigner,
     authenticator: sansquic.Authenticator,
 ) -> None:
-    """Serve ``hub`` over WebTransport and WebSocket too (the same token check: the
-    browser presents it as the ``token`` query parameter), and the page."""
-    h3 = sansquic.Config(certificate=pinned.certificate, private_key=pinned.private_key)
+    """Serve ``hub`` over WebTransport and WebSocket too, with the same ``authenticator``
+    (the browser presents its token as the ``token`` query parameter), and the page."""
     # WebTransport authenticates in the CONNECT request, so not at the QUIC level.
     on_session = webtransport_handler(hub.handle, authenticator=authenticator)
-    wt = servers.enter_context(
-        rt.serve(on_session, HOST, h3.replace(alpn=("h3",)), None)
-    )
-    ws = servers.enter_context(rt.serve_websocket(hub.handle, HOST, h3, authenticator))
+    h3 = config.replace(alpn=("h3",))
+    wt = servers.enter_context(rt.serve(on_session, HOST, h3, None))
+    websocket = rt.serve_websocket(hub.handle, HOST, config, authenticator)
+    ws = servers.enter_context(websocket)
     token = signer.sign(BROWSER, scopes=("swarm",), ttl=600, now=time.time())
     body = _browser.page(
         name=BROWSER,
@@ -168,15 +170,19 @@ def _open_to_browsers(
 
 
 def _drain(rt: SyncRuntime, hub: MessageServer) -> None:
-    """Wait (at most ``_DRAIN`` seconds) until every connected agent acked everything."""
+    """Wait (at most ``_DRAIN`` seconds) until every connected agent acked everything;
+    say so if some did not (they may not have seen ``swarm.bye``)."""
     until = time.monotonic() + _DRAIN
-    while time.monotonic() < until:
+    while True:
         pending = [
             peer
             for peer in hub.sessions.values()
             if peer.connection is not None and peer.channel.queue.unacked
         ]
         if not pending:
+            return
+        if time.monotonic() > until:
+            print(f"{len(pending)} connected agents did not ack swarm.bye", flush=True)
             return
         rt.sleep(0.01)
 
