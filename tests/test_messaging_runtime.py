@@ -255,3 +255,91 @@ def test_junk_over_websocket_is_closed_with_messaging_violation() -> None:
         await server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_messenger_over_webtransport_sessions_loses_nothing() -> None:
+    """The messaging layer over WebTransport (what a browser agent speaks), from Python:
+    each dial opens a session, and the session's identity binds the server's session."""
+    from sansquic_runtime import open_session, webtransport_handler
+
+    h3 = CONFIG.replace(alpn=("h3",))
+
+    def auth(request: sansquic.AuthRequest, address: object, now: float) -> object:
+        if request.credentials == b"secret":
+            return sansquic.Identity(subject="agent")
+        return sansquic.AuthRejection()
+
+    async def scenario() -> None:
+        got: list[bytes] = []
+
+        async def on_job(peer: Peer, envelope: messaging.Envelope) -> None:
+            got.append(envelope.payload)
+            await peer.send("done", envelope.payload)
+
+        replies: list[bytes] = []
+
+        async def on_done(peer: Peer, envelope: messaging.Envelope) -> None:
+            replies.append(envelope.payload)
+
+        server_tasks, client_tasks = Tasks(), Tasks()
+        message_server = MessageServer(server_tasks, router=messaging.Router(fallback=on_job))
+        handler = webtransport_handler(message_server.handle, authenticator=auth)
+        server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=h3)
+        async with (
+            sansquic_asyncio.connect("127.0.0.1", server.address[1], config=h3) as conn,
+            conn._driver.backend.task_group() as group,
+        ):
+            sessions: list[Any] = []
+
+            async def dial() -> Any:
+                session = await open_session(conn, group, "localhost", "/m?token=secret")
+                sessions.append(session)
+                return session
+
+            router = messaging.Router(fallback=on_done)
+            messenger = Messenger(dial, client_tasks, router=router)
+            await messenger.connect()
+            for i in range(5):
+                await messenger.send("job", b"%d" % i)
+            await _until(lambda: len(replies) == 5)
+            await messenger.disconnect(0, "forced")  # the session closes, not QUIC
+            for i in range(5, 10):
+                await messenger.send("job", b"%d" % i)
+            await messenger.connect()
+            await _until(lambda: len(replies) == 10)
+            await asyncio.sleep(0.1)  # a duplicate would arrive now
+            assert got == replies == [b"%d" % i for i in range(10)]
+            (side,) = message_server.sessions.values()
+            assert side.subject == "agent" and side.channel.generation == 2
+            assert len(sessions) == 2
+            await messenger.disconnect()
+            await conn.close()
+        await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_junk_over_a_webtransport_session_closes_it_with_messaging_violation() -> None:
+    from sansquic_runtime import open_session, webtransport_handler
+
+    h3 = CONFIG.replace(alpn=("h3",))
+
+    async def scenario() -> None:
+        message_server = MessageServer(Tasks())
+        handler = webtransport_handler(message_server.handle)
+        server = await sansquic_asyncio.serve(handler, "127.0.0.1", 0, config=h3)
+        async with (
+            sansquic_asyncio.connect("127.0.0.1", server.address[1], config=h3) as conn,
+            conn._driver.backend.task_group() as group,
+        ):
+            session = await open_session(conn, group, "localhost", "/m")
+            stream = await session.open_stream()
+            await stream.send(messaging.encode_frame(b"\x07 not an envelope at all"))
+            with pytest.raises(sansquic.ConnectionClosed) as info:
+                await session.accept_stream(timeout=10)  # raises once it is closed
+            assert info.value.error_code == messaging.MESSAGING_VIOLATION
+            assert message_server.sessions == {}
+            await conn.close()
+        await server.close()
+
+    asyncio.run(scenario())
