@@ -119,9 +119,10 @@ def interop(session: nox.Session) -> None:
 @nox.session(python=PYTHONS)
 def webtransport(session: nox.Session) -> None:
     """Headless chromium opens WebTransport sessions to a sansquic server on loopback
-    (certificate pinned by hash) and echoes on streams and datagrams; on Python 3.12+
-    quinn's WebTransport (pip ``web-transport-quinn``) too, both directions. Each part
-    skips, saying so, when its peer is absent (``apt-get install chromium``)."""
+    (certificate pinned by hash) and echoes on streams and datagrams, and joins
+    ``sansquic swarm --browser`` as an agent (over WebTransport and over WebSocket); on
+    Python 3.12+ quinn's WebTransport (pip ``web-transport-quinn``) too, both directions.
+    Each part skips, saying so, when its peer is absent (``apt-get install chromium``)."""
     session.install("-e", ".[all]", "pytest")
     if session.python != "3.11":  # web-transport-quinn needs Python >= 3.12
         session.install("web-transport-quinn")
@@ -129,6 +130,7 @@ def webtransport(session: nox.Session) -> None:
         "pytest",
         "-rs",
         "tests/test_chromium_webtransport.py",
+        "tests/test_chromium_swarm.py",
         "tests/test_quinn_webtransport.py",
         *session.posargs,
     )

@@ -1177,6 +1177,14 @@ def websocket_admission_limits(client: Harness, server: Harness) -> None:
         handle.close()
 
 
+def messaging_over_websocket(client: Harness, server: Harness) -> None:
+    """The messaging case over the fallback: the whole exchange over WebSocket, then one
+    session that starts on QUIC through ``connect_any`` and, with UDP blocked, goes on
+    over WebSocket: the same ids, acks and dedupe, nothing lost or doubled."""
+    _messaging.across_a_disconnect(_OverWebSocket(client), _OverWebSocket(server), CONFIG)
+    _messaging.across_transports(client, server, CONFIG)
+
+
 class _OverWebSocket:
     """A harness whose serve() and connect() are its WebSocket ones: QUIC's cases then
     run unchanged over the fallback."""
@@ -1275,6 +1283,7 @@ CASES: dict[str, Case] = {
         websocket_same_cases,
         websocket_hostile_peer,
         websocket_admission_limits,
+        messaging_over_websocket,
     )
 }
 #: What CI runs for every runtime pair: quick, and touching every part.
@@ -1304,6 +1313,7 @@ FAST_CASES = (
     "fallback_race",
     "websocket_hostile_peer",
     "websocket_admission_limits",
+    "messaging_over_websocket",
 )
 #: What CI runs for every pair of different runtimes: the quickest that cross every path.
 CROSS_CASES = (
@@ -1315,4 +1325,5 @@ CROSS_CASES = (
     "messaging_across_a_disconnect",
     "websocket_echo",
     "fallback_race",
+    "messaging_over_websocket",
 )

@@ -9,6 +9,7 @@ either side; threads stand in for the task group.
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,10 +19,11 @@ from sansquic_runtime._messaging_sync import MessageServer, Messenger, Peer
 
 import sansquic
 from sansquic import messaging
+from sansquic.websocket import Transport
 
 from .harness import Harness
 
-__all__ = ["across_a_disconnect"]
+__all__ = ["across_a_disconnect", "across_transports"]
 
 
 class _Threads:
@@ -52,7 +54,54 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: Callable[[], str]
 
 def across_a_disconnect(client: Harness, server: Harness, config: sansquic.Config) -> None:
     """30 typed messages up (control and bulk lanes) and replies plus notes down; the
-    client drops the connection mid-way and reconnects: each message once, in order."""
+    client drops the connection mid-way and reconnects: each message once, in order.
+    ``client`` and ``server`` may be WebSocket views of a harness: the same guarantees."""
+
+    def serve(handler: Callable[[Any], None]) -> tuple[tuple[str, int], list[Any]]:
+        handle = server.serve(handler, config)
+        return handle.address, [handle]
+
+    def dial(address: tuple[str, int], attempt: int) -> Any:
+        return client.connect(address, config)
+
+    _exchange(serve, dial)
+
+
+def across_transports(client: Harness, server: Harness, config: sansquic.Config) -> None:
+    """One session over ``connect_any``: its first connection is QUIC, then UDP is
+    blocked (a black-hole port) and the reconnect falls back to WebSocket, where the
+    server's same :class:`MessageServer` continues the session."""
+    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hole.bind(("127.0.0.1", 0))  # bound, never read: every datagram vanishes
+    seen: list[Transport] = []
+    servers: list[Any] = []
+
+    def serve(handler: Callable[[Any], None]) -> tuple[tuple[str, int], list[Any]]:
+        servers.append(server.serve(handler, config))
+        servers.append(server.serve_websocket(handler, config))
+        return servers[0].address, servers
+
+    def dial(address: tuple[str, int], attempt: int) -> Any:
+        # A generous delay while UDP works (QUIC must win on a loaded machine), a short
+        # one once it is blocked (the fallback must not wait for QUIC's timeout).
+        udp, delay = (address, 3.0) if attempt == 0 else (hole.getsockname(), 0.3)
+        conn = client.connect_any(udp, servers[1].address[1], config, delay=delay, timeout=20)
+        seen.append(conn.transport)
+        return conn
+
+    try:
+        _exchange(serve, dial)
+    finally:
+        hole.close()
+    assert seen == [Transport.QUIC, Transport.WEBSOCKET], seen
+
+
+def _exchange(
+    serve: Callable[[Callable[[Any], None]], tuple[tuple[str, int], list[Any]]],
+    dial_at: Callable[[tuple[str, int], int], Any],
+) -> None:
+    """The exchange itself: ``serve(handler)`` gives the address (the pool's key) and
+    what to close after; ``dial_at(address, n)`` opens the client's n-th connection."""
     lock = threading.Lock()
     at_server: list[messaging.Envelope] = []
     at_client: list[messaging.Envelope] = []
@@ -70,17 +119,17 @@ def across_a_disconnect(client: Harness, server: Harness, config: sansquic.Confi
     server_group, client_group = _Threads(), _Threads()
     router: messaging.Router[Any] = messaging.Router(fallback=on_server)
     message_server = MessageServer(server_group, router=router)
-    handle = server.serve(message_server.handle, config)
+    address, handles = serve(message_server.handle)
     conns: list[Any] = []
 
     def dial() -> Any:
-        conn = client.connect(handle.address, config)
+        conn = dial_at(address, len(conns))
         conns.append(conn)
         return conn
 
     try:
         client_router: messaging.Router[Any] = messaging.Router(fallback=on_client)
-        messenger = Messenger(dial, client_group, router=client_router, key=handle.address)
+        messenger = Messenger(dial, client_group, router=client_router, key=address)
         messenger.connect()
         sent = [messenger.send("job", f"job-{i}".encode()) for i in range(10)]
         # The server learns the session from the hello: let something arrive first.
@@ -115,11 +164,12 @@ def across_a_disconnect(client: Harness, server: Harness, config: sansquic.Confi
             assert replies == [e.payload for e in sent if e.type == "job"]
             assert [e.payload for e in at_client if e.type == "note"] == [n.payload for n in notes]
         assert messenger.channel.generation == 2
-        assert messenger.pool.stats(handle.address).dials == 2
+        assert messenger.pool.stats(address).dials == 2
         messenger.disconnect(0, "done")
     finally:
         for conn in conns:
             with contextlib.suppress(sansquic.SansQuicError):
                 conn.close()
-        handle.close()
+        for handle in handles:
+            handle.close()
     assert client_group.join(10) and server_group.join(10), "a lane reader did not end"

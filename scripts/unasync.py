@@ -84,6 +84,9 @@ The blocking twin of the WebSocket fallback, for the threads runtime.
             "from ._async import Connection, WholeReads, open_connection": (
                 "from ._sync import Connection, WholeReads, open_connection"
             ),
+            "from ._messaging_async import MessageConnection": (
+                "from ._messaging_sync import MessageConnection"
+            ),
         },
     ),
     Pair(
@@ -113,8 +116,15 @@ The blocking twin of ``sansquic swarm``, for the threads runtime.
             "from sansquic_runtime import MessageServer, Messenger, Peer": (
                 "from sansquic_runtime._messaging_sync import MessageServer, Messenger, Peer"
             ),
+            "from sansquic_runtime._wt_async import WebTransportSession, webtransport_handler": (
+                "from sansquic_runtime._wt_sync import WebTransportSession, webtransport_handler"
+            ),
         },
-        words={"AsyncRuntime": "SyncRuntime"},
+        words={
+            "AsyncRuntime": "SyncRuntime",
+            "AsyncExitStack": "ExitStack",
+            "enter_async_context": "enter_context",
+        },
     ),
     Pair(
         LAYER / "_messaging_async.py",
@@ -156,6 +166,9 @@ WebTransport on the blocking runtime layer, for the threads runtime.
                 "from collections.abc import Callable, Mapping, Sequence"
             ),
             "from ._async import Connection, Stream": "from ._sync import Connection, Stream",
+            "from ._messaging_async import MessageConnection": (
+                "from ._messaging_sync import MessageConnection"
+            ),
             'SessionHandler = Callable[["WebTransportSession"], Awaitable[object]]': (
                 'SessionHandler = Callable[["WebTransportSession"], object]'
             ),

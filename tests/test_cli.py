@@ -261,3 +261,66 @@ def test_swarm_refuses_a_join_that_is_not_the_token_subject() -> None:
     assert coordinator.refused == ["agent-2"]
     assert coordinator.agents == {b"s": "agent-1"}
     assert sent == ["swarm.refused", "swarm.welcome"]
+    # The same identity joining from a new session (a reloaded page) is one agent still.
+    again = SimpleNamespace(session_id=b"t", connection=peer.connection, send=send)
+    join = messaging.Envelope(id=1, type="swarm.join", timestamp=0.0, payload=b"agent-1")
+    asyncio.run(coordinator.join(again, join))  # type: ignore[arg-type]
+    assert coordinator.agents == {b"t": "agent-1"}
+
+
+def test_the_browser_page_carries_its_config_inertly() -> None:
+    import re
+
+    from sansquic_cli import _browser
+
+    token = "tok</script><script>alert(1)</script>"
+    body = _browser.page(
+        name="browser", token=token, webtransport_port=1, websocket_port=2, sha256=b"\x01\xff"
+    ).decode()
+    # The config is the one JSON script element, and the token cannot close it early.
+    (config,) = re.findall(r'<script id="config" type="application/json">(.*?)</script>', body)
+    assert json.loads(config) == {
+        "name": "browser",
+        "token": token,
+        "webtransport": "https://127.0.0.1:1/swarm",
+        "websocket": "wss://127.0.0.1:2/swarm",
+        "hash": [1, 255],
+    }
+    assert "__CONFIG__" not in body
+
+
+def test_the_browser_site_serves_the_page_and_one_line_per_report() -> None:
+    import urllib.error
+    import urllib.request
+
+    from sansquic_cli import _browser
+
+    reports: list[str] = []
+    with _browser.site(b"<p>page</p>", reports.append) as url:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.read() == b"<p>page</p>"
+        post = urllib.request.Request(url + "report", data=b"line one\nswarm OK: forged")
+        with urllib.request.urlopen(post, timeout=10) as answer:
+            assert answer.status == 200
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url + "elsewhere", timeout=10)
+        assert info.value.code == 404
+        info.value.close()
+    assert reports == ["line one swarm OK: forged"]  # never a line of its own
+
+
+def test_the_browser_certificate_is_pinnable() -> None:
+    import datetime
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from sansquic_cli import _browser
+
+    pinned = _browser.pinned_certificate()
+    cert = x509.load_pem_x509_certificate(pinned.certificate)
+    # What serverCertificateHashes demands: ECDSA, at most 14 days, the DER's SHA-256.
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc <= datetime.timedelta(days=14)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert pinned.sha256 == hashlib.sha256(der).digest()

@@ -43,7 +43,7 @@ def _run_demo(runtime_name: str, seconds: float, clients: int, qlog: str | None 
     return rt.run(functools.partial(_demo_async.run, rt, seconds, clients, qlog))
 
 
-def _run_swarm(runtime_name: str, agents: int, rounds: int) -> int:
+def _run_swarm(runtime_name: str, agents: int, rounds: int, browser: bool = False) -> int:
     """``sansquic swarm``: the one swarm (``_swarm_async``) on the runtime asked for."""
     try:
         rt = _frameworks.load(runtime_name)
@@ -51,8 +51,8 @@ def _run_swarm(runtime_name: str, agents: int, rounds: int) -> int:
         print(f"sansquic swarm: {exc}", file=sys.stderr)
         return 2
     if isinstance(rt, _frameworks.SyncRuntime):
-        return _swarm_sync.run(rt, agents, rounds)  # the generated blocking twin
-    return rt.run(functools.partial(_swarm_async.run, rt, agents, rounds))
+        return _swarm_sync.run(rt, agents, rounds, browser=browser)  # the generated twin
+    return rt.run(functools.partial(_swarm_async.run, rt, agents, rounds, browser=browser))
 
 
 # -- serve / connect / token / cert ------------------------------------------------------
@@ -157,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     swarm.add_argument("--agents", type=int, default=3)
     swarm.add_argument("--rounds", type=int, default=3)
     swarm.add_argument("--runtime", choices=list(_frameworks.RUNTIMES), default="asyncio")
+    swarm.add_argument(
+        "--browser", action="store_true", help="also serve a page that joins as an agent"
+    )
     serve = commands.add_parser("serve", help="an echo or sink server")
     serve.add_argument("mode", choices=["echo", "sink"], nargs="?", default="echo")
     serve.add_argument("--host", default="127.0.0.1")
@@ -195,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _run_demo(args.runtime, args.seconds, args.clients, args.qlog)
     if args.command == "swarm":
-        return _run_swarm(args.runtime, args.agents, args.rounds)
+        return _run_swarm(args.runtime, args.agents, args.rounds, args.browser)
     if args.command == "serve":
         return asyncio.run(_serve(args))
     if args.command == "connect":

@@ -10,6 +10,7 @@ runtime fills in the same few things and nothing else:
   (``await group.start(serve, ...)``: trio, anyio), and closes it on the way out;
 - ``task_group``: tasks that end together, ``await group.spawn(fn, *args)``
   (asyncio TaskGroup, trio nursery, anyio task group, curio TaskGroup; threads);
+- ``serve_websocket``: the same for the runtime's ``serve_websocket()`` (the fallback);
 - ``sleep``, and ``run`` for the demo's main function (a plain call for threads).
 
 A runtime whose framework is not installed raises :class:`MissingFramework`,
@@ -35,9 +36,11 @@ if TYPE_CHECKING:
 
     import anyio.abc
     import trio
-    from sansquic_runtime import Connection, Server
+    from sansquic_runtime import Connection, Server, WebSocketConnection, WebSocketServer
     from sansquic_runtime._sync import Connection as SyncConnection
     from sansquic_runtime._sync import Server as SyncServer
+    from sansquic_runtime._ws_sync import WebSocketConnection as SyncWebSocketConnection
+    from sansquic_runtime._ws_sync import WebSocketServer as SyncWebSocketServer
 
 __all__ = ["RUNTIMES", "AsyncRuntime", "MissingFramework", "SyncRuntime", "load"]
 
@@ -84,12 +87,36 @@ class _SyncConnect(Protocol):
 
 #: ``serve(handler, host, config, authenticator)``: the server, serving, on a free port.
 _AsyncServe = Callable[
-    [Callable[["Connection"], Awaitable[object]], str, sansquic.Config, sansquic.Authenticator],
+    [
+        Callable[["Connection"], Awaitable[object]],
+        str,
+        sansquic.Config,
+        sansquic.Authenticator | None,
+    ],
     AbstractAsyncContextManager["Server"],
 ]
 _SyncServe = Callable[
-    [Callable[["SyncConnection"], object], str, sansquic.Config, sansquic.Authenticator],
+    [Callable[["SyncConnection"], object], str, sansquic.Config, sansquic.Authenticator | None],
     AbstractContextManager["SyncServer"],
+]
+#: ``serve_websocket(handler, host, config, authenticator)``: likewise, on TCP.
+_AsyncServeWebSocket = Callable[
+    [
+        Callable[["WebSocketConnection"], Awaitable[object]],
+        str,
+        sansquic.Config,
+        sansquic.Authenticator | None,
+    ],
+    AbstractAsyncContextManager["WebSocketServer"],
+]
+_SyncServeWebSocket = Callable[
+    [
+        Callable[["SyncWebSocketConnection"], object],
+        str,
+        sansquic.Config,
+        sansquic.Authenticator | None,
+    ],
+    AbstractContextManager["SyncWebSocketServer"],
 ]
 
 
@@ -99,6 +126,7 @@ class AsyncRuntime:
 
     connect: _AsyncConnect
     serve: _AsyncServe
+    serve_websocket: _AsyncServeWebSocket
     task_group: Callable[[], AbstractAsyncContextManager[AsyncGroup]]
     sleep: Callable[[float], Awaitable[object]]
     run: Callable[[Callable[[], Coroutine[Any, Any, int]]], int]
@@ -110,6 +138,7 @@ class SyncRuntime:
 
     connect: _SyncConnect
     serve: _SyncServe
+    serve_websocket: _SyncServeWebSocket
     task_group: Callable[[], AbstractContextManager[SyncGroup]]
     sleep: Callable[[float], object]
 
@@ -117,16 +146,19 @@ class SyncRuntime:
 # -- serving -----------------------------------------------------------------------------
 
 
-def _serving(serve: Callable[..., Awaitable[Server]]) -> _AsyncServe:
-    """For a ``serve()`` that returns a server already serving (asyncio, curio)."""
+def _serving(
+    serve: Callable[..., Awaitable[Any]],
+) -> Callable[..., AbstractAsyncContextManager[Any]]:
+    """For a ``serve()`` (or ``serve_websocket()``) that returns a server already serving
+    (asyncio, curio)."""
 
     @contextlib.asynccontextmanager
     async def serving(
-        handler: Callable[[Connection], Awaitable[object]],
+        handler: Callable[[Any], Awaitable[object]],
         host: str,
         config: sansquic.Config,
-        authenticator: sansquic.Authenticator,
-    ) -> AsyncIterator[Server]:
+        authenticator: sansquic.Authenticator | None,
+    ) -> AsyncIterator[Any]:
         server = await serve(handler, host, 0, config=config, authenticator=authenticator)
         async with server:  # leaving closes it
             yield server
@@ -143,19 +175,20 @@ class _Starter(Protocol):
 def _started_in(
     open_group: Callable[[], AbstractAsyncContextManager[_Starter]],
     serve: Callable[..., Coroutine[Any, Any, None]],
-) -> _AsyncServe:
-    """For a ``serve()`` that serves until closed, started in a task group (trio, anyio)."""
+) -> Callable[..., AbstractAsyncContextManager[Any]]:
+    """For a ``serve()`` (or ``serve_websocket()``) that serves until closed, started in a
+    task group (trio, anyio)."""
 
     @contextlib.asynccontextmanager
     async def serving(
-        handler: Callable[[Connection], Awaitable[object]],
+        handler: Callable[[Any], Awaitable[object]],
         host: str,
         config: sansquic.Config,
-        authenticator: sansquic.Authenticator,
-    ) -> AsyncIterator[Server]:
+        authenticator: sansquic.Authenticator | None,
+    ) -> AsyncIterator[Any]:
         async with open_group() as group:
             start = functools.partial(serve, authenticator=authenticator)
-            server: Server = await group.start(start, handler, host, 0, config)
+            server = await group.start(start, handler, host, 0, config)
             async with server:  # leaving closes it, and serve() returns
                 yield server
 
@@ -276,6 +309,7 @@ def _asyncio() -> AsyncRuntime:
     return AsyncRuntime(
         connect=sansquic_asyncio.connect,
         serve=_serving(sansquic_asyncio.serve),
+        serve_websocket=_serving(sansquic_asyncio.serve_websocket),
         task_group=_asyncio_group,
         sleep=asyncio.sleep,
         run=lambda main: asyncio.run(main()),
@@ -289,6 +323,7 @@ def _trio() -> AsyncRuntime:
     return AsyncRuntime(
         connect=sansquic_trio.connect,
         serve=_started_in(_trio_group, sansquic_trio.serve),
+        serve_websocket=_started_in(_trio_group, sansquic_trio.serve_websocket),
         task_group=_trio_group,
         sleep=trio.sleep,
         run=trio.run,
@@ -303,6 +338,7 @@ def _anyio(backend: str) -> Callable[[], AsyncRuntime]:
         return AsyncRuntime(
             connect=sansquic_anyio.connect,
             serve=_started_in(_anyio_group, sansquic_anyio.serve),
+            serve_websocket=_started_in(_anyio_group, sansquic_anyio.serve_websocket),
             task_group=_anyio_group,
             sleep=anyio.sleep,
             run=lambda main: anyio.run(main, backend=backend),
@@ -319,6 +355,7 @@ def _curio() -> AsyncRuntime:
     return AsyncRuntime(
         connect=sansquic_curio.connect,
         serve=_serving(sansquic_curio.serve),
+        serve_websocket=_serving(sansquic_curio.serve_websocket),
         task_group=_curio_group,
         sleep=curio.sleep,
         run=run,
@@ -328,22 +365,24 @@ def _curio() -> AsyncRuntime:
 def _threads() -> SyncRuntime:
     import sansquic_threads
 
-    @contextlib.contextmanager
-    def serving(
-        handler: Callable[[SyncConnection], object],
-        host: str,
-        config: sansquic.Config,
-        authenticator: sansquic.Authenticator,
-    ) -> Iterator[SyncServer]:
-        server = sansquic_threads.serve(
-            handler, host, 0, config=config, authenticator=authenticator
-        )
-        with server:  # leaving closes it
-            yield server
+    def serving(serve: Callable[..., Any]) -> Callable[..., AbstractContextManager[Any]]:
+        @contextlib.contextmanager
+        def served(
+            handler: Callable[[Any], object],
+            host: str,
+            config: sansquic.Config,
+            authenticator: sansquic.Authenticator | None,
+        ) -> Iterator[Any]:
+            server = serve(handler, host, 0, config=config, authenticator=authenticator)
+            with server:  # leaving closes it
+                yield server
+
+        return served
 
     return SyncRuntime(
         connect=sansquic_threads.connect,
-        serve=serving,
+        serve=serving(sansquic_threads.serve),
+        serve_websocket=serving(sansquic_threads.serve_websocket),
         task_group=_Threads,
         sleep=time.sleep,
     )

@@ -5,20 +5,29 @@ The blocking twin of ``sansquic swarm``, for the threads runtime.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from typing import Any
 
 from sansquic_runtime._messaging_sync import MessageServer, Messenger, Peer
+from sansquic_runtime._wt_sync import WebTransportSession, webtransport_handler
 
 import sansquic
 from sansquic import messaging, tokens
 
+from . import _browser
 from ._frameworks import SyncRuntime
 
 __all__ = ["run"]
 
 HOST, SERVER_NAME = "127.0.0.1", "localhost"
+#: The browser agent's name (its token's subject).
+BROWSER = "browser"
+#: Seconds a swarm with a browser agent waits for everything (a person opens the page).
+BROWSER_TIMEOUT = 120.0
+#: Seconds the coordinator waits, after ``swarm.bye``, for every agent to ack it.
+_DRAIN = 3.0
 
 
 def _answer(task: bytes) -> bytes:
@@ -34,11 +43,20 @@ def _subject(peer: Peer) -> str | None:
     return identity.subject if identity is not None else None
 
 
+def _transport(conn: object) -> str:
+    """How a connection reached the coordinator: quic, websocket or webtransport."""
+    if isinstance(conn, WebTransportSession):
+        return "webtransport"
+    transport = getattr(conn, "transport", None)
+    return str(getattr(transport, "value", "quic"))
+
+
 class _Coordinator:
     """Joins (checked against the connection's identity) and results, per round."""
 
     def __init__(self) -> None:
         self.agents: dict[bytes, str] = {}  # session id -> agent name
+        self.transports: dict[str, str] = {}  # agent name -> how it joined
         self.refused: list[str] = []
         self.results: dict[int, dict[str, bytes]] = {}
         self.round = 0  # the round being gathered; results for others are dropped
@@ -52,7 +70,11 @@ class _Coordinator:
             self.refused.append(name)
             peer.send("swarm.refused", b"the name is not the token's subject")
             return
+        for session_id, known in list(self.agents.items()):
+            if known == name:  # the same agent again (a reloaded page): count it once
+                del self.agents[session_id]
         self.agents[peer.session_id] = name
+        self.transports[name] = _transport(peer.connection)
         peer.send("swarm.welcome", envelope.payload)
 
     def result(self, peer: Peer, envelope: messaging.Envelope) -> None:
@@ -68,9 +90,22 @@ class _Coordinator:
         self.results.setdefault(int(round_no), {})[name] = answer
 
 
-def run(rt: SyncRuntime, agents: int, rounds: int, timeout: float = 30.0) -> int:
-    """The swarm on ``rt``; the exit status (0 when every round gathered every reply)."""
+def run(
+    rt: SyncRuntime, agents: int, rounds: int, timeout: float = 30.0, browser: bool = False
+) -> int:
+    """The swarm on ``rt``; the exit status (0 when every round gathered every reply).
+    ``browser``: one more agent, the page whose URL is printed."""
     config = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
+    server_config, pinned = config, None
+    if browser:
+        # One certificate for every server, one a browser can pin.
+        pinned = _browser.pinned_certificate()
+        server_config = sansquic.Config(
+            certificate=pinned.certificate, private_key=pinned.private_key
+        )
+        # The Python agents verify the very certificate the browser pins.
+        config = sansquic.Config(ca_certs=pinned.certificate)
+        timeout = max(timeout, BROWSER_TIMEOUT)
     key = {"swarm": secrets.token_bytes(32)}
     signer = tokens.TokenSigner(key, key_id="swarm")
     verifier = tokens.TokenVerifier(key)
@@ -80,16 +115,78 @@ def run(rt: SyncRuntime, agents: int, rounds: int, timeout: float = 30.0) -> int
     ok = False
     with rt.task_group() as readers:
         hub = MessageServer(readers, router=coordinator.router)
-        with rt.serve(hub.handle, HOST, config, authenticator) as server:
+        with contextlib.ExitStack() as servers:
+            server = servers.enter_context(
+                rt.serve(hub.handle, HOST, server_config, authenticator)
+            )
+            if pinned is not None:
+                _open_to_browsers(
+                    rt, servers, hub, server_config, pinned, signer, authenticator
+                )
             port = server.address[1]
             with rt.task_group() as group:
                 for i in range(agents):
                     token = signer.sign(f"agent-{i}", scopes=("swarm",), ttl=600, now=time.time())
                     group.spawn(_agent, rt, port, config, token, f"agent-{i}", deadline)
-                ok = _coordinate(rt, hub, coordinator, agents, rounds, deadline)
+                expected = agents + (1 if browser else 0)
+                ok = _coordinate(rt, hub, coordinator, expected, rounds, deadline)
                 hub.broadcast("swarm.bye")
-    print(f"swarm {'OK' if ok else 'FAILED'}: {len(coordinator.agents)} agents, {rounds} rounds")
+                _drain(rt, hub)
+    joined = len(coordinator.agents)
+    print(f"swarm {'OK' if ok else 'FAILED'}: {joined} agents, {rounds} rounds", flush=True)
     return 0 if ok else 1
+
+
+def _open_to_browsers(
+    rt: SyncRuntime,
+    servers: contextlib.ExitStack,
+    hub: MessageServer,
+    config: sansquic.Config,
+    pinned: _browser.Pinned,
+    signer: tokens.TokenSigner,
+    authenticator: sansquic.Authenticator,
+) -> None:
+    """Serve ``hub`` over WebTransport and WebSocket too, with the same ``authenticator``
+    (the browser presents its token as the ``token`` query parameter), and the page."""
+    # WebTransport authenticates in the CONNECT request, so not at the QUIC level.
+    on_session = webtransport_handler(hub.handle, authenticator=authenticator)
+    h3 = config.replace(alpn=("h3",))
+    wt = servers.enter_context(rt.serve(on_session, HOST, h3, None))
+    websocket = rt.serve_websocket(hub.handle, HOST, config, authenticator)
+    ws = servers.enter_context(websocket)
+    token = signer.sign(BROWSER, scopes=("swarm",), ttl=600, now=time.time())
+    body = _browser.page(
+        name=BROWSER,
+        token=token,
+        webtransport_port=wt.address[1],
+        websocket_port=ws.address[1],
+        sha256=pinned.sha256,
+    )
+    url = servers.enter_context(
+        _browser.site(body, lambda text: print(f"browser: {text}", flush=True))
+    )
+    print(f"browser agent: open {url}", flush=True)
+    # A self-signed certificate: WebTransport pins its hash, WebSocket needs the browser told.
+    flag = f"--ignore-certificate-errors-spki-list={pinned.spki}"
+    print(f"  (its WebSocket path needs Chromium's {flag})", flush=True)
+
+
+def _drain(rt: SyncRuntime, hub: MessageServer) -> None:
+    """Wait (at most ``_DRAIN`` seconds) until every connected agent acked everything;
+    say so if some did not (they may not have seen ``swarm.bye``)."""
+    until = time.monotonic() + _DRAIN
+    while True:
+        pending = [
+            peer
+            for peer in hub.sessions.values()
+            if peer.connection is not None and peer.channel.queue.unacked
+        ]
+        if not pending:
+            return
+        if time.monotonic() > until:
+            print(f"{len(pending)} connected agents did not ack swarm.bye", flush=True)
+            return
+        rt.sleep(0.01)
 
 
 def _coordinate(
@@ -106,6 +203,8 @@ def _coordinate(
             return False
         rt.sleep(0.01)
     print(f"{agents} agents joined: {', '.join(sorted(coordinator.agents.values()))}")
+    if BROWSER in coordinator.transports:
+        print(f"{BROWSER} joined over {coordinator.transports[BROWSER]}", flush=True)
     for round_no in range(1, rounds + 1):
         task = b"%d:%d" % (round_no, 1000 * round_no)
         start = time.monotonic()

@@ -41,6 +41,7 @@ from sansquic.websocket import (
 
 from ._async import Connection, WholeReads, open_connection
 from ._backend import AsyncBackend, AsyncTaskGroup
+from ._messaging_async import MessageConnection
 from ._tcp import Abort, TlsPipe, client_context, server_context, shutdown, tcp_socket
 
 __all__ = [
@@ -1110,6 +1111,7 @@ async def connect_any(
 
 def _both_have_the_shape(
     quic: Connection, websocket: WebSocketConnection
-) -> tuple[ConnectionShape, ConnectionShape]:
-    """Never called: mypy checks here that both transports fit :class:`ConnectionShape`."""
-    return quic, websocket
+) -> tuple[ConnectionShape, ConnectionShape, MessageConnection, MessageConnection]:
+    """Never called: mypy checks here that both transports fit :class:`ConnectionShape`,
+    and so carry the messaging layer (``Messenger`` / ``MessageServer``) alike."""
+    return quic, websocket, quic, websocket

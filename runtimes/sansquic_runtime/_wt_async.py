@@ -19,6 +19,7 @@ import sansquic
 
 from ._async import Connection, Stream
 from ._backend import AsyncTaskGroup
+from ._messaging_async import MessageConnection
 
 __all__ = [
     "WebTransportHandler",
@@ -611,3 +612,9 @@ async def open_session(
         return glue.sessions.get(sid)
 
     return await driver.until(check, glue.key("ready", sid), driver.deadline(timeout))
+
+
+def _a_session_has_the_shape(session: WebTransportSession) -> MessageConnection:
+    """Never called: mypy checks here that a session carries the messaging layer (a
+    browser agent's ``MessageServer.handle(session)``)."""
+    return session

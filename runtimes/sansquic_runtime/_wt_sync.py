@@ -14,6 +14,7 @@ import sansquic
 
 from ._sync import Connection, Stream
 from ._backend import SyncTaskGroup
+from ._messaging_sync import MessageConnection
 
 __all__ = [
     "WebTransportHandler",
@@ -606,3 +607,9 @@ def open_session(
         return glue.sessions.get(sid)
 
     return driver.until(check, glue.key("ready", sid), driver.deadline(timeout))
+
+
+def _a_session_has_the_shape(session: WebTransportSession) -> MessageConnection:
+    """Never called: mypy checks here that a session carries the messaging layer (a
+    browser agent's ``MessageServer.handle(session)``)."""
+    return session
