@@ -82,13 +82,19 @@ class _SyncConnect(Protocol):
     ) -> AbstractContextManager[SyncConnection]: ...
 
 
-#: ``serve(handler, host, config, authenticator)``: the server, serving, on a free port.
+#: ``serve(handler, host, config, authenticator)``: the server, serving, on a free port
+#: (``authenticator`` None: no auth).
 _AsyncServe = Callable[
-    [Callable[["Connection"], Awaitable[object]], str, sansquic.Config, sansquic.Authenticator],
+    [
+        Callable[["Connection"], Awaitable[object]],
+        str,
+        sansquic.Config,
+        sansquic.Authenticator | None,
+    ],
     AbstractAsyncContextManager["Server"],
 ]
 _SyncServe = Callable[
-    [Callable[["SyncConnection"], object], str, sansquic.Config, sansquic.Authenticator],
+    [Callable[["SyncConnection"], object], str, sansquic.Config, sansquic.Authenticator | None],
     AbstractContextManager["SyncServer"],
 ]
 
@@ -125,7 +131,7 @@ def _serving(serve: Callable[..., Awaitable[Server]]) -> _AsyncServe:
         handler: Callable[[Connection], Awaitable[object]],
         host: str,
         config: sansquic.Config,
-        authenticator: sansquic.Authenticator,
+        authenticator: sansquic.Authenticator | None,
     ) -> AsyncIterator[Server]:
         server = await serve(handler, host, 0, config=config, authenticator=authenticator)
         async with server:  # leaving closes it
@@ -151,7 +157,7 @@ def _started_in(
         handler: Callable[[Connection], Awaitable[object]],
         host: str,
         config: sansquic.Config,
-        authenticator: sansquic.Authenticator,
+        authenticator: sansquic.Authenticator | None,
     ) -> AsyncIterator[Server]:
         async with open_group() as group:
             start = functools.partial(serve, authenticator=authenticator)
@@ -333,7 +339,7 @@ def _threads() -> SyncRuntime:
         handler: Callable[[SyncConnection], object],
         host: str,
         config: sansquic.Config,
-        authenticator: sansquic.Authenticator,
+        authenticator: sansquic.Authenticator | None,
     ) -> Iterator[SyncServer]:
         server = sansquic_threads.serve(
             handler, host, 0, config=config, authenticator=authenticator
