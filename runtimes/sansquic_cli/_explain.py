@@ -40,8 +40,8 @@ def _tls(exc: sansquic.ConnectionClosed, args: argparse.Namespace) -> str:
     if "doesn't match" in reason or "hostname" in reason:
         name = getattr(args, "server_name", None) or getattr(args, "host", "?")
         return (
-            f"certificate verify failed ({reason}) - the certificate is not for {name!r}: "
-            f"pass --server-name NAME, or {_TRUST_HINT}"
+            f"certificate verify failed (not issued for {name!r}) - pass --server-name "
+            "with a name it is for, or --insecure (development server)"
         )
     if "self-signed" in reason or "self signed" in reason:
         reason = "self-signed"

@@ -1,7 +1,8 @@
 """``sansquic``'s commands, and the one place their failures are caught.
 
 Every failure becomes one line on stderr, ``sansquic COMMAND: what - hint``
-(see ``_explain.py``), exit status 1; the traceback too with ``--debug``.
+(see ``_explain.py``), exit status 1 (2 for arguments that cannot work); the
+traceback too with ``--debug``.
 Ctrl-C ends any command with exit status 130 and one line, never a traceback.
 """
 
@@ -31,12 +32,13 @@ from . import (
     _swarm_async,
     _swarm_sync,
 )
-from ._explain import explain
+from ._explain import UsageError, explain
 
 __all__ = ["run"]
 
-#: The exit status of a command ended by Ctrl-C (128 + SIGINT, as shells report it).
-INTERRUPTED = 130
+#: Exit statuses: the command failed; it cannot run as asked (arguments, a runtime
+#: not installed: argparse's own status); it was ended by Ctrl-C (128 + SIGINT).
+FAILED, USAGE, INTERRUPTED = 1, 2, 130
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -106,4 +108,4 @@ def run(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"{prefix}: {explain(exc, args)}", file=sys.stderr)
-        return 1
+        return USAGE if isinstance(exc, UsageError | _frameworks.MissingFramework) else FAILED

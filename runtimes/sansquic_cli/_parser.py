@@ -157,7 +157,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="PEM certificate, with --key (default: an in-memory development pair)",
     )
-    serve.add_argument("--key", metavar="FILE", help="PEM private key of --certificate")
+    serve.add_argument(
+        "--key", metavar="FILE", help="PEM private key of --certificate (default: none)"
+    )
     serve.add_argument(
         "--token-key",
         metavar="SECRET",
@@ -180,7 +182,9 @@ def parser() -> argparse.ArgumentParser:
         "port", type=_port, nargs="?", default=DEFAULT_PORT, help="the server's UDP port"
     )
     connect.add_argument("--file", help="send this file (default: stdin)")
-    connect.add_argument("--token", help="present this token (see 'sansquic token')")
+    connect.add_argument(
+        "--token", help="present this token, from 'sansquic token' (default: none)"
+    )
     connect.add_argument(
         "--server-name", help="the name to verify the certificate for (default: HOST)"
     )
