@@ -268,6 +268,8 @@ def test_swarm_refuses_a_join_that_is_not_the_token_subject() -> None:
 
 # -- the command a person uses: one-line errors with a hint, help, version, Ctrl-C --------
 
+#: The command, as the tests run it.
+CLI = [sys.executable, "-m", "sansquic_cli"]
 #: The token secret of ``auth_server``.
 SECRET = "a secret of enough length"
 
@@ -522,6 +524,26 @@ def test_ctrl_c_during_a_connect_exits_130_without_a_traceback() -> None:
     assert (client.returncode, err) == (130, b"sansquic connect: interrupted\n")
 
 
+@pytest.mark.parametrize("runtime", ["trio", "curio", "threads"])
+def test_ctrl_c_ends_the_demo_on_any_runtime(runtime: str) -> None:
+    # trio raises it inside a task group, curio anywhere, threads leave joinless.
+    if runtime == "curio":
+        pytest.importorskip(
+            "sansquic_curio", reason="curio does not import here", exc_type=ImportError
+        )
+    argv = ["demo", "--runtime", runtime, "--seconds", "30", "--clients", "1"]
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "sansquic_cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2)  # about when it runs; earlier or later, Ctrl-C must end it alike
+    demo.send_signal(signal.SIGINT)
+    _, err = demo.communicate(timeout=20)
+    assert demo.returncode == 130 and err.decode().endswith(": interrupted\n"), err.decode()
+    assert len(err.splitlines()) == 1
+
+
 def test_without_rich_the_command_says_what_to_install() -> None:
     code = "import sys; sys.modules['rich'] = None; from sansquic_cli import main; sys.exit(main())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -565,3 +587,67 @@ def test_bench_shows_a_summary_table() -> None:
     for row in ("handshake", "round trip", "throughput"):
         assert row in out
     assert "MB/s" in out and " ms " in out and "none completed" not in out
+
+
+def test_serve_on_an_address_not_of_this_machine_is_one_line() -> None:
+    line = one_line(run_cli("serve", "--host", "192.0.2.1", "--port", "0"))  # TEST-NET-1
+    assert line == (
+        "sansquic serve: cannot listen on 192.0.2.1:0: not an address of this machine - "
+        "pass --host 0.0.0.0 to listen on all"
+    )
+
+
+def test_a_reader_that_goes_away_ends_connect_quietly() -> None:
+    with cli_server("echo") as (_, port):
+        client = subprocess.Popen(
+            [*CLI, "connect", "127.0.0.1", str(port), "--insecure"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert client.stdout is not None and client.stdin is not None
+        client.stdout.close()  # `sansquic connect ... | head -c0`: nobody reads the reply
+        _, err = client.communicate(b"x" * 100_000, timeout=30)
+    assert (client.returncode, err) == (141, b"")
+
+
+def _args(**values: object) -> argparse.Namespace:
+    return argparse.Namespace(**{"command": "connect", "host": "h", "port": 1, **values})
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            sansquic.IdleTimeoutError(0, "idle timeout", application=False),
+            "the connection went silent (idle timeout) - check the server still runs",
+        ),
+        (
+            sansquic.StatelessResetError(0, "stateless reset", application=False),
+            "the server no longer knows this connection (it restarted?) - connect again",
+        ),
+        (
+            sansquic.PeerClosedError(0x5351_0003, "no auth in time", application=True),
+            "the server requires a token (no auth in time) - pass --token",
+        ),
+        (
+            sansquic.PeerClosedError(7, "going away", application=True),
+            "the server closed the connection (going away, code 0x7)",
+        ),
+        (
+            sansquic.PeerClosedError(0x128, "handshake failure", application=False),
+            "the server refused the TLS handshake (handshake failure) - check",
+        ),
+        (
+            ExceptionGroup("tasks", [TimeoutError(), ValueError("x")]),
+            "no answer from h:1 (handshake timeout) - check the server runs and its UDP port "
+            "is open (firewall) (and 1 more failures)",
+        ),
+        (RuntimeError("boom"), "RuntimeError: boom - rerun with --debug for the traceback"),
+    ],
+)
+def test_every_close_cause_reads_as_one_line(error: BaseException, expected: str) -> None:
+    from sansquic_cli._explain import explain
+
+    line = explain(error, _args())
+    assert expected in line and "\n" not in line

@@ -28,8 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    from ._main import run
-
+    try:
+        from ._main import run  # the imports take a while: Ctrl-C may come during them
+    except KeyboardInterrupt:
+        print("sansquic: interrupted", file=sys.stderr)
+        return 130
     return run(argv)
 
 

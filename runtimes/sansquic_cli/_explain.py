@@ -99,8 +99,21 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
     return f"{exc.strerror or exc} - {_DEBUG_HINT}"
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside ``group`` (and the groups inside it), in order."""
+    found: list[BaseException] = []
+    for inner in group.exceptions:
+        found += _leaves(inner) if isinstance(inner, BaseExceptionGroup) else [inner]
+    return found
+
+
 def explain(exc: BaseException, args: argparse.Namespace) -> str:
     """``exc`` as one line: what went wrong, then `` - `` and what to try."""
+    if isinstance(exc, BaseExceptionGroup):
+        # A task group's: the first failure is the story, the count says there were more.
+        first, *rest = _leaves(exc) or [RuntimeError(str(exc))]
+        more = f" (and {len(rest)} more failures)" if rest else ""
+        return explain(first, args) + more
     if isinstance(exc, UsageError | MissingFramework):
         return str(exc)
     if isinstance(exc, sansquic.ConnectionClosed):

@@ -37,8 +37,9 @@ from ._explain import UsageError, explain
 __all__ = ["run"]
 
 #: Exit statuses: the command failed; it cannot run as asked (arguments, a runtime
-#: not installed: argparse's own status); it was ended by Ctrl-C (128 + SIGINT).
-FAILED, USAGE, INTERRUPTED = 1, 2, 130
+#: not installed: argparse's own status); Ctrl-C ended it (128 + SIGINT); its output
+#: was closed (128 + SIGPIPE, as a shell reports a command killed by it).
+FAILED, USAGE, INTERRUPTED, BROKEN_PIPE = 1, 2, 130, 141
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -92,6 +93,13 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C, alone or inside a task group's exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(KeyboardInterrupt) is not None
+    return isinstance(exc, KeyboardInterrupt)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the command; its exit status (failures said in one line)."""
     args = _parser.parse(argv)
@@ -99,13 +107,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     prefix = f"sansquic {args.command}"
     try:
         return _COMMANDS[args.command](args)
-    except KeyboardInterrupt:
+    except BrokenPipeError:
+        # The reader went away (``sansquic connect ... | head``): nothing to say to it.
+        # Later writes, and the flush at exit, must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
+    except BaseException as exc:
+        if not (_interrupted(exc) or isinstance(exc, Exception)):
+            raise  # SystemExit and the like: not a failure to explain
         if debug:
             traceback.print_exc()
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
+        if _interrupted(exc):
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return INTERRUPTED
         print(f"{prefix}: {explain(exc, args)}", file=sys.stderr)
         return USAGE if isinstance(exc, UsageError | _frameworks.MissingFramework) else FAILED
