@@ -31,7 +31,9 @@ class UsageError(Exception):
 
 
 def _where(args: argparse.Namespace) -> str:
-    return f"{getattr(args, 'host', '?')}:{getattr(args, 'port', '?')}"
+    """``host:port`` of the command's peer or listening address (``[::1]:443`` for IPv6)."""
+    host = str(getattr(args, "host", "?"))
+    return f"{f'[{host}]' if ':' in host else host}:{getattr(args, 'port', '?')}"
 
 
 def _tls(exc: sansquic.ConnectionClosed, args: argparse.Namespace) -> str:
