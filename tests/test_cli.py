@@ -494,6 +494,7 @@ def test_auth_rejected_and_missing_are_one_line_and_logged(
     )
     line = one_line(missing)  # no token at all
     assert line.startswith("sansquic connect: the auth handshake failed (") and "--token" in line
+    assert missing.stdout == b""  # not the server's auth answer, as if it were the reply
     assert (accepted.returncode, accepted.stdout, accepted.stderr) == (0, b"let me in", b"")
 
     time.sleep(1.5)  # the server notices failures its authenticator never saw once a second
