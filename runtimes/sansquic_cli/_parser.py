@@ -109,7 +109,8 @@ def parser() -> argparse.ArgumentParser:
     """The ``sansquic`` argument parser."""
     top = _Parser(
         prog="sansquic",
-        description="QUIC on loopback and beyond: demo, bench, serve, connect, swarm, token, cert.",
+        description="sansquic from the command line: try QUIC on loopback (demo, bench, swarm), "
+        "serve and connect, make tokens and development certificates.",
         formatter_class=_Formatter,
     )
     top.add_argument("--version", action="version", version=version())
