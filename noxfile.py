@@ -41,7 +41,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def types(session: nox.Session) -> None:
     """mypy --strict on the core, the runtimes and the conformance suite."""
-    session.install("-e", ".[all]", "mypy")
+    session.install("-e", ".[all,cli]", "mypy")
     session.run("mypy", "--strict")  # the files listed in pyproject.toml
 
 
@@ -56,7 +56,7 @@ def typecompleteness(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def conformance(session: nox.Session) -> None:
     """The whole matrix: every case, every client x server runtime pair, over loopback."""
-    session.install("-e", ".[all]")
+    session.install("-e", ".[all,cli]")
     session.run("python", "-m", "sansquic_conformance", *session.posargs)
 
 
@@ -99,7 +99,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def soak(session: nox.Session) -> None:
     """1,000 connections x 10 echo streams for 3 minutes per runtime: RSS, failures, drain."""
-    session.install("-e", ".[all]")
+    session.install("-e", ".[all,cli]")
     args = session.posargs or [
         *("--connections", "1000", "--streams", "10", "--seconds", "180", "--pause", "10")
     ]

@@ -45,3 +45,7 @@ class ClosedBy(enum.Enum):
     #: The peer sent a stateless reset: it lost the connection's state, for instance
     #: on a restart (:class:`~sansquic.StatelessResetError`).
     STATELESS_RESET = "stateless_reset"
+    #: During the handshake, the runtime's socket reported the peer's address
+    #: unreachable (an ICMP port or host unreachable): nothing listens there
+    #: (:class:`~sansquic.PeerUnreachableError`).
+    UNREACHABLE = "unreachable"

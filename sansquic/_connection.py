@@ -157,11 +157,12 @@ class _Counters:
         "udp_datagrams_dropped",
         "udp_datagrams_received",
         "udp_datagrams_sent",
+        "unreachable_reports",
     )
 
     def __init__(self) -> None:
         self.datagrams_dropped = self.datagrams_received = self.datagrams_sent = 0
-        self.datagrams_send_dropped = 0
+        self.datagrams_send_dropped = self.unreachable_reports = 0
         self.stream_bytes_received = self.stream_bytes_sent = 0
         self.streams_opened_local = self.streams_opened_remote = 0
         self.udp_bytes_received = self.udp_bytes_sent = 0
@@ -419,6 +420,27 @@ class Connection:
         self._last_address = address
         engine.receive_datagram(data, address, now)
         self._pump(now)
+
+    def peer_unreachable(self, address: Address, now: float) -> None:
+        """The runtime's socket reported ``address`` unreachable (an ICMP port or host
+        unreachable, where the OS tells).
+
+        During the handshake, when ``address`` is the peer's, the connection ends at
+        once (no CONNECTION_CLOSE: nothing is there to hear it) with
+        :class:`~sansquic.PeerUnreachableError`, rather than retransmitting until a
+        timeout. Afterwards it is only counted (``stats().unreachable_reports``):
+        ICMP can be spoofed or transient, and loss recovery copes. Next:
+        :meth:`next_event`.
+        """
+        engine = self._engine
+        if engine is None or self._state is ConnectionState.CLOSED:
+            return
+        if self._state is not ConnectionState.HANDSHAKING:
+            self._counters.unreachable_reports += 1
+            return
+        if engine.peer_address() == address:
+            reason = f"the network reported {address[0]}:{address[1]} unreachable"
+            self._terminate(Terminated(0, reason, ClosedBy.UNREACHABLE, False))
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now`` (retransmission, idle timeout, ...).
@@ -926,6 +948,7 @@ class Connection:
             bytes_in_flight=in_flight,
             **self._pmtu_stats(),
             **self._key_stats(),
+            unreachable_reports=c.unreachable_reports,
         )
 
     def _recovery_stats(self) -> dict[str, Any]:

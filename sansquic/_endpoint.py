@@ -255,6 +255,21 @@ class Endpoint:
         else:
             self._dropped["unknown connection"] += 1
 
+    def peer_unreachable(self, address: Address, now: float) -> None:
+        """The socket reported ``address`` unreachable (ICMP): tell every connection
+        to that address (see :meth:`Connection.peer_unreachable`: a handshake ends,
+        an established connection only counts it).
+
+        Next: :meth:`datagrams_to_send`, then :meth:`next_event`.
+        """
+        for conn in list(self._by_remote.get(address, ())):
+            try:
+                conn.peer_unreachable(address, now)
+            except Exception as exc:
+                self._internal_error(conn, exc)
+            self._dirty[conn] = None
+            self._after(conn)
+
     def handle_timer(self, now: float) -> None:
         """Run every connection timer that is due at ``now``.
 

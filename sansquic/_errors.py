@@ -14,6 +14,7 @@ __all__ = [
     "IncompleteRead",
     "LocalProtocolError",
     "PeerClosedError",
+    "PeerUnreachableError",
     "ReadLimitExceeded",
     "RemoteProtocolError",
     "SansQuicError",
@@ -147,6 +148,19 @@ class StatelessResetError(ConnectionClosed):
     _WHAT = "connection reset by the peer (stateless reset)"
 
 
+class PeerUnreachableError(ConnectionClosed):
+    """The handshake ended because the network said nothing listens at the peer's
+    address (an ICMP port or host unreachable the runtime's socket reported, where
+    the OS tells: Linux). Check the host and port, and that the server runs.
+
+    Only a handshake ends this way: once connected, such a report is a hint the
+    connection counts and otherwise ignores, since ICMP can be spoofed or transient.
+    """
+
+    CLOSED_BY = ClosedBy.UNREACHABLE
+    _WHAT = "connection failed: the peer is unreachable"
+
+
 _BY_CAUSE: dict[ClosedBy, type[ConnectionClosed]] = {
     cls.CLOSED_BY: cls
     for cls in (
@@ -155,6 +169,7 @@ _BY_CAUSE: dict[ClosedBy, type[ConnectionClosed]] = {
         RemoteProtocolError,
         IdleTimeoutError,
         StatelessResetError,
+        PeerUnreachableError,
     )
 }
 

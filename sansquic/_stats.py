@@ -59,3 +59,8 @@ class ConnectionStats:
     #: Key updates so far (started by either side) and the key phase bit in use now.
     key_updates: int = 0
     key_phase: int = 0
+    #: Times the runtime reported the peer's address unreachable (ICMP) once the
+    #: handshake was over: only a hint, since such reports can be spoofed or
+    #: transient (during the handshake the first one ends it, see
+    #: :class:`~sansquic.PeerUnreachableError`).
+    unreachable_reports: int = 0

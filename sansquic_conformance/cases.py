@@ -13,6 +13,7 @@ import os
 import queue
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -269,6 +270,30 @@ def auth_deadline(client: Harness, server: Harness) -> None:
                 return
             time.sleep(0.1)
         raise AssertionError("the server never closed the silent client")
+
+
+def connect_to_a_closed_port(client: Harness, server: Harness) -> None:
+    """A connect to a loopback port nothing listens on fails at once with
+    PeerUnreachableError (the socket reports the ICMP port unreachable and the core
+    ends the handshake), not after the connect timeout. Only Linux reports ICMP
+    errors on an unconnected UDP socket: elsewhere the connect timeout applies."""
+    if sys.platform != "linux":
+        return
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    closed = probe.getsockname()[:2]
+    probe.close()  # nothing listens there now: the kernel answers with ICMP
+    start = time.monotonic()
+    try:
+        conn = client.connect(closed, CONFIG)
+    except sansquic.PeerUnreachableError as exc:
+        assert exc.closed_by is sansquic.ClosedBy.UNREACHABLE, exc
+        assert f"{closed[0]}:{closed[1]}" in str(exc), exc
+    else:
+        conn.close()
+        raise AssertionError(f"connected to {closed}, where nothing listens")
+    elapsed = time.monotonic() - start
+    assert elapsed < 3.0, f"the unreachable peer took {elapsed:.1f} s to notice"
 
 
 def unready_connections_leave_nothing(client: Harness, server: Harness) -> None:
@@ -1255,6 +1280,7 @@ CASES: dict[str, Case] = {
         auth_accept,
         auth_reject,
         auth_deadline,
+        connect_to_a_closed_port,
         unready_connections_leave_nothing,
         per_address_limit,
         reset_and_stop,
@@ -1294,6 +1320,7 @@ FAST_CASES = (
     "datagrams",
     "auth_accept",
     "auth_reject",
+    "connect_to_a_closed_port",
     "unready_connections_leave_nothing",
     "per_address_limit",
     "reset_and_stop",

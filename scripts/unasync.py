@@ -1,7 +1,8 @@
 """Generate the blocking twins of the async originals: ``_async.py`` -> ``_sync.py``.
 
-Four pairs (see ``PAIRS``): the runtime layer (``runtimes/sansquic_runtime``),
-its messaging drive code, ``sansquic demo`` and ``sansquic swarm`` (``runtimes/sansquic_cli``).
+The pairs (see ``PAIRS``): the runtime layer (``runtimes/sansquic_runtime``), its
+WebSocket, WebTransport and messaging drive code, and ``sansquic demo``, ``bench`` and
+``swarm`` (``runtimes/sansquic_cli``).
 The async original is the one to edit. ``python scripts/unasync.py`` rewrites
 every twin; ``--check`` exits 1 when any is out of date (``tests/test_unasync.py``
 runs that), so no pair can drift. Lines ending in ``# unasync: remove`` exist only in the async
@@ -103,6 +104,24 @@ The blocking twin of ``sansquic demo``, for the threads runtime.
             ),
         },
         words={"AsyncRuntime": "SyncRuntime"},
+    ),
+    Pair(
+        CLI / "_bench_async.py",
+        CLI / "_bench_sync.py",
+        '''"""GENERATED from ``_bench_async.py`` by ``scripts/unasync.py``: edit that file instead.
+
+The blocking twin of ``sansquic bench``, for the threads runtime.
+"""
+''',
+        lines={
+            "from sansquic_runtime import Connection, Stream": (
+                "from sansquic_runtime._sync import Connection, Stream"
+            ),
+        },
+        words={
+            "AsyncRuntime": "SyncRuntime",
+            "AbstractAsyncContextManager": "AbstractContextManager",
+        },
     ),
     Pair(
         CLI / "_swarm_async.py",

@@ -1,9 +1,12 @@
 """The sansquic command: the demo, and the token and certificate tools."""
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -324,3 +327,391 @@ def test_the_browser_certificate_is_pinnable() -> None:
     assert cert.not_valid_after_utc - cert.not_valid_before_utc <= datetime.timedelta(days=14)
     der = cert.public_bytes(serialization.Encoding.DER)
     assert pinned.sha256 == hashlib.sha256(der).digest()
+
+
+# -- the command a person uses: one-line errors with a hint, help, version, Ctrl-C --------
+
+#: The command, as the tests run it.
+CLI = [sys.executable, "-m", "sansquic_cli"]
+#: The token secret of ``auth_server``.
+SECRET = "a secret of enough length"
+
+
+def run_cli(
+    *argv: str, stdin: bytes = b"", timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
+    """The real command, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "sansquic_cli", *argv],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def run_clis(
+    *argvs: list[str], stdin: bytes = b"let me in"
+) -> list[subprocess.CompletedProcess[bytes]]:
+    """Several runs of the command side by side, each given ``stdin``."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sansquic_cli", *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for argv in argvs
+    ]
+    results = []
+    for argv, process in zip(argvs, started, strict=True):
+        out, err = process.communicate(stdin, timeout=30)
+        results.append(subprocess.CompletedProcess(argv, process.returncode, out, err))
+    return results
+
+
+def one_line(result: subprocess.CompletedProcess[bytes], status: int = 1) -> str:
+    """The one stderr line of a failed command, checked to be just that."""
+    err = result.stderr.decode()
+    assert result.returncode == status, err
+    assert "Traceback" not in err
+    (line,) = err.splitlines()
+    assert " - " in line, f"no hint in {line!r}"
+    return line
+
+
+@pytest.fixture
+def pem_files(tmp_path: Path) -> dict[str, str]:
+    """A development pair, a file that is not PEM, and a path that does not exist."""
+    cert, key, text = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "notes.txt"
+    assert main(["cert", "--certificate", str(cert), "--key", str(key)]) == 0
+    text.write_text("not a certificate\n")
+    return {"CERT": str(cert), "KEY": str(key), "TEXT": str(text), "NONE": str(tmp_path / "x")}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "sansquic: the following arguments are required: COMMAND - see 'sansquic --help'"),
+        (["nosuch"], "sansquic: argument COMMAND: invalid choice: 'nosuch'"),
+        (["connect", "localhost", "x"], "argument port: invalid port (0-65535) value: 'x'"),
+        (["connect", "localhost", "70000"], "argument port: invalid port (0-65535) value"),
+        (["demo", "--seconds", "-1"], "argument --seconds: invalid positive float value: '-1'"),
+        (["swarm", "--agents", "0"], "argument --agents: invalid positive int value: '0'"),
+        (["connect", "h", "--ca", "f", "--insecure"], "--insecure: not allowed with argument --ca"),
+        (["serve", "--log-level", "loud"], "argument --log-level: invalid choice: 'loud'"),
+    ],
+)
+def test_a_bad_argument_is_one_line_with_a_hint(argv: list[str], expected: str) -> None:
+    line = one_line(run_cli(*argv), status=2)
+    assert expected in line and line.endswith("--help'")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["serve", "--key", "KEY"], "sansquic serve: --key needs --certificate - pass both"),
+        (["serve", "--certificate", "CERT"], "sansquic serve: --certificate needs --key"),
+        (["serve", "--token-key", "cli"], "--token-key is 3 bytes, tokens need a secret of 16"),
+        (["token", "agent", "--key", "short"], "sansquic token: --key is 5 bytes"),
+        (["serve", "--certificate", "NONE", "--key", "KEY"], "No such file or directory"),
+        (["serve", "--certificate", "TEXT", "--key", "KEY"], "TEXT: not a PEM file"),
+        (["connect", "localhost", "--ca", "TEXT"], "--ca TEXT: not a PEM file"),
+    ],
+)
+def test_arguments_that_cannot_work_are_one_line_with_a_hint(
+    argv: list[str], expected: str, pem_files: dict[str, str]
+) -> None:
+    paths = {path: name for name, path in pem_files.items()}
+    line = one_line(run_cli(*(pem_files.get(arg, arg) for arg in argv)), status=2)
+    for path, name in paths.items():
+        line = line.replace(path, name)
+    assert expected in line
+
+
+def test_a_key_that_is_not_the_certificates_pair_is_one_line(pem_files: dict[str, str]) -> None:
+    cert = pem_files["CERT"]  # a certificate where the key should be
+    line = one_line(run_cli("serve", "--certificate", cert, "--key", cert))
+    assert "cannot load a certificate or key" in line and "'sansquic cert'" in line
+
+
+def test_connect_input_errors_are_one_line(pem_files: dict[str, str]) -> None:
+    line = one_line(run_cli("connect", "127.0.0.1", "--file", pem_files["NONE"]))
+    assert line.endswith("No such file or directory - check the path")
+    line = one_line(run_cli("connect", "no-such-host.invalid", "--insecure"))
+    assert "cannot resolve 'no-such-host.invalid'" in line and "check the name" in line
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux reports ICMP on a UDP socket")
+def test_connect_to_a_closed_port_fails_on_the_icmp_not_the_timeout() -> None:
+    port = _free_udp_port()
+    line = one_line(run_cli("connect", "127.0.0.1", str(port), "--timeout", "60"), status=1)
+    assert line == (
+        f"sansquic connect: nothing listens on 127.0.0.1:{port} (ICMP port unreachable) - "
+        "check the host and port, and that the server runs"
+    )
+
+
+@contextlib.contextmanager
+def silent_peer() -> Iterator[socket.socket]:
+    """A bound UDP socket that never answers: no ICMP either, so only a timeout helps."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+
+
+def test_a_handshake_timeout_is_one_line() -> None:
+    with silent_peer() as peer:
+        port = peer.getsockname()[1]
+        line = one_line(run_cli("connect", "127.0.0.1", str(port), "--timeout", "0.5"))
+    assert line.startswith(f"sansquic connect: no answer from 127.0.0.1:{port} within 0.5 s")
+    assert "(handshake timeout) - check the server runs" in line
+
+
+def test_serve_on_a_port_in_use_is_one_line() -> None:
+    with silent_peer() as taken:
+        port = taken.getsockname()[1]
+        line = one_line(run_cli("serve", "--port", str(port), "--seconds", "5"))
+    assert line == (
+        f"sansquic serve: cannot listen on 127.0.0.1:{port}: the port is in use - "
+        "stop the other server or pass --port N (0 picks a free port)"
+    )
+
+
+def test_debug_adds_the_traceback() -> None:
+    with silent_peer() as peer:
+        port = str(peer.getsockname()[1])
+        result = run_cli("--debug", "connect", "127.0.0.1", port, "--timeout", "0.3")
+        after = run_cli("connect", "127.0.0.1", port, "--timeout", "0.3", "--debug")
+    for run in (result, after):  # before or after the command, alike
+        err = run.stderr.decode()
+        assert run.returncode == 1 and err.startswith("Traceback (most recent call last):")
+        assert "TimeoutError" in err
+        assert err.splitlines()[-1].startswith("sansquic connect: no answer from 127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``sansquic serve --token-key SECRET`` (dev certificate), its port; stopped by Ctrl-C
+    by the test that reads its log, else terminated."""
+    cli = [sys.executable, "-m", "sansquic_cli"]
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", "0", "--token-key", SECRET, "--seconds", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        yield server, int(server.stdout.readline().rsplit(b":", 1)[1])
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        server.communicate(timeout=10)
+
+
+def test_a_self_signed_server_without_trust_is_one_line(
+    auth_server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    line = one_line(run_cli("connect", "127.0.0.1", str(auth_server[1])))
+    assert line == (
+        "sansquic connect: certificate verify failed (issuer unknown: a development "
+        "certificate?) - pass --insecure (development server) or --ca FILE (its certificate)"
+    )
+
+
+def test_trusting_another_certificate_is_one_line(
+    auth_server: tuple[subprocess.Popen[bytes], int], tmp_path: Path
+) -> None:
+    cert = tmp_path / "other.pem"
+    assert main(["cert", "--certificate", str(cert), "--key", str(tmp_path / "k")]) == 0
+    line = one_line(run_cli("connect", "127.0.0.1", str(auth_server[1]), "--ca", str(cert)))
+    assert line.startswith("sansquic connect: certificate verify failed (")
+    assert "--insecure" in line and "--ca FILE" in line
+    port = str(auth_server[1])
+    line = one_line(run_cli("connect", "127.0.0.1", port, "--server-name", "other.test"))
+    assert line == (
+        "sansquic connect: certificate verify failed (not issued for 'other.test') - "
+        "pass --server-name with a name it is for, or --insecure (development server)"
+    )
+
+
+def test_auth_rejected_and_missing_are_one_line_and_logged(
+    auth_server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    server, port = auth_server
+    insecure = ("connect", "127.0.0.1", str(port), "--insecure")
+    token = tokens.TokenSigner({"cli": SECRET.encode()}, key_id="cli").sign(
+        "agent-7", ttl=60, now=time.time()
+    )
+    forged, missing, accepted = run_clis(  # at once: each starts in a process of its own
+        [*insecure, "--token", "forged"], [*insecure], [*insecure, "--token", token]
+    )
+    assert one_line(forged) == (
+        "sansquic connect: authentication rejected (not a sansquic token) - pass --token "
+        "(sansquic token SUBJECT --key SECRET, the server's --token-key)"
+    )
+    line = one_line(missing)  # no token at all
+    assert line.startswith("sansquic connect: the auth handshake failed (") and "--token" in line
+    assert missing.stdout == b""  # not the server's auth answer, as if it were the reply
+    assert (accepted.returncode, accepted.stdout, accepted.stderr) == (0, b"let me in", b"")
+
+    time.sleep(1.5)  # the server notices failures its authenticator never saw once a second
+    server.send_signal(signal.SIGINT)  # Ctrl-C: the server closes and says so, no traceback
+    _, err = server.communicate(timeout=20)
+    log = err.decode()
+    assert server.returncode == 130 and "Traceback" not in log, log
+    assert log.splitlines()[-1] == "sansquic serve: interrupted"
+    assert "auth rejected: not a sansquic token" in log
+    assert "1 connection(s) failed auth with no or malformed credentials" in log
+    assert "auth accepted: agent-7" in log and "connected as agent-7" in log
+    assert "closed after" in log and "9 bytes in" in log
+
+
+def test_ctrl_c_during_a_connect_exits_130_without_a_traceback() -> None:
+    with silent_peer() as peer:
+        port = str(peer.getsockname()[1])
+        client = subprocess.Popen(
+            [sys.executable, "-m", "sansquic_cli", "connect", "127.0.0.1", port, "--insecure"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        peer.settimeout(20)
+        peer.recvfrom(2048)  # its Initial: the client is in the handshake now
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=20)
+    assert (client.returncode, err) == (130, b"sansquic connect: interrupted\n")
+
+
+@pytest.mark.parametrize("runtime", ["trio", "curio", "threads"])
+def test_ctrl_c_ends_the_demo_on_any_runtime(runtime: str) -> None:
+    # trio raises it inside a task group, curio anywhere, threads leave joinless.
+    if runtime == "curio":
+        pytest.importorskip(
+            "sansquic_curio", reason="curio does not import here", exc_type=ImportError
+        )
+    argv = ["demo", "--runtime", runtime, "--seconds", "30", "--clients", "1"]
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "sansquic_cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2)  # about when it runs; earlier or later, Ctrl-C must end it alike
+    demo.send_signal(signal.SIGINT)
+    _, err = demo.communicate(timeout=20)
+    assert demo.returncode == 130 and err.decode().endswith(": interrupted\n"), err.decode()
+    assert len(err.splitlines()) == 1
+
+
+def test_without_rich_the_command_says_what_to_install() -> None:
+    code = "import sys; sys.modules['rich'] = None; from sansquic_cli import main; sys.exit(main())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (
+        1,
+        "sansquic: the command needs rich, which is not installed - pip install 'sansquic[cli]'\n",
+    )
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode().startswith(f"sansquic {sansquic.__version__} (aioquic ")
+
+
+def test_help_shows_every_default() -> None:
+    from sansquic_cli import _parser
+
+    top = _parser.parser()
+    (commands,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == {"demo", "bench", "swarm", "serve", "connect", "token", "cert"}
+    for name, sub in commands.choices.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.help in (None, argparse.SUPPRESS) or action.required:
+                continue
+            if action.nargs == 0:  # a flag (--help, --insecure, --debug): nothing to show
+                continue
+            shown = formatter._expand_help(action)
+            assert "default" in shown, f"sansquic {name} {action.dest}: {shown!r}"
+        if name == "serve":
+            text = " ".join(sub.format_help().split())
+            assert "(default: 4433)" in text and "(default: info)" in text
+
+
+def test_bench_shows_a_summary_table() -> None:
+    result = run_cli("bench", "--seconds", "0.3", timeout=60)
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    assert "sansquic bench: asyncio" in out
+    for row in ("handshake", "round trip", "throughput"):
+        assert row in out
+    assert "MB/s" in out and " ms " in out and "none completed" not in out
+
+
+def test_serve_on_an_address_not_of_this_machine_is_one_line() -> None:
+    line = one_line(run_cli("serve", "--host", "192.0.2.1", "--port", "0"))  # TEST-NET-1
+    assert line == (
+        "sansquic serve: cannot listen on 192.0.2.1:0: not an address of this machine - "
+        "pass --host 0.0.0.0 to listen on all"
+    )
+
+
+def test_a_reader_that_goes_away_ends_connect_quietly() -> None:
+    with cli_server("echo") as (_, port):
+        client = subprocess.Popen(
+            [*CLI, "connect", "127.0.0.1", str(port), "--insecure"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert client.stdout is not None and client.stdin is not None
+        client.stdout.close()  # `sansquic connect ... | head -c0`: nobody reads the reply
+        _, err = client.communicate(b"x" * 100_000, timeout=30)
+    assert (client.returncode, err) == (141, b"")
+
+
+def _args(**values: object) -> argparse.Namespace:
+    return argparse.Namespace(**{"command": "connect", "host": "h", "port": 1, **values})
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            sansquic.IdleTimeoutError(0, "idle timeout", application=False),
+            "the connection went silent (idle timeout) - check the server still runs",
+        ),
+        (
+            sansquic.StatelessResetError(0, "stateless reset", application=False),
+            "the server no longer knows this connection (it restarted?) - connect again",
+        ),
+        (
+            sansquic.PeerClosedError(0x5351_0003, "no auth in time", application=True),
+            "the server requires a token (no auth in time) - pass --token",
+        ),
+        (
+            sansquic.PeerClosedError(7, "going away", application=True),
+            "the server closed the connection (going away, code 0x7)",
+        ),
+        (
+            sansquic.PeerClosedError(0x128, "handshake failure", application=False),
+            "the server refused the TLS handshake (handshake failure) - check",
+        ),
+        (
+            ExceptionGroup("tasks", [TimeoutError(), ValueError("x")]),
+            "no answer from h:1 (handshake timeout) - check the server runs and its UDP port "
+            "is open (firewall) (and 1 more failures)",
+        ),
+        (RuntimeError("boom"), "RuntimeError: boom - rerun with --debug for the traceback"),
+    ],
+)
+def test_every_close_cause_reads_as_one_line(error: BaseException, expected: str) -> None:
+    from sansquic_cli._explain import explain
+
+    line = explain(error, _args())
+    assert expected in line and "\n" not in line

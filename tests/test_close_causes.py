@@ -64,6 +64,7 @@ def test_a_violation_is_reported_as_one() -> None:
         (sansquic.RemoteProtocolError, ClosedBy.VIOLATION),
         (sansquic.IdleTimeoutError, ClosedBy.IDLE),
         (sansquic.StatelessResetError, ClosedBy.STATELESS_RESET),
+        (sansquic.PeerUnreachableError, ClosedBy.UNREACHABLE),
     ],
 )
 def test_each_error_class_names_its_cause(
@@ -73,3 +74,34 @@ def test_each_error_class_names_its_cause(
     assert error.closed_by is closed_by and isinstance(error, sansquic.ConnectionClosed)
     assert error.by_peer is (closed_by in (ClosedBy.PEER, ClosedBy.STATELESS_RESET))
     assert "why" in str(error) and "0x5" in str(error)
+
+
+def test_an_unreachable_peer_ends_the_handshake_at_once() -> None:
+    endpoint = sansquic.Endpoint(Config(dev_mode=True), now=0.0)
+    server = ("127.0.0.1", 4433)
+    conn = endpoint.connect(server, 0.0, server_name="localhost")
+    assert endpoint.datagrams_to_send(0.0)  # the Initial went out
+    endpoint.peer_unreachable(("127.0.0.1", 4434), 0.01)  # another peer: not this one's
+    assert conn.state is sansquic.ConnectionState.HANDSHAKING
+    endpoint.peer_unreachable(server, 0.02)
+    assert conn.state is sansquic.ConnectionState.CLOSED and not endpoint.connections
+    assert endpoint.datagrams_to_send(0.03) == []  # no CONNECTION_CLOSE: nobody is there
+    event = _terminated(conn)
+    assert (event.closed_by, event.by_peer) == (ClosedBy.UNREACHABLE, False)
+    error = _refused(conn)
+    assert isinstance(error, sansquic.PeerUnreachableError) and "127.0.0.1:4433" in str(error)
+
+
+def test_an_unreachable_report_after_the_handshake_is_only_counted() -> None:
+    pair = connected_pair()
+    address = pair.client.remote_address
+    assert address is not None
+    for _ in range(3):  # spoofed or transient: ICMP cannot end an established connection
+        pair.client.peer_unreachable(address, pair.network.now)
+    pair.network.run_for(0.5)
+    assert pair.client.state is sansquic.ConnectionState.CONNECTED
+    assert pair.client.stats().unreachable_reports == 3
+    stream = pair.client.open_stream()
+    pair.client.send(stream, b"still here", end=True)
+    pair.network.run_for(0.5)
+    assert pair.client.stats().stream_bytes_sent == len(b"still here")

@@ -113,3 +113,18 @@ def test_importing_the_core_starts_no_event_loop_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_library_needs_no_rich() -> None:
+    # rich is the command's (the cli extra): the core and every runtime import and
+    # run without it. A None in sys.modules makes "import rich" fail as if absent.
+    code = (
+        "import sys; sys.modules['rich'] = None;"
+        "import sansquic, sansquic.testing, sansquic.messaging, sansquic.websocket;"
+        "import sansquic_asyncio, sansquic_threads, sansquic_trio, sansquic_anyio;"
+        "sansquic.Config(dev_mode=True);"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich' and sys.modules[m]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

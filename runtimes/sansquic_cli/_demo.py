@@ -33,9 +33,8 @@ FLOWS = (("critical", 1_000), ("normal", 20_000), ("background", 400_000))
 def setup(qlog: str | None = None) -> tuple[sansquic.Config, str, sansquic.Authenticator]:
     """The in-memory dev certificate, a fresh signing key, a token and its checker;
     with ``qlog``, every connection's qlog trace goes to that directory."""
-    config = sansquic.Config(
-        dev_mode=True, trust_dev_certificate=True
-    )  # in-memory self-signed pair; clients skip checks
+    # An in-memory dev certificate; the clients, in this process, verify it for real.
+    config = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
     if qlog is not None:
         config = config.replace(qlog=sansquic.QlogDirectory(qlog))
     key = {"demo": secrets.token_bytes(32)}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -85,7 +86,8 @@ class _SyncConnect(Protocol):
     ) -> AbstractContextManager[SyncConnection]: ...
 
 
-#: ``serve(handler, host, config, authenticator)``: the server, serving, on a free port.
+#: ``serve(handler, host, config, authenticator)``: the server, serving, on a free port
+#: (``authenticator`` None: no auth).
 _AsyncServe = Callable[
     [
         Callable[["Connection"], Awaitable[object]],
@@ -292,6 +294,8 @@ class _Threads:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if isinstance(exc_info[1], KeyboardInterrupt):
+            return  # Ctrl-C leaves at once: the threads are daemons, they end with the process
         for thread in self._threads:
             thread.join()
         if self._errors and exc_info[0] is None:
@@ -347,11 +351,40 @@ def _anyio(backend: str) -> Callable[[], AsyncRuntime]:
     return load
 
 
+def _curio_run(curio: Any, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """``curio.run(main)``, with Ctrl-C as a cancellation: curio (1.6) lets Python raise
+    KeyboardInterrupt wherever the main thread is, in the middle of the core's work,
+    so here SIGINT only raises a flag a watcher turns into cancelling ``main``."""
+    if threading.current_thread() is not threading.main_thread():
+        return int(curio.run(main))
+    interrupted: list[int] = []
+
+    async def watched() -> int | None:
+        task = await curio.spawn(main)
+        while not task.terminated:
+            if interrupted:
+                await task.cancel()  # its cleanup runs (servers close); None says why
+                return None
+            await curio.ignore_after(0.1, task.wait)
+        return int(await task.join())
+
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        status = curio.run(watched)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if status is None:
+        raise KeyboardInterrupt  # outside curio: raised inside, its kernel fails to shut down
+    return int(status)
+
+
 def _curio() -> AsyncRuntime:
     # By name: the module is newer than this table, and untyped (curio is).
     curio = importlib.import_module("curio")
     sansquic_curio = importlib.import_module("sansquic_curio")
-    run: Callable[[Callable[[], Coroutine[Any, Any, int]]], int] = curio.run
+    run: Callable[[Callable[[], Coroutine[Any, Any, int]]], int] = functools.partial(
+        _curio_run, curio
+    )
     return AsyncRuntime(
         connect=sansquic_curio.connect,
         serve=_serving(sansquic_curio.serve),

@@ -36,6 +36,16 @@ _GSO_MAX_BYTES = 65_000  # under the 65,507-byte IPv4 UDP payload limit of one s
 _IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 _IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 _PMTUDISC_PROBE = 3
+# ICMP errors on an unconnected socket (Linux): with IP_RECVERR the kernel queues each
+# one with the address the failed datagram went to, read with MSG_ERRQUEUE. Only
+# "port unreachable" (ECONNREFUSED) is passed on: host and net unreachable may be
+# transient, and frag-needed is path MTU discovery's business (it probes on its own).
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err, then the offender
+_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6 = 2, 3
+_RECVERR_KINDS = {(socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR)}
 _receive_buffers = threading.local()  # one 64 KiB buffer per I/O thread, not per socket
 
 
@@ -70,6 +80,39 @@ def _forbid_fragmentation(sock: socket.socket, family: int) -> bool:
     return True
 
 
+def _receive_errors(sock: socket.socket, family: int) -> bool:
+    """Ask for ICMP errors on ``sock``'s error queue; whether that is known to work."""
+    if sys.platform != "linux":
+        return False  # elsewhere an unconnected UDP socket hears no ICMP errors
+    options = [(socket.IPPROTO_IP, _IP_RECVERR)]
+    if family == socket.AF_INET6:
+        options.insert(0, (socket.IPPROTO_IPV6, _IPV6_RECVERR))
+    try:
+        sock.setsockopt(*options[0], 1)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        sock.setsockopt(*options[-1], 1)  # a dual-stack socket's IPv4 peers too
+    return True
+
+
+def _refused_address(
+    ancillary: list[tuple[int, int, bytes]], address: Any
+) -> sansquic.Address | None:
+    """The peer an error-queue message says refused a datagram (port unreachable)."""
+    for level, kind, data in ancillary:
+        if (level, kind) not in _RECVERR_KINDS or len(data) < _EXTENDED_ERR.size:
+            continue
+        code, origin = _EXTENDED_ERR.unpack_from(data)[:2]
+        if (
+            code == errno.ECONNREFUSED
+            and origin in (_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6)
+            and address
+        ):
+            return (str(address[0]), int(address[1]))
+    return None
+
+
 def safe_config(config: sansquic.Config, sock: UdpSocket) -> sansquic.Config:
     """``config`` as far as ``sock`` can carry it: 1200-byte packets where DF is not set."""
     if sock.dont_fragment or config.max_udp_payload_size == 1200:
@@ -92,6 +135,7 @@ class UdpSocket:
             #: Whether the kernel sends every datagram whole (DF set): without it, only
             #: 1200-byte packets are safe and path MTU discovery must stay off.
             self.dont_fragment: bool = _forbid_fragmentation(self.sock, family)
+            self._errors = _receive_errors(self.sock, family)
             self.sock.bind(bind)
             self.sock.setblocking(False)
         except BaseException:
@@ -101,6 +145,15 @@ class UdpSocket:
         #: The bound ``(host, port)``; the real port when 0 was asked for.
         self.address: tuple[str, int] = (str(host), int(port))
         self._gso = UdpSocket.gso and sys.platform == "linux"  # UDP_SEGMENT is Linux-only
+        #: Peers the kernel reported unreachable since :meth:`take_unreachable` last ran.
+        self._unreachable: list[sansquic.Address] = []
+
+    def take_unreachable(self) -> list[sansquic.Address]:
+        """The peers ICMP said refused a datagram (port unreachable) since the last
+        call, for ``Endpoint.peer_unreachable``; always empty where the OS does not
+        tell (it does on Linux)."""
+        taken, self._unreachable = self._unreachable, []
+        return taken
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -115,6 +168,7 @@ class UdpSocket:
         if view is None:
             view = _receive_buffers.view = memoryview(bytearray(_RECV_SIZE))
         recv_into = self.sock.recvfrom_into
+        errors = False
         while len(batch) < _MAX_BATCH:
             try:
                 size, addr = recv_into(view)
@@ -123,10 +177,26 @@ class UdpSocket:
                 break
             except OSError as exc:
                 if exc.errno in (errno.EBADF, errno.ENOTSOCK):
-                    break  # closed under us: nothing more will come
-                continue  # an ICMP error surfacing on UDP: loss recovery covers it
+                    return batch  # closed under us: nothing more will come
+                errors = True  # an ICMP error surfacing on UDP: see the error queue
+                continue
             batch.append((data, (addr[0], addr[1])))
+        if self._errors and (errors or not batch):
+            # A wake with nothing to read may be the error queue alone (send() may have
+            # taken the error first); left queued, it would wake the loop forever.
+            self._drain_errors()
         return batch
+
+    def _drain_errors(self) -> None:
+        """Read the error queue empty, keeping the peers that refused a datagram."""
+        for _ in range(_MAX_BATCH):
+            try:
+                _, ancillary, _, address = self.sock.recvmsg(0, 512, _MSG_ERRQUEUE)
+            except OSError:
+                return  # empty (EAGAIN), or closed under us
+            refused = _refused_address(ancillary, address)
+            if refused is not None and refused not in self._unreachable:
+                self._unreachable.append(refused)
 
     def send(self, datagrams: list[tuple[bytes, sansquic.Address]]) -> None:
         """Send a batch: runs of equal-sized datagrams to one address go out as one
