@@ -161,10 +161,11 @@ class Config:
     #: Verify the server's certificate (clients). ``False`` accepts any server:
     #: for local development only.
     verify_peer: bool = attrs.field(default=True, validator=bool_)
-    #: (Clients) Also trust certificates that ``dev_mode`` servers of this same
-    #: process were issued, checking signature and name as for any other. A dev
-    #: server in another process has its own authority: pass its certificate's
-    #: issuer as ``ca_certs``, or use ``verify_peer=False``.
+    #: (Clients) Trust certificates that ``dev_mode`` servers of this same process
+    #: were issued, checking signature and name as for any other: the trust anchors
+    #: become ``ca_certs`` (if any) plus this process's development authority, and
+    #: the system's bundle is not used. A dev server in another process has its own
+    #: authority: use ``verify_peer=False`` for it.
     trust_dev_certificate: bool = attrs.field(default=False, validator=bool_)
     #: (Servers) Development mode: without ``certificate``, issue one in memory
     #: from this process's development authority. Clients are unaffected.

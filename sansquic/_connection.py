@@ -425,17 +425,23 @@ class Connection:
         """The runtime's socket reported ``address`` unreachable (an ICMP port or host
         unreachable, where the OS tells).
 
-        During the handshake, when ``address`` is the peer's, the connection ends at
-        once (no CONNECTION_CLOSE: nothing is there to hear it) with
-        :class:`~sansquic.PeerUnreachableError`, rather than retransmitting until a
-        timeout. Afterwards it is only counted (``stats().unreachable_reports``):
-        ICMP can be spoofed or transient, and loss recovery copes. Next:
-        :meth:`next_event`.
+        A client whose handshake has heard nothing from the server yet ends at once
+        when ``address`` is the server's (no CONNECTION_CLOSE: nothing is there to
+        hear it) with :class:`~sansquic.PeerUnreachableError`, rather than
+        retransmitting until a timeout. Anything else is only counted
+        (``stats().unreachable_reports``): ICMP carries no proof and can be forged
+        by anyone who knows an address, so it never ends a connection the peer has
+        answered on, nor a server's handshake (a server's clients are known to
+        whoever watches its port). Next: :meth:`next_event`.
         """
         engine = self._engine
         if engine is None or self._state is ConnectionState.CLOSED:
             return
-        if self._state is not ConnectionState.HANDSHAKING:
+        if (
+            self._state is not ConnectionState.HANDSHAKING
+            or self._role is not Role.CLIENT
+            or self._last_address is not None  # the server has answered: it is there
+        ):
             self._counters.unreachable_reports += 1
             return
         if engine.peer_address() == address:

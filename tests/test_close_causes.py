@@ -92,6 +92,28 @@ def test_an_unreachable_peer_ends_the_handshake_at_once() -> None:
     assert isinstance(error, sansquic.PeerUnreachableError) and "127.0.0.1:4433" in str(error)
 
 
+def test_an_unreachable_report_never_ends_a_server_handshake() -> None:
+    # Anyone who knows a client's address can forge the ICMP about it.
+    pair = connected_pair(handshake=False)
+    pair.network.run_until(lambda: pair.server.state is sansquic.ConnectionState.HANDSHAKING, 5)
+    pair.server.peer_unreachable(sansquic.testing.CLIENT_ADDRESS, pair.network.now)
+    assert pair.server.stats().unreachable_reports == 1
+    connected = sansquic.ConnectionState.CONNECTED
+    assert pair.network.run_until(
+        lambda: pair.client.state is connected and pair.server.state is connected, 5
+    )
+
+
+def test_an_unreachable_report_after_the_server_answered_is_only_counted() -> None:
+    server = ("127.0.0.1", 4433)
+    conn = sansquic.Connection(Config(verify_peer=False), role=sansquic.Role.CLIENT)
+    conn.connect(server, 0.0)
+    conn.receive_datagram(b"\x40" + bytes(40), server, 0.01)  # something came from there
+    conn.peer_unreachable(server, 0.02)
+    assert conn.state is sansquic.ConnectionState.HANDSHAKING
+    assert conn.stats().unreachable_reports == 1
+
+
 def test_an_unreachable_report_after_the_handshake_is_only_counted() -> None:
     pair = connected_pair()
     address = pair.client.remote_address

@@ -111,3 +111,16 @@ def test_negotiated_alpn_is_reported() -> None:
 def test_a_failed_handshake_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
     handshake_outcome(Config(), Config(dev_mode=True, trust_dev_certificate=True))
     assert capfd.readouterr().err == ""
+
+
+def test_the_websocket_fallback_trusts_exactly_what_quic_trusts() -> None:
+    # connect_any may take this path when UDP is dropped: it must not trust more.
+    from sansquic_runtime._tcp import client_context
+
+    own = sansquic.make_dev_certificate()
+    for config in (Config(ca_certs=own.certificate), Config(trust_dev_certificate=True)):
+        anchors = client_context(config).get_ca_certs()
+        assert len(anchors) == 1
+    both = client_context(Config(ca_certs=own.certificate, trust_dev_certificate=True))
+    assert len(both.get_ca_certs()) == 2
+    assert len(client_context(Config()).get_ca_certs()) > 10  # certifi's bundle

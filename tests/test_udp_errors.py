@@ -70,3 +70,44 @@ def test_an_error_a_send_took_first_is_still_drained() -> None:
         assert select.select([sock], [], [], 0.2)[0] == []
     finally:
         sock.close()
+
+
+def test_an_error_about_one_peer_does_not_cost_another_peer_its_datagrams() -> None:
+    sock = UdpSocket(socket.AF_INET, ("127.0.0.1", 0))
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(5)
+        healthy = peer.getsockname()[:2]
+        closed = _closed_port()
+        for round_ in range(5):
+            sock.send([(b"to nobody", closed)])
+            assert select.select([sock], [], [], 5)[0]  # the error is pending now
+            # One datagram, then a run the kernel may send as one GSO burst.
+            sock.send([(b"single %d" % round_, healthy)])
+            sock.send([(b"run %d" % round_, healthy)] * 4)
+            got = [peer.recv(100) for _ in range(5)]
+            assert got == [b"single %d" % round_] + [b"run %d" % round_] * 4
+    finally:
+        peer.close()
+        sock.close()
+
+
+def test_queued_errors_are_drained_while_datagrams_keep_arriving() -> None:
+    sock = UdpSocket(socket.AF_INET, ("127.0.0.1", 0))
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.bind(("127.0.0.1", 0))
+        closed = _closed_port()
+        for i in range(200):
+            sock.send([(b"to nobody", closed)])
+            peer.sendto(b"%d" % i, sock.address)
+            select.select([sock], [], [], 1)
+            sock.receive_ready()  # never empty for long: traffic flows
+        assert sock.take_unreachable() == [closed]
+        # Nothing left on the error queue to crowd out the receive buffer.
+        with pytest.raises(BlockingIOError):
+            sock.sock.recvmsg(0, 512, 0x2000)  # MSG_ERRQUEUE
+    finally:
+        peer.close()
+        sock.close()

@@ -15,6 +15,8 @@ import ssl
 import tempfile
 from collections.abc import Callable
 
+import certifi
+
 import sansquic
 
 __all__ = [
@@ -79,12 +81,18 @@ def shutdown(sock: socket.socket) -> None:
 
 def client_context(config: sansquic.Config) -> ssl.SSLContext:
     """TLS for a WebSocket client, verifying as the QUIC client does."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    # Not create_default_context(): it loads the system store, and anchors given
+    # would only add to it. Like the engines, trust exactly the anchors given, or
+    # else certifi's bundle, so connect_any's fallback trusts no more than QUIC.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname check, CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if not config.verify_peer:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     elif (anchors := config.trust_anchors()) is not None:
         context.load_verify_locations(cadata=anchors.decode())
+    else:
+        context.load_verify_locations(cafile=certifi.where())
     context.set_alpn_protocols(["http/1.1"])
     return context
 

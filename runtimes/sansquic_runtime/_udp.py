@@ -64,6 +64,13 @@ def client_bind(remote: sansquic.Address) -> tuple[str, int]:
     return ("::" if ip.version == 6 else "0.0.0.0", 0)
 
 
+#: What a socket with IP_RECVERR reports on its next call after an ICMP error about
+#: any peer (the pending socket error), not about the datagram being sent.
+_REPORTED_ERRORS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+)
+
+
 def _forbid_fragmentation(sock: socket.socket, family: int) -> bool:
     """Set DF on ``sock``; whether that is known to have worked."""
     if sys.platform != "linux":
@@ -168,7 +175,6 @@ class UdpSocket:
         if view is None:
             view = _receive_buffers.view = memoryview(bytearray(_RECV_SIZE))
         recv_into = self.sock.recvfrom_into
-        errors = False
         while len(batch) < _MAX_BATCH:
             try:
                 size, addr = recv_into(view)
@@ -178,12 +184,12 @@ class UdpSocket:
             except OSError as exc:
                 if exc.errno in (errno.EBADF, errno.ENOTSOCK):
                     return batch  # closed under us: nothing more will come
-                errors = True  # an ICMP error surfacing on UDP: see the error queue
-                continue
+                continue  # an ICMP error surfacing on UDP: the error queue has it
             batch.append((data, (addr[0], addr[1])))
-        if self._errors and (errors or not batch):
-            # A wake with nothing to read may be the error queue alone (send() may have
-            # taken the error first); left queued, it would wake the loop forever.
+        if self._errors:
+            # Every wake: queued ICMP errors are charged to the receive buffer, so left
+            # there while traffic flows they would crowd out datagrams, and a wake with
+            # nothing to read may be the error queue alone. Empty, this is one EAGAIN.
             self._drain_errors()
         return batch
 
@@ -218,12 +224,15 @@ class UdpSocket:
                     if len(datagrams[index + run - 1][0]) < size:
                         break  # only the last segment may be shorter
             try:
-                if run == 1:
-                    sock.sendto(data, addr)
-                else:
-                    segments = b"".join(d for d, _ in datagrams[index : index + run])
-                    option = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(data)))]
-                    sock.sendmsg([segments], option, 0, addr)
+                try:
+                    self._send_run(datagrams, index, run)
+                except OSError as exc:
+                    if exc.errno not in _REPORTED_ERRORS:
+                        raise
+                    # An ICMP error earlier on this socket, about any peer, reported on
+                    # this send: it says nothing about these datagrams, and reporting
+                    # cleared it, so send them again.
+                    self._send_run(datagrams, index, run)
             except OSError as exc:
                 if run > 1 and exc.errno == errno.EMSGSIZE:
                     # Segments above the interface MTU (DF is set): each goes alone, and
@@ -237,6 +246,18 @@ class UdpSocket:
                 # Otherwise a full socket buffer or a datagram above the MTU: loss,
                 # which QUIC recovers from (and path MTU discovery learns from).
             index += run
+
+    def _send_run(
+        self, datagrams: list[tuple[bytes, sansquic.Address]], index: int, run: int
+    ) -> None:
+        """One sendto, or one GSO sendmsg of ``run`` segments from ``index``."""
+        data, addr = datagrams[index]
+        if run == 1:
+            self.sock.sendto(data, addr)
+        else:
+            segments = b"".join(d for d, _ in datagrams[index : index + run])
+            option = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(data)))]
+            self.sock.sendmsg([segments], option, 0, addr)
 
     def close(self) -> None:
         self.sock.close()
