@@ -121,19 +121,22 @@ class SessionFlow:
 
     def capsule(self, kind: int, value: int) -> bool:
         """A flow control capsule from the peer; True when it let this side do more."""
+        # A lower limit is the violation; the same one again is only stale (a
+        # repeat, or the initial limit announced as a capsule), ignored as QUIC
+        # ignores a MAX_DATA that does not raise the limit.
         if kind == w.WT_MAX_DATA:
-            if value <= self.send_max:
-                raise FlowViolation(f"WT_MAX_DATA {value} does not raise {self.send_max}")
+            if value < self.send_max:
+                raise FlowViolation(f"WT_MAX_DATA {value} lowers {self.send_max}")
+            raised = value > self.send_max
             self.send_max = value
-            return True
+            return raised
         if kind in (w.WT_MAX_STREAMS_BIDI, w.WT_MAX_STREAMS_UNI):
             index = 0 if kind == w.WT_MAX_STREAMS_BIDI else 1
-            if value <= self.send_max_streams[index]:
-                raise FlowViolation(
-                    f"WT_MAX_STREAMS {value} does not raise {self.send_max_streams[index]}"
-                )
+            if value < self.send_max_streams[index]:
+                raise FlowViolation(f"WT_MAX_STREAMS {value} lowers {self.send_max_streams[index]}")
+            raised = value > self.send_max_streams[index]
             self.send_max_streams[index] = value
-            return True
+            return raised
         return False  # the BLOCKED capsules only inform
 
     # -- what this side does ---------------------------------------------------------

@@ -312,6 +312,31 @@ def test_the_browser_site_serves_the_page_and_one_line_per_report() -> None:
     assert reports == ["line one swarm OK: forged"]  # never a line of its own
 
 
+def test_the_browser_site_answers_only_its_own_page() -> None:
+    import urllib.error
+    import urllib.request
+
+    from sansquic_cli import _browser
+
+    reports: list[str] = []
+    with _browser.site(b"<p>page</p>", reports.append) as url:
+        hostile = [
+            urllib.request.Request(url, headers={"Host": "evil.example"}),  # DNS rebinding
+            urllib.request.Request(
+                url + "report", data=b"forged", headers={"Origin": "http://evil.example"}
+            ),
+        ]
+        for request in hostile:
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(request, timeout=10)
+            assert info.value.code == 404
+            info.value.close()
+        post = urllib.request.Request(url + "report", data=b"a\rswarm OK\x1b[2K: b")
+        with urllib.request.urlopen(post, timeout=10) as answer:
+            assert answer.status == 200
+    assert reports == ["a swarm OK [2K: b"]  # no carriage return, no escape
+
+
 def test_the_browser_certificate_is_pinnable() -> None:
     import datetime
     import hashlib

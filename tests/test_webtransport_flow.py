@@ -228,7 +228,7 @@ def test_a_peer_over_the_data_limit_loses_the_session_and_credit_follows_consump
 @pytest.mark.parametrize(
     ("raw", "text"),
     [
-        (w.encode_flow_capsule(w.WT_MAX_DATA, 10), "does not raise"),
+        (w.encode_flow_capsule(w.WT_MAX_DATA, 10), "lowers"),
         (w.encode_capsule(w.WT_MAX_STREAM_DATA, w.encode_varint(99)), "HTTP/2"),
         (w.encode_capsule(w.WT_STREAM_DATA_BLOCKED, w.encode_varint(1)), "HTTP/2"),
         (w.encode_capsule(w.WT_MAX_STREAMS_UNI, w.encode_varint(1 << 61)), "2**60"),
@@ -241,6 +241,20 @@ def test_a_broken_flow_capsule_ends_the_session(raw: bytes, text: str) -> None:
     capsule(client, sid, raw)
     run(net, lambda: violations(server) != [])
     assert text in violations(server)[0].reason
+
+
+def test_a_flow_capsule_repeating_the_limit_is_ignored() -> None:
+    net, client, server = make()
+    sid = session(net, client)
+    flow = server.h3._sessions[sid].flow
+    assert flow is not None
+    limits = (flow.send_max, *flow.send_max_streams)
+    capsule(client, sid, w.encode_flow_capsule(w.WT_MAX_DATA, limits[0]))
+    capsule(client, sid, w.encode_flow_capsule(w.WT_MAX_STREAMS_BIDI, limits[1]))
+    capsule(client, sid, w.encode_flow_capsule(w.WT_MAX_DATA, limits[0] + 1))
+    net.run_for(0.5)
+    assert violations(server) == []
+    assert (flow.send_max, *flow.send_max_streams) == (limits[0] + 1, *limits[1:])
 
 
 def test_without_flow_control_on_both_sides_nothing_is_counted_and_capsules_are_ignored() -> None:

@@ -106,11 +106,20 @@ def site(body: bytes, report: Callable[[str], object]) -> Iterator[str]:
     ``/report``) while the block runs; yields the page's URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        def _ours(self) -> bool:
+            # Only the page itself: a Host other than this server's is DNS rebinding
+            # (another site reading the page's token), an Origin other than its own
+            # another site posting reports.
+            here = f"{HOST}:{self.server.server_port}"  # type: ignore[attr-defined]
+            origin = self.headers.get("Origin")
+            return self.headers.get("Host") == here and origin in (None, f"http://{here}")
+
         def do_GET(self) -> None:
-            self._answer(body if self.path.split("?")[0] == "/" else b"not found")
+            ours = self._ours() and self.path.split("?")[0] == "/"
+            self._answer(body if ours else b"not found")
 
         def do_POST(self) -> None:
-            if self.path != "/report":
+            if self.path != "/report" or not self._ours():
                 self._answer(b"not found")
                 return
             try:
@@ -120,7 +129,9 @@ def site(body: bytes, report: Callable[[str], object]) -> Iterator[str]:
             # Bounded both ways: a negative length would read until the client stops.
             size = max(0, min(size, _MAX_REPORT))
             # One line per report: the page cannot forge the swarm's own output lines.
-            report(self.rfile.read(size).decode(errors="replace").replace("\n", " "))
+            # Control characters (\r, terminal escapes) would let it overwrite them.
+            text = self.rfile.read(size).decode(errors="replace")
+            report("".join(c if c.isprintable() else " " for c in text))
             self._answer(b"ok")
 
         def _answer(self, data: bytes) -> None:
