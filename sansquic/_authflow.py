@@ -105,7 +105,7 @@ class AuthFlow:
                 self._answered(parse_accepted_or_rejected(message))
         except AuthFormatError as exc:
             if self.server:
-                self._reject(AuthRejection(code=CloseCode.AUTH_MALFORMED, reason=str(exc)), now)
+                self._refuse_malformed(str(exc), now)
             else:
                 self._conn._close_locally(CloseCode.AUTH_MALFORMED, f"bad auth answer: {exc}")
 
@@ -114,8 +114,7 @@ class AuthFlow:
         if self.state is not AuthState.WAITING:
             return
         if self.server:
-            reason = "the auth request ended before it was complete"
-            self._reject(AuthRejection(code=CloseCode.AUTH_MALFORMED, reason=reason), now)
+            self._refuse_malformed("the auth request ended before it was complete", now)
         else:
             self.state = AuthState.REJECTED
             reason = "the auth answer ended before it was complete"
@@ -303,6 +302,17 @@ class AuthFlow:
         # close carries sansquic's own code (malformed, internal error) when it is one.
         code = rejection.code if rejection.code in _CLOSE_CODES else CloseCode.AUTH_REJECTED
         conn._close_after_flush(code, rejection.reason)
+
+    def _refuse_malformed(self, problem: str, now: float) -> None:
+        """Close over a request that is not one, with no answer on the stream: a
+        client that does not speak the auth handshake took it for its own first
+        stream, and would read an answer there as the server's data. The close's
+        code and reason say it all to a client that does."""
+        self.state = AuthState.REJECTED
+        self._held.clear()
+        self._failed(now)
+        reason = f"this server requires the auth handshake: {problem}"
+        self._conn._close_after_flush(CloseCode.AUTH_MALFORMED, reason)
 
     def _answer(self, message: bytes) -> bool:
         """Send the answer and FIN on the auth stream; False (and closed) if it cannot go."""

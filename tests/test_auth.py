@@ -396,3 +396,24 @@ def test_who_ended_a_failed_auth_is_named() -> None:
     assert lonely.network.run_until(lambda: of_type(sink, AuthRejected), 60)
     (event,) = of_type(sink, AuthRejected)
     assert (event.code, event.closed_by) == (CloseCode.AUTH_TIMEOUT, ClosedBy.LOCAL)
+
+
+@pytest.mark.parametrize("request_bytes", [b"GET /index.html\r\n", b"hello" * 2000])
+def test_a_client_that_does_not_speak_auth_reads_no_answer_as_data(request_bytes: bytes) -> None:
+    # Its first stream is the auth stream to the server: an answer written there
+    # would be read as the server's reply. It gets only the close, which says why.
+    policy = AuthPolicy(authenticator=token_authenticator(VERIFIER))
+    pair = connected_pair(
+        server_config=Config(dev_mode=True, auth=policy, rate_limits=RateLimits()),
+        handshake=False,
+    )
+    client = StreamSink(pair.client)
+    pair.network.step_hooks.append(client.pump)
+    pair.network.run_until(lambda: pair.client.state is ConnectionState.CONNECTED, 5)
+    stream = pair.client.open_stream()
+    pair.client.send(stream, request_bytes, end=True)
+    assert pair.network.run_until(lambda: client.terminated is not None, 5)
+    assert client.received.get(stream, b"") == b""
+    assert client.terminated is not None
+    assert client.terminated.error_code == CloseCode.AUTH_MALFORMED
+    assert "requires the auth handshake" in client.terminated.reason

@@ -28,8 +28,6 @@ __all__ = ["connect", "serve"]
 
 #: The most ``sansquic serve`` reads from a stream at once.
 _SERVE_CHUNK = 64 * 1024
-#: How much of the reply ``sansquic connect`` holds before it knows auth went well.
-_HOLD = 64 * 1024
 #: The shortest signing secret tokens accept (``sansquic.tokens``).
 MIN_SECRET = 16
 log = logging.getLogger("sansquic.cli")
@@ -195,17 +193,6 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _raise_auth_close(conn: runtime.Connection) -> None:
-    """Raise the peer's close if it closed with an error code (code 0 is no failure)."""
-    try:
-        await conn.accept_stream(timeout=0)
-    except TimeoutError:
-        pass
-    except sansquic.PeerClosedError as exc:
-        if exc.error_code:
-            raise
-
-
 async def connect(args: argparse.Namespace) -> int:
     """``sansquic connect``: send stdin (or ``--file``) on one stream, print the reply."""
     data = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
@@ -222,17 +209,9 @@ async def connect(args: argparse.Namespace) -> int:
         stream = await conn.open_stream()
         await stream.send(data)
         await stream.finish()
-        # The start of the reply waits until the connection is known not to have been
-        # closed over auth: a server that wanted a token answers the first stream in
-        # its own format, then closes with an auth code, and that is the error to show.
-        held, ended = bytearray(), False
-        while len(held) < _HOLD and not ended:
-            chunk = await stream.receive()
-            held += chunk
-            ended = not chunk
-        await _raise_auth_close(conn)
-        sys.stdout.buffer.write(held)
-        while not ended and (chunk := await stream.receive()):
+        # A server that wanted a token answers nothing on the stream and closes with
+        # an auth code (sansquic/_authflow.py): receive() raises that close.
+        while chunk := await stream.receive():
             sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
     return 0
