@@ -545,7 +545,8 @@ def test_a_self_signed_server_without_trust_is_one_line(
     line = one_line(run_cli("connect", "127.0.0.1", str(auth_server[1])))
     assert line == (
         "sansquic connect: certificate verify failed (issuer unknown: a development "
-        "certificate?) - pass --insecure (development server) or --ca FILE (its certificate)"
+        "certificate?) - pass --insecure (a server without --certificate), or --ca FILE "
+        "(the issuer's certificate)"
     )
 
 

@@ -49,8 +49,12 @@ def _tls(exc: sansquic.ConnectionClosed, args: argparse.Namespace) -> str:
         reason = "self-signed"
     elif "local issuer" in reason:
         # What a dev server (``serve`` without --certificate) gets: its authority
-        # lives only in the server's process.
-        reason = "issuer unknown: a development certificate?"
+        # lives only in the server's process, so --ca cannot name it.
+        return (
+            "certificate verify failed (issuer unknown: a development certificate?) - "
+            "pass --insecure (a server without --certificate), or --ca FILE (the issuer's "
+            "certificate)"
+        )
     return f"certificate verify failed ({reason}) - {_TRUST_HINT}"
 
 
