@@ -36,6 +36,8 @@ Credit = Callable[[int], int]
 class Scheduler:
     """Strict priority between levels, round-robin with a quantum within a level."""
 
+    __slots__ = ("_levels", "quantum")  # one per connection
+
     def __init__(self, quantum: int) -> None:
         self.quantum = quantum
         # priority -> (stream id, queue) of streams with pending bytes, in turn order
