@@ -1062,9 +1062,15 @@ class Connection:
                     continue
                 engine.send_datagram(data)
                 spare -= len(data) + _DATAGRAM_OVERHEAD
-        budget = engine.send_budget(self._inflight_cap)
-        if self._scheduler:
-            self._scheduler.run(budget, engine.stream_credit, self._hand)
+        cap = self._inflight_cap
+        budget = engine.send_budget(cap)
+        scheduler = self._scheduler
+        if scheduler:
+            # The cap keeps lower priorities queued here rather than in flight; the
+            # highest priority waiting must not queue behind what they already have in
+            # flight: it may go up to one more cap's worth (twice the path's need).
+            top = engine.send_budget(2 * cap) if cap is not None and scheduler.competing else None
+            scheduler.run(budget, engine.stream_credit, self._hand, top_budget=top)
         if self._waiting_writers:
             self._wake_writers()
 

@@ -136,13 +136,13 @@ def watch_priority_order(conn: Connection, violations: list[str]) -> None:
 
         __slots__ = ()
 
-        def run(self, budget: int, credit: Any, hand: Any) -> int:
+        def run(self, budget: int, credit: Any, hand: Any, **options: Any) -> int:
             def watched(stream_id: int, data: bytes, fin: bool) -> None:
                 if data:
                     check(stream_id)
                 hand(stream_id, data, fin)
 
-            result: int = super().run(budget, credit, watched)
+            result: int = super().run(budget, credit, watched, **options)
             return result
 
     conn._scheduler.__class__ = Watching
