@@ -277,6 +277,15 @@ STACKS: dict[str, tuple[str, ...]] = {
 }
 API, MINIMAL = "aioquic-asyncio", "aioquic-minimal"
 RAW_STACKS = (API, MINIMAL)
+#: Opt-in variants (only when named in ``--stacks``): the stack with UDP generic
+#: receive offload off, to measure what GRO buys in the same interleaved run.
+NO_GRO = "-nogro"
+VARIANTS = {f"{base}{NO_GRO}": base for base in STACKS if base not in RAW_STACKS}
+
+
+def _base(stack: str) -> str:
+    """The stack a variant runs (itself for a plain stack)."""
+    return VARIANTS.get(stack, stack)
 
 
 @dataclass(frozen=True)
@@ -1762,6 +1771,11 @@ def _child_main(role: str, stack: str, port: int, lifetime: float) -> None:
     backstop = threading.Timer(lifetime, os._exit, args=(3,))
     backstop.daemon = True
     backstop.start()
+    if stack in VARIANTS:
+        import sansquic_runtime
+
+        sansquic_runtime.UdpSocket.gro = False  # before any socket is opened
+        stack = _base(stack)
     if role == "server":
         _server_child(stack)
     else:
@@ -1913,7 +1927,7 @@ class _Pair:
 
 def _available(stack: str) -> str | None:
     """None if ``stack`` can run here, else why not."""
-    for module in STACKS[stack]:
+    for module in STACKS[_base(stack)]:
         try:
             importlib.import_module(module)
         except ImportError as exc:
@@ -2064,7 +2078,11 @@ def main() -> None:
         help="seconds from the start: begin no round that would end past this "
         "(default 540, 120 with --quick)",
     )
-    parser.add_argument("--stacks", help=f"comma-separated subset of: {', '.join(STACKS)}")
+    parser.add_argument(
+        "--stacks",
+        help=f"comma-separated subset of: {', '.join(STACKS)}; or a sansquic stack with "
+        f"{NO_GRO} (e.g. asyncio{NO_GRO}): UDP receive offload off, only when named",
+    )
     all_scenarios = (*MEMORY_SCENARIOS, *SCENARIOS)
     parser.add_argument(
         "--scenarios", help=f"comma-separated subset of: {', '.join(all_scenarios)}"
@@ -2095,15 +2113,15 @@ def main() -> None:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 5)
     budget = args.budget if args.budget is not None else (120.0 if args.quick else 540.0)
     wanted = list(STACKS) if args.stacks is None else args.stacks.split(",")
-    unknown = [s for s in wanted if s not in STACKS]
+    unknown = [s for s in wanted if s not in STACKS and s not in VARIANTS]
     if unknown:
-        parser.error(f"unknown stacks {unknown}; known: {list(STACKS)}")
+        parser.error(f"unknown stacks {unknown}; known: {[*STACKS, *VARIANTS]}")
     chosen = list(all_scenarios) if args.scenarios is None else args.scenarios.split(",")
     if unknown := [s for s in chosen if s not in all_scenarios]:
         parser.error(f"unknown scenarios {unknown}; known: {list(all_scenarios)}")
     png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
     skipped = {s: why for s in wanted if (why := _available(s)) is not None}
-    stacks = [s for s in STACKS if s in wanted and s not in skipped]
+    stacks = [s for s in [*STACKS, *VARIANTS] if s in wanted and s not in skipped]
     load_before = os.getloadavg()
     print(
         f"Python {platform.python_version()}, aioquic {aioquic.__version__}, "

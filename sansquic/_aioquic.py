@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import ssl
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -306,6 +307,35 @@ def _quic_configuration(config: Config, *, is_client: bool, server_name: str | N
     return qc
 
 
+# One QuicConfiguration per server Config, by the Config's identity (see _server_configuration).
+_SERVER_CONFIGURATIONS: dict[int, tuple[weakref.ref[Config], Any]] = {}
+
+
+def _server_configuration(config: Config) -> Any:
+    """The QuicConfiguration every server connection of ``config`` shares.
+
+    aioquic only reads its configuration, and building one per connection
+    parsed the certificate and key again each time: native memory that stays
+    with the connection, and CPU on every handshake. With a qlog sink each
+    connection needs its own (the logger lives in it): ``None`` then.
+    """
+    if config.qlog is not None:
+        return None
+    key = id(config)
+    entry = _SERVER_CONFIGURATIONS.get(key)
+    if entry is not None and entry[0]() is config:
+        return entry[1]
+    qc = _quic_configuration(config, is_client=False, server_name=None)
+
+    def forget(ref: weakref.ref[Config]) -> None:
+        # Only this Config's entry: a later one may have its id by now.
+        if _SERVER_CONFIGURATIONS.get(key, (None,))[0] is ref:
+            del _SERVER_CONFIGURATIONS[key]
+
+    _SERVER_CONFIGURATIONS[key] = (weakref.ref(config, forget), qc)
+    return qc
+
+
 class CreditGovernor:
     """Stands in for aioquic's ``Limit`` so the core, not the engine, decides credit.
 
@@ -407,8 +437,20 @@ class _QuicConnection(QuicConnection):
     connection id it issued.
     """
 
-    _reset_token: Callable[[bytes], bytes] | None = None
-    _server_tickets: ServerTickets | None = None
+    # Slots, not instance attributes: aioquic's instance dict is full once its
+    # __init__ ends, and one more key would make it grow by 3 KiB per connection.
+    __slots__ = ("_reset_token", "_server_tickets")
+
+    def __init__(
+        self,
+        *,
+        reset_token: Callable[[bytes], bytes] | None,
+        server_tickets: ServerTickets | None,
+        **kwargs: Any,
+    ) -> None:
+        self._reset_token = reset_token
+        self._server_tickets = server_tickets
+        super().__init__(**kwargs)
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
@@ -521,6 +563,37 @@ class _Trace(BoundedTrace, QuicLoggerTrace):
 class AioquicEngine(AioquicStyleEngine):
     """One aioquic ``QuicConnection`` behind the seam contract of ``_engine.py``."""
 
+    # Slotted: one per connection, and its instance dict would be 1.6 KiB.
+    __slots__ = (
+        "_acked_packets",
+        "_client_tickets",
+        "_consumed",
+        "_crypto_trimmed",
+        "_data_credit",
+        "_data_window",
+        "_early_accepted",
+        "_early_pending",
+        "_governors",
+        "_handed",
+        "_key_phase",
+        "_key_requested",
+        "_key_start",
+        "_key_updates",
+        "_large_losses",
+        "_now",
+        "_packets_lost",
+        "_packets_retransmitted",
+        "_probes_acked",
+        "_qc",
+        "_qlog",
+        "_quic",
+        "_server_tickets",
+        "_stream_window",
+        "_stream_window_limit",
+        "_token_key",
+        "_tokens",
+    )
+
     _quic: _QuicConnection
 
     def __init__(
@@ -535,7 +608,11 @@ class AioquicEngine(AioquicStyleEngine):
         now: float = 0.0,
     ) -> None:
         self._now = now
-        qc = self._qc = _quic_configuration(config, is_client=is_client, server_name=server_name)
+        self._qlog = None
+        shared = None if is_client else _server_configuration(config)
+        qc = self._qc = shared or _quic_configuration(
+            config, is_client=is_client, server_name=server_name
+        )
         if config.qlog is not None:
             qc.quic_logger = self._qlog = QlogRecorder(self._new_trace(config.qlog_max_events))
         self._client_tickets: ClientTickets | None = None
@@ -553,16 +630,16 @@ class AioquicEngine(AioquicStyleEngine):
             ticket_calls["session_ticket_handler"] = self._server_tickets.issued
             ticket_calls["session_ticket_fetcher"] = self._server_tickets.fetch
         quic = self._quic = _QuicConnection(
+            reset_token=reset_token,
+            server_tickets=self._server_tickets,
             configuration=qc,
             original_destination_connection_id=original_destination_cid,
             retry_source_connection_id=retry_source_cid,
             **ticket_calls,
         )
-        quic._server_tickets = self._server_tickets
         # 0-RTT is taken or not with the ClientHello: checked until that is handled.
         self._early_pending = self._server_tickets is not None
         self._early_accepted: list[EarlyDataAccepted] = []
-        quic._reset_token = reset_token
         quic._derive_reset_tokens()
         # aioquic lets the peer open only 128 streams of each kind; the limits
         # are read when the transport parameters are written, so set them now.

@@ -10,7 +10,6 @@ of the core.
 from __future__ import annotations
 
 import weakref
-from collections import deque
 from collections.abc import Hashable
 
 from ._connection import Connection, ConnectionState
@@ -34,6 +33,7 @@ from ._events import (
     StreamStopped,
     StreamWritable,
 )
+from ._fifo import Fifo
 from ._state import RecvState
 
 __all__ = ["Dispatcher", "Wake"]
@@ -64,8 +64,8 @@ class _Link:
         self.claimed = False
         self.ready = False  # handshake done (and, with auth, accepted)
         self.failed: SansQuicError | None = None  # why it can never become ready
-        self.incoming: deque[int] = deque()  # streams the peer opened, not yet accepted
-        self.datagrams: deque[bytes] = deque()
+        self.incoming: Fifo[int] = Fifo()  # streams the peer opened, not yet accepted
+        self.datagrams: Fifo[bytes] = Fifo()
         # The peer's reset / STOP_SENDING codes, kept for streams the core may already
         # have closed, until the application has seen them (see Dispatcher._prune).
         self.resets: dict[int, int] = {}
@@ -294,7 +294,7 @@ class Dispatcher:
         records = conn._streams.records
         if len(link.incoming) + len(link.resets) + len(link.stops) <= 2 * len(records) + 64:
             return
-        link.incoming = deque(s for s in link.incoming if s in records)
+        link.incoming = Fifo(s for s in link.incoming if s in records)
         link.resets = {s: c for s, c in link.resets.items() if s in records}
         link.stops = {s: c for s, c in link.stops.items() if s in records}
 

@@ -312,6 +312,8 @@ class QlogRecorder:
 class AioquicStyleEngine:
     """What the aioquic and qh3 adapters share: qh3 kept aioquic's calls for these."""
 
+    __slots__ = ("_closed_by",)  # so an adapter that lists its slots has no instance dict
+
     _quic: Any
     _closed_by: ClosedBy | None
     _qlog: QlogRecorder | None = None

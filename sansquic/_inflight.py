@@ -19,8 +19,6 @@ Pure state: fed the clock, the byte counts and the minimum RTT.
 
 from __future__ import annotations
 
-from collections import deque
-
 #: In flight at most this many times the estimated bandwidth-delay product.
 GAIN = 2.0
 #: Never less than this many full packets in flight (the engine's initial window).
@@ -37,7 +35,9 @@ class InflightLimit:
     __slots__ = ("_mark", "_rates")
 
     def __init__(self) -> None:
-        self._rates: deque[float] = deque(maxlen=SAMPLES)
+        # The last SAMPLES rates; a list, not a bounded deque, which would cost
+        # 760 bytes on every connection from its first moment.
+        self._rates: list[float] = []
         self._mark: tuple[float, int] | None = None  # (time, delivered) of the last sample
 
     def update(self, now: float, delivered: int, rtt_min: float | None) -> None:
@@ -48,7 +48,10 @@ class InflightLimit:
             return
         elapsed = now - mark[0]
         if elapsed >= max(rtt_min, MIN_INTERVAL):
-            self._rates.append(max(0, delivered - mark[1]) / elapsed)
+            rates = self._rates
+            rates.append(max(0, delivered - mark[1]) / elapsed)
+            if len(rates) > SAMPLES:
+                del rates[0]
             self._mark = (now, delivered)
 
     def limit(self, rtt_min: float | None, packet_size: int) -> int | None:

@@ -36,6 +36,8 @@ Credit = Callable[[int], int]
 class Scheduler:
     """Strict priority between levels, round-robin with a quantum within a level."""
 
+    __slots__ = ("_levels", "quantum")  # one per connection
+
     def __init__(self, quantum: int) -> None:
         self.quantum = quantum
         # priority -> (stream id, queue) of streams with pending bytes, in turn order
@@ -66,39 +68,51 @@ class Scheduler:
         """Whether streams of more than one priority have bytes waiting."""
         return len(self._levels) > 1
 
-    def run(self, budget: int, credit: Credit, hand: Hand) -> int:
+    def run(self, budget: int, credit: Credit, hand: Hand, *, top_budget: int | None = None) -> int:
         """Hand the engine up to ``budget`` bytes, highest priority first; return what is left.
 
         A level is left for a lower one only when each of its streams is empty
-        or out of flow-control credit.
+        or out of flow-control credit. With ``top_budget`` (larger than
+        ``budget``), the highest level may use that much instead: what it takes
+        counts against ``budget`` for the levels below.
         """
         levels = self._levels
+        top = True
         for priority in sorted(levels, reverse=True):  # at most 256 levels, usually a few
-            level = levels[priority]
-            blocked = 0  # consecutive streams in this level that could take nothing
-            while level and blocked < len(level):
-                stream_id, queue = level[0]
-                size = queue.buffer.size
-                allowed = min(self.quantum, size, credit(stream_id), budget)
-                if size and allowed <= 0:
-                    if budget <= 0:
-                        return budget
-                    level.rotate(-1)
-                    blocked += 1
-                    continue
-                blocked = 0
-                data = queue.buffer.take(allowed) if allowed else b""
-                budget -= len(data)
-                if queue.buffer.size:
-                    level.rotate(-1)
-                    hand(stream_id, data, False)
-                else:  # out of the rotation before hand() sees it, so it can drop the stream
-                    level.popleft()
-                    queue.queued = False
-                    fin, queue.fin = queue.fin, False
-                    hand(stream_id, data, fin)
-            if not level:
-                del levels[priority]
+            if top and top_budget is not None and top_budget > budget:
+                budget -= top_budget - self._run_level(priority, top_budget, credit, hand)
+            else:
+                budget = self._run_level(priority, budget, credit, hand)
+            top = False
             if budget <= 0:
                 break
+        return budget
+
+    def _run_level(self, priority: int, budget: int, credit: Credit, hand: Hand) -> int:
+        """Round-robin one level within ``budget``; what is left of it."""
+        level = self._levels[priority]
+        blocked = 0  # consecutive streams in this level that could take nothing
+        while level and blocked < len(level):
+            stream_id, queue = level[0]
+            size = queue.buffer.size
+            allowed = min(self.quantum, size, credit(stream_id), budget)
+            if size and allowed <= 0:
+                if budget <= 0:
+                    return budget
+                level.rotate(-1)
+                blocked += 1
+                continue
+            blocked = 0
+            data = queue.buffer.take(allowed) if allowed else b""
+            budget -= len(data)
+            if queue.buffer.size:
+                level.rotate(-1)
+                hand(stream_id, data, False)
+            else:  # out of the rotation before hand() sees it, so it can drop the stream
+                level.popleft()
+                queue.queued = False
+                fin, queue.fin = queue.fin, False
+                hand(stream_id, data, fin)
+        if not level:
+            del self._levels[priority]
         return budget

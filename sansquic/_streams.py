@@ -144,8 +144,10 @@ class StreamTable:
         self._is_client = is_client
         self.records: dict[int, StreamRecord] = {}
         base = 0 if is_client else 1
-        self._next_local = {True: base, False: base | 2}  # keyed by bidirectional
-        self._next_peer = {True: base ^ 1, False: (base ^ 1) | 2}
+        # Indexed by bidirectional (False: 0, True: 1): two-item lists, not dicts,
+        # which cost three times as much on every connection.
+        self._next_local = [base | 2, base]
+        self._next_peer = [(base ^ 1) | 2, base ^ 1]
         self._peer_skipped: set[int] = set()
 
     def opened_local(self, bidirectional: bool) -> int:

@@ -116,24 +116,36 @@ STOPPED_STREAMS_HELD_THE_BUDGET = {
 def watch_priority_order(conn: Connection, violations: list[str]) -> None:
     """Record every hand-off of stream bytes to the engine while a higher-priority
     stream still had bytes queued and flow-control credit to send them."""
-    handed_to_engine = conn._hand
 
-    def hand(stream_id: int, data: bytes, fin: bool) -> None:
-        if data:
-            records = conn._streams.records
-            priority = records[stream_id].outgoing.priority  # type: ignore[union-attr]
-            for record in records.values():
-                queue = record.outgoing
-                if (
-                    queue is not None
-                    and queue.priority > priority
-                    and queue.buffer.size
-                    and conn._engine.stream_credit(record.stream_id) > 0  # type: ignore[union-attr]
-                ):
-                    violations.append(f"{stream_id}@{priority} before {record.stream_id}")
-        handed_to_engine(stream_id, data, fin)
+    def check(stream_id: int) -> None:
+        records = conn._streams.records
+        priority = records[stream_id].outgoing.priority  # type: ignore[union-attr]
+        for record in records.values():
+            queue = record.outgoing
+            if (
+                queue is not None
+                and queue.priority > priority
+                and queue.buffer.size
+                and conn._engine.stream_credit(record.stream_id) > 0  # type: ignore[union-attr]
+            ):
+                violations.append(f"{stream_id}@{priority} before {record.stream_id}")
 
-    conn._hand = hand  # type: ignore[method-assign]
+    class Watching(type(conn._scheduler)):  # type: ignore[misc]
+        """The connection's scheduler, looking at each hand-off first (the classes
+        are slotted: the instance takes this class, its state stays)."""
+
+        __slots__ = ()
+
+        def run(self, budget: int, credit: Any, hand: Any, **options: Any) -> int:
+            def watched(stream_id: int, data: bytes, fin: bool) -> None:
+                if data:
+                    check(stream_id)
+                hand(stream_id, data, fin)
+
+            result: int = super().run(budget, credit, watched, **options)
+            return result
+
+    conn._scheduler.__class__ = Watching
 
 
 @example(**STOPPED_STREAMS_HELD_THE_BUDGET)

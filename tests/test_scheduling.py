@@ -246,3 +246,33 @@ def test_outgoing_datagrams_drop_the_oldest_when_the_queue_is_full() -> None:
     assert pair.client.stats().datagrams_send_dropped == 6
     assert pair.network.run_until(lambda: len(sink.datagrams) == 4, 5)
     assert sink.datagrams == [bytes([i]) for i in range(6, 10)]
+
+
+@pytest.mark.parametrize(
+    ("budget", "top_budget", "critical", "low"),
+    [
+        (0, 3000, 3000, 0),  # the in-flight cap is used up: only the top level may go
+        (4000, 3000, 4000, 0),  # a top budget below the budget changes nothing
+        (2000, 9000, 5000, 0),  # what the top level took counts against the rest
+        (8000, 9000, 5000, 3000),
+        (8000, None, 5000, 3000),
+    ],
+)
+def test_the_top_priority_may_use_its_own_budget(
+    budget: int, top_budget: int | None, critical: int, low: int
+) -> None:
+    from sansquic._scheduler import Scheduler
+    from sansquic._streams import SendQueue
+
+    scheduler = Scheduler(quantum=1 << 20)
+    queues = {0: SendQueue(Priority.CRITICAL), 4: SendQueue(Priority.LOW)}
+    for stream_id, queue in queues.items():
+        queue.buffer.append(bytes(5000))
+        scheduler.enqueue(stream_id, queue)
+    handed = dict.fromkeys(queues, 0)
+
+    def hand(stream_id: int, data: bytes, fin: bool) -> None:
+        handed[stream_id] += len(data)
+
+    scheduler.run(budget, lambda stream_id: 1 << 30, hand, top_budget=top_budget)
+    assert handed == {0: critical, 4: low}

@@ -101,8 +101,13 @@ class _Backend:
             event = self._events[key] = anyio.Event()
         self._parked[key] = self._parked.get(key, 0) + 1
         try:
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            if deadline is None:
+                # No cancel scope for a wait without deadline: each costs a scope for
+                # as long as the task waits (most idle connections do).
                 await event.wait()
+            else:
+                with anyio.CancelScope(deadline=deadline):
+                    await event.wait()
         finally:
             # The last one out forgets the key: keys hold connections.
             self._parked[key] -= 1

@@ -96,8 +96,13 @@ class _Backend:
         if lot is None:
             lot = self._lots[key] = trio.lowlevel.ParkingLot()
         try:
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            if deadline is None:
+                # No cancel scope for a wait without deadline: each costs a scope and
+                # its status for as long as the task waits (most idle connections do).
                 await lot.park()
+            else:
+                with trio.move_on_at(deadline):
+                    await lot.park()
         finally:
             if not lot and self._lots.get(key) is lot:
                 del self._lots[key]

@@ -1,0 +1,128 @@
+"""What sansquic keeps per idle server connection, against aioquic's own connection.
+
+Measured with tracemalloc on the simulated network: deterministic (no clock,
+no sockets), and only what the server side allocated (``idle_servers.py``).
+A ratio of bytes, never a time. Server RSS on real sockets, runtimes
+included, is in ``benchmarks/runtimes.py`` (the memconn cell).
+"""
+
+from __future__ import annotations
+
+import gc
+import ssl
+import tracemalloc
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509 import load_pem_x509_certificate
+
+from sansquic import Config, RateLimits
+from sansquic._engine import Address
+from sansquic.testing import LinkConditions, SimNetwork
+
+from . import idle_servers
+
+SERVER: Address = ("10.0.0.2", 4433)
+MAX_STREAMS = 4096
+WARM_UP, MEASURED = 2, 8
+#: Bytes per idle connection at most this many times aioquic's own (issue 11 asks
+#: 1.1x of RSS, runtime included; the core alone measured 1.12x here, and 1.22x
+#: before its per-connection objects were slotted and its empty queues made cheap).
+MAX_RATIO = 1.17
+
+
+def _raw_configuration(is_client: bool) -> QuicConfiguration:
+    """The settings the benchmark gives raw aioquic: sansquic's windows and packets."""
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=["sansquic"],
+        max_data=16 * 1024 * 1024,
+        max_stream_data=1024 * 1024,
+        max_datagram_size=1200,
+        congestion_control_algorithm="reno",
+        idle_timeout=30.0,
+    )
+
+
+class _Client:
+    """A raw aioquic client: the same peer for both servers."""
+
+    def __init__(self, now: float) -> None:
+        configuration = _raw_configuration(is_client=True)
+        configuration.server_name = "localhost"
+        configuration.verify_mode = ssl.CERT_NONE
+        self.quic = QuicConnection(configuration=configuration)
+        self.quic.connect(SERVER, now=now)
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        self.quic.receive_datagram(data, address, now=now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out: list[tuple[bytes, Address]] = self.quic.datagrams_to_send(now=now)
+        return out
+
+    def timer(self) -> float | None:
+        timer: float | None = self.quic.get_timer()
+        return timer
+
+    def handle_timer(self, now: float) -> None:
+        self.quic.handle_timer(now=now)
+
+    def pump(self) -> None:
+        while self.quic.next_event() is not None:
+            pass
+
+
+def _bytes_per_idle_connection(
+    server: idle_servers.SansquicServer | idle_servers.RawServer,
+) -> float:
+    net = SimNetwork(0, conditions=LinkConditions(delay=0.001, mtu=None), keep_trace=False)
+    net.add(SERVER, server)
+    net.step_hooks.append(server.pump)
+    clients: list[_Client] = []
+
+    def connect(count: int) -> None:
+        for _ in range(count):
+            client = _Client(net.now)
+            address = ("10.0.1.1", 1000 + len(clients))
+            net.add(address, client)
+            net.step_hooks.append(client.pump)
+            clients.append(client)
+        net.run_for(1.0)  # handshakes done, acknowledgements settled: idle
+
+    connect(WARM_UP)  # first-use caches (the shared configuration) are not per connection
+    gc.collect()
+    tracemalloc.start(40)
+    try:
+        before = tracemalloc.take_snapshot()
+        connect(MEASURED)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert server.connected == WARM_UP + MEASURED
+    servers_side = [tracemalloc.Filter(True, idle_servers.__file__, all_frames=True)]
+    grown = after.filter_traces(servers_side).compare_to(
+        before.filter_traces(servers_side), "filename"
+    )
+    return sum(stat.size_diff for stat in grown) / MEASURED
+
+
+def test_an_idle_connection_costs_little_more_than_aioquics_own() -> None:
+    limits = RateLimits(max_connections_per_address=None, new_connections_per_second=None)
+    config = Config(
+        dev_mode=True,
+        max_streams_bidi=MAX_STREAMS,
+        rate_limits=limits,
+        max_udp_payload_size=1200,
+        pmtu_discovery=False,
+    )
+    raw_configuration = _raw_configuration(is_client=False)
+    assert config.certificate is not None and config.private_key is not None
+    raw_configuration.certificate = load_pem_x509_certificate(config.certificate)
+    raw_configuration.private_key = load_pem_private_key(config.private_key, password=None)
+    ours = _bytes_per_idle_connection(idle_servers.SansquicServer(config))
+    raw = _bytes_per_idle_connection(idle_servers.RawServer(raw_configuration, MAX_STREAMS))
+    assert raw > 20_000  # it measured the connections at all
+    assert ours / raw <= MAX_RATIO, f"{ours:.0f} B per idle connection, aioquic's {raw:.0f} B"
