@@ -4,7 +4,7 @@
     python docs/gen_bench.py --write    # replace the generated block in benchmarks.md
     python docs/gen_bench.py --check    # exit 1 if benchmarks.md is out of date
 
-The report is docs/assets/bench-runtimes-quick.json (its plot, made by
+The report is docs/assets/bench-runtimes.json (its plot, made by
 benchmarks/plot.py from the same file, is next to it). The generated block
 sits between the BEGIN GENERATED / END GENERATED markers, so every number on
 the page comes from the committed JSON and none is typed by hand.
@@ -20,7 +20,7 @@ from typing import Any
 
 DOCS = Path(__file__).parent
 PAGE = DOCS / "benchmarks.md"
-REPORT = DOCS / "assets" / "bench-runtimes-quick.json"
+REPORT = DOCS / "assets" / "bench-runtimes.json"
 BEGIN = "<!-- BEGIN GENERATED -->"
 END = "<!-- END GENERATED -->"
 
