@@ -14,6 +14,8 @@ import contextlib
 
 import pytest
 import sansquic_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from sansquic_runtime import _wt_async
 
 import sansquic
@@ -44,9 +46,6 @@ async def _sansquic_echo(session: _wt_async.WebTransportSession) -> None:
 
 
 def _cert() -> tuple[bytes, bytes, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     cert_der, key_der = wt.generate_self_signed(["localhost", "127.0.0.1"])
     cert = x509.load_der_x509_certificate(cert_der)
     key = serialization.load_der_private_key(key_der, None)
@@ -115,7 +114,9 @@ def test_sansquic_client_against_a_quinn_server() -> None:
                     await quinn_echo(session)
 
             serving = asyncio.ensure_future(serve())
-            config = sansquic.Config(dev_mode=True, trust_dev_certificate=True, alpn=("h3",))
+            # Verified for real: quinn's self-signed certificate is the one anchor.
+            pem = x509.load_der_x509_certificate(cert_der).public_bytes(serialization.Encoding.PEM)
+            config = sansquic.Config(ca_certs=pem, alpn=("h3",))
             async with sansquic_asyncio.connect("127.0.0.1", port, config=config) as conn:  # noqa: SIM117
                 async with conn._driver.backend.task_group() as group:
                     session = await _wt_async.open_session(conn, group, "localhost", "/")
