@@ -157,7 +157,7 @@ class PeerUnreachableError(ConnectionClosed):
     connection counts and otherwise ignores, since ICMP can be spoofed or transient.
     """
 
-    CLOSED_BY = ClosedBy.UNREACHABLE
+    CLOSED_BY: ClassVar[ClosedBy] = ClosedBy.UNREACHABLE
     _WHAT = "connection failed: the peer is unreachable"
 
 

@@ -168,7 +168,7 @@ class UdpSocket:
     #: Set to False before opening sockets to send every datagram on its own (for measuring).
     gso = True
     #: Set to False before opening sockets to read every datagram on its own (for measuring).
-    gro = True
+    gro: bool = True
 
     def __init__(self, family: int, bind: tuple[str, int]) -> None:
         self.sock: socket.socket = socket.socket(family, socket.SOCK_DGRAM)
@@ -192,11 +192,13 @@ class UdpSocket:
         #: Peers the kernel reported unreachable since :meth:`take_unreachable` last ran.
         self._unreachable: list[sansquic.Address] = []
         #: Whether GRO may be used on this socket (asked for, and Linux's kind of socket).
-        self.gro = UdpSocket.gro and sys.platform == "linux" and hasattr(self.sock, "recvmsg_into")
+        self.gro: bool = (
+            UdpSocket.gro and sys.platform == "linux" and hasattr(self.sock, "recvmsg_into")
+        )
         #: Whether reads go through recvmsg for the segment size: while the socket option
         #: is on, and after it went off until the queue was drained once (datagrams the
         #: kernel coalesced before that stay coalesced).
-        self.gro_reads = False
+        self.gro_reads: bool = False
         self._gro_on = False  # the socket option's state
         self._quiet_batches = 0  # batches in a row with no coalesced read
 

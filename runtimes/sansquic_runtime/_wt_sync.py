@@ -221,7 +221,7 @@ class WebTransportSession:
         self.closed: sansquic.WebTransportSessionClosed | None = None
         #: Whether the session is winding down: the peer sent a drain capsule or
         #: GOAWAY, or this side called :meth:`drain`. It still works; finish up.
-        self.draining = False
+        self.draining: bool = False
 
     def __repr__(self) -> str:
         return f"<sansquic WebTransportSession id={self.id} path={self.path!r}>"

@@ -79,6 +79,15 @@ class Ticket:
 
     __slots__ = ("_head", "_max_head", "_refused", "_state", "deadline", "key", "reason", "verdict")
 
+    #: The address key the per-address limits count this connection under.
+    key: str
+    #: Whether it is admitted, refused (answered) or dropped.
+    verdict: Verdict
+    #: Why it was refused or dropped ("" when admitted).
+    reason: str
+    #: When the TLS handshake, the upgrade and auth must be over.
+    deadline: float
+
     def __init__(
         self,
         key: str,
