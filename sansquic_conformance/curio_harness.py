@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import sansquic
 
-from .harness import Handler, _Connection, _Portal, _PortalConnects, _Server
+from .harness import Handler, _ByName, _Connection, _Portal, _Server
 
 __all__ = ["CurioHarness"]
 
@@ -103,21 +103,11 @@ async def _in_thread(handler: Handler, conn: Any) -> None:
     done.result()
 
 
-class CurioHarness(_PortalConnects):
+class CurioHarness(_ByName):
     """sansquic_curio on a kernel of its own per server and per client connection."""
 
     name = "curio"
     _module = "sansquic_curio"  # what harness._available() imports to see if curio is there
-
-    def serve(
-        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
-    ) -> _Server:
-        return self._serve("serve", handler, config, authenticator)
-
-    def serve_websocket(
-        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
-    ) -> _Server:
-        return self._serve("serve_websocket", handler, config, authenticator)
 
     def _serve(
         self, name: str, handler: Handler, config: sansquic.Config, authenticator: Any

@@ -256,22 +256,34 @@ class _Server:
             self._portal.stop()
 
 
-class _PortalConnects:
-    """``connect``, ``connect_websocket`` and ``connect_any`` of the portal harnesses
-    (async runtimes here, curio's in ``curio_harness``): each opens the runtime's
-    function of that name through ``_connect``."""
+class _ByName:
+    """The harness entry points, written once: each calls the runtime's function of
+    that name through ``_serve`` or ``_connect``, which is all a harness defines."""
 
-    def _connect(self, name: str, *args: Any, **options: Any) -> _Connection:
+    def _serve(
+        self, name: str, handler: Handler, config: sansquic.Config, authenticator: Any
+    ) -> Any:
         raise NotImplementedError
+
+    def _connect(self, name: str, *args: Any, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def serve(self, handler: Handler, config: sansquic.Config, authenticator: Any = None) -> Any:
+        return self._serve("serve", handler, config, authenticator)
+
+    def serve_websocket(
+        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
+    ) -> Any:
+        return self._serve("serve_websocket", handler, config, authenticator)
 
     def connect(
         self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> _Connection:
+    ) -> Any:
         return self._connect("connect", address[0], address[1], config=config, token=token)
 
     def connect_websocket(
         self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> _Connection:
+    ) -> Any:
         return self._connect(
             "connect_websocket", address[0], address[1], config=config, token=token
         )
@@ -283,7 +295,7 @@ class _PortalConnects:
         config: sansquic.Config,
         delay: float,
         timeout: float,
-    ) -> _Connection:
+    ) -> Any:
         return self._connect(
             "connect_any",
             *quic_address,
@@ -294,7 +306,7 @@ class _PortalConnects:
         )
 
 
-class AsyncHarness(_PortalConnects):
+class AsyncHarness(_ByName):
     """An async runtime (``module``) on an anyio portal ``backend`` ("asyncio" or "trio").
 
     ``structured`` runtimes serve with ``task_status`` (trio's idiom);
@@ -306,16 +318,6 @@ class AsyncHarness(_PortalConnects):
 
     def _runtime(self) -> Any:
         return importlib.import_module(self._module)
-
-    def serve(
-        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
-    ) -> _Server:
-        return self._serve("serve", handler, config, authenticator)
-
-    def serve_websocket(
-        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
-    ) -> _Server:
-        return self._serve("serve_websocket", handler, config, authenticator)
 
     def _serve(
         self, name: str, handler: Handler, config: sansquic.Config, authenticator: Any
@@ -385,67 +387,25 @@ class _ThreadsServer:
         self._server.close()
 
 
-class ThreadsHarness:
+class ThreadsHarness(_ByName):
     """sansquic_threads is already blocking: the harness only fixes the arguments."""
 
     name = "threads"
 
-    def serve(self, handler: Handler, config: sansquic.Config, authenticator: Any = None) -> Any:
+    def _serve(
+        self, name: str, handler: Handler, config: sansquic.Config, authenticator: Any
+    ) -> Any:
         import sansquic_threads
 
+        serve = getattr(sansquic_threads, name)
         return _ThreadsServer(
-            sansquic_threads.serve(
-                handler, "127.0.0.1", 0, config=config, authenticator=authenticator
-            )
+            serve(handler, "127.0.0.1", 0, config=config, authenticator=authenticator)
         )
 
-    def connect(
-        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> Any:
+    def _connect(self, name: str, *args: Any, **options: Any) -> Any:
         import sansquic_threads
 
-        return sansquic_threads.connect(
-            address[0], address[1], config=config, server_name="localhost", token=token
-        )
-
-    def serve_websocket(
-        self, handler: Handler, config: sansquic.Config, authenticator: Any = None
-    ) -> Any:
-        import sansquic_threads
-
-        return _ThreadsServer(
-            sansquic_threads.serve_websocket(
-                handler, "127.0.0.1", 0, config=config, authenticator=authenticator
-            )
-        )
-
-    def connect_websocket(
-        self, address: tuple[str, int], config: sansquic.Config, token: str | None = None
-    ) -> Any:
-        import sansquic_threads
-
-        return sansquic_threads.connect_websocket(
-            address[0], address[1], config=config, server_name="localhost", token=token
-        )
-
-    def connect_any(
-        self,
-        quic_address: tuple[str, int],
-        websocket_port: int,
-        config: sansquic.Config,
-        delay: float,
-        timeout: float,
-    ) -> Any:
-        import sansquic_threads
-
-        return sansquic_threads.connect_any(
-            *quic_address,
-            websocket_port=websocket_port,
-            config=config,
-            server_name="localhost",
-            delay=delay,
-            timeout=timeout,
-        )
+        return getattr(sansquic_threads, name)(*args, server_name="localhost", **options)
 
 
 def _curio() -> Harness:
