@@ -10,10 +10,7 @@ Skipped, saying so, when no chromium is installed (``apt-get install chromium``)
 from __future__ import annotations
 
 import contextlib
-import datetime
-import hashlib
 import http.server
-import ipaddress
 import json
 import os
 import queue
@@ -27,10 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 import sansquic_threads
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from sansquic_cli import _browser
 from sansquic_runtime import _wt_sync
 
 import sansquic
@@ -46,31 +40,10 @@ TIMEOUT = 60.0  # the browser's whole run, start-up included
 
 
 def short_lived_certificate() -> tuple[bytes, bytes, bytes]:
-    """PEM certificate, PEM key, and the DER certificate's SHA-256 (what the page pins)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=10))  # serverCertificateHashes: <= 14
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    der = cert.public_bytes(serialization.Encoding.DER)
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), pem_key, hashlib.sha256(der).digest()
+    """PEM certificate, PEM key, and the DER certificate's SHA-256 (what the page pins):
+    the swarm's browser certificate, made to serverCertificateHashes' rules."""
+    pinned = _browser.pinned_certificate()
+    return pinned.certificate, pinned.private_key, pinned.sha256
 
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>wt</title><script>
