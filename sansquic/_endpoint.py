@@ -168,6 +168,7 @@ class Endpoint:
         self._event_queue: deque[Connection] = deque()
         self._heap: list[tuple[float, int, _Entry]] = []
         self._heap_seq = 0
+        self._stale_timers = False  # some connection in _dirty was fed, its timer not updated
         self._outbox: list[tuple[bytes, Address]] = []
         if reset_key is not None and len(reset_key) < 16:
             raise LocalProtocolError("reset_key needs at least 16 bytes of secret")
@@ -235,6 +236,14 @@ class Endpoint:
         Next: :meth:`datagrams_to_send`, then drain :meth:`next_event`.
         """
         self._received += 1
+        if type(data) is bytes and len(data) > CID_LENGTH and data[0] & 0xC0 == 0x40:
+            # A 1-RTT packet (short header, fixed bit set): its destination CID is the
+            # next CID_LENGTH bytes, so routing needs no header parse (the hot path).
+            conn = self._routes.get(data[1 : 1 + CID_LENGTH])
+            if conn is not None:
+                self._routed += 1
+                self._feed(conn, data, address, now)
+                return
         header = parse_header(data)
         if header is None:
             self._dropped["unparseable"] += 1
@@ -270,10 +279,12 @@ class Endpoint:
             self._dirty[conn] = None
             self._after(conn)
 
-    def handle_timer(self, now: float) -> None:
-        """Run every connection timer that is due at ``now``.
+    def handle_timer(self, now: float) -> bool:
+        """Run every connection timer that is due at ``now``; whether any was.
 
-        Next: :meth:`datagrams_to_send`, then :meth:`next_event`.
+        Calling it early is harmless, so a loop may call it on every wake rather
+        than first asking :meth:`timer`. Next: :meth:`datagrams_to_send`, then
+        :meth:`next_event`.
         """
         heap = self._heap
         due: list[Connection] = []
@@ -292,6 +303,7 @@ class Endpoint:
                 self._internal_error(conn, exc)
             self._dirty[conn] = None
             self._after(conn)
+        return bool(due)
 
     # -- outputs ----------------------------------------------------------------
 
@@ -309,10 +321,12 @@ class Endpoint:
                 except Exception as exc:
                     self._internal_error(conn, exc)
                 self._after(conn)
+        self._stale_timers = False
         return out
 
     def timer(self) -> float | None:
         """The earliest deadline over all connections, or ``None``."""
+        self._refresh_timers()
         heap = self._heap
         while heap:
             deadline, _, entry = heap[0]
@@ -515,7 +529,17 @@ class Endpoint:
         except Exception as exc:
             self._internal_error(conn, exc)
         self._dirty[conn] = None
-        self._after(conn)
+        # Its timer is brought up to date by the datagrams_to_send() that follows (or by
+        # timer()): computing it here too would cost an engine pass per datagram.
+        self._after(conn, timer=False)
+        self._stale_timers = True
+
+    def _refresh_timers(self) -> None:
+        """Update the timers of connections fed since their last datagrams_to_send()."""
+        if self._stale_timers:
+            self._stale_timers = False
+            for conn in list(self._dirty):
+                self._after(conn)
 
     def _internal_error(self, conn: Connection, exc: Exception) -> None:
         """The core raised handling ``conn``: close that one connection, keep serving the rest.
@@ -555,8 +579,9 @@ class Endpoint:
         self._entries[conn].cids.add(cid)
         self._routes[cid] = conn
 
-    def _after(self, conn: Connection) -> None:
-        """Bring the tables up to date after anything happened to ``conn``."""
+    def _after(self, conn: Connection, *, timer: bool = True) -> None:
+        """Bring the tables up to date after anything happened to ``conn`` (its timer
+        too, unless ``timer`` is False)."""
         entry = self._entries.get(conn)
         if entry is None:
             return
@@ -568,6 +593,8 @@ class Endpoint:
             self._handshakes -= 1
         if conn.state is ConnectionState.CLOSED:
             self._forget(conn, entry)
+            return
+        if not timer:
             return
         deadline = conn.timer()
         if deadline != entry.deadline:

@@ -22,6 +22,7 @@ import contextlib
 import math
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from contextlib import AbstractContextManager
 from typing import Any
 
 try:
@@ -32,6 +33,7 @@ except ImportError as _missing:  # pragma: no cover - exercised only without the
     raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from _missing
 
 from sansquic_runtime import (
+    NO_LOCK,
     AnyConnector,
     Connection,
     Connector,
@@ -92,8 +94,8 @@ class _Backend:
     def now(self) -> float:
         return anyio.current_time()
 
-    def guard(self) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()  # one thread runs the loop: nothing to lock
+    def guard(self) -> AbstractContextManager[None]:
+        return NO_LOCK  # one thread runs the loop: nothing to lock
 
     async def park(self, key: Hashable, deadline: float | None) -> None:
         event = self._events.get(key)

@@ -16,12 +16,13 @@ the same on every runtime.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sansquic_runtime import (
+    NO_LOCK,
     AnyConnector,
     Connection,
     Connector,
@@ -101,8 +102,8 @@ class _Backend:
     def now(self) -> float:
         return self._loop.time()
 
-    def guard(self) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()  # one thread runs the loop: nothing to lock
+    def guard(self) -> AbstractContextManager[None]:
+        return NO_LOCK  # one thread runs the loop: nothing to lock
 
     async def park(self, key: Hashable, deadline: float | None) -> None:
         waiter = self._loop.create_future()

@@ -24,6 +24,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from contextlib import AbstractContextManager
 from typing import Any
 
 try:
@@ -47,6 +48,7 @@ except AttributeError as _missing:  # pragma: no cover - Python 3.12+
     ) from _missing
 
 from sansquic_runtime import (
+    NO_LOCK,
     AnyConnector,
     Connection,
     Connector,
@@ -192,8 +194,8 @@ class _Backend:
     def now(self) -> float:
         return time.monotonic()  # what curio's kernel clock and timeouts read
 
-    def guard(self) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()  # one thread runs the kernel: nothing to lock
+    def guard(self) -> AbstractContextManager[None]:
+        return NO_LOCK  # one thread runs the kernel: nothing to lock
 
     async def park(self, key: Hashable, deadline: float | None) -> None:
         if self._background is not None:

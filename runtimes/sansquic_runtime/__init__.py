@@ -10,7 +10,7 @@ original (``_async.py``) by ``scripts/unasync.py``.
 """
 
 from ._async import Connection, Server, Stream, open_connection, open_server
-from ._backend import AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
+from ._backend import NO_LOCK, AsyncBackend, AsyncTaskGroup, SyncBackend, SyncTaskGroup
 from ._connect import (
     AnyConnector,
     Connect,
@@ -47,6 +47,7 @@ from ._wt_async import (
 )
 
 __all__ = [
+    "NO_LOCK",
     "AnyConnector",
     "AsyncBackend",
     "AsyncTaskGroup",

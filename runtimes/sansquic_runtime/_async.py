@@ -116,10 +116,12 @@ class _Driver:
                     for addr in unreachable:
                         # The core decides: a handshake ends, an open connection shrugs.
                         endpoint.peer_unreachable(addr, now)
-                    due = endpoint.timer()
-                    if due is not None and due <= now:
-                        endpoint.handle_timer(now)
-                    elif not batch and not unreachable and not self._dirty:
+                    if (
+                        not endpoint.handle_timer(now)
+                        and not batch
+                        and not unreachable
+                        and not self._dirty
+                    ):
                         continue  # a nudge whose news a parking task already sent
                     if not self._wake():
                         self.flush()

@@ -8,6 +8,7 @@ only in ``async``. Keys name what a task waits for, exactly as
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable, Coroutine, Hashable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
@@ -17,7 +18,11 @@ import sansquic
 
 from ._udp import UdpSocket
 
-__all__ = ["AsyncBackend", "AsyncTaskGroup", "SyncBackend", "SyncTaskGroup"]
+__all__ = ["NO_LOCK", "AsyncBackend", "AsyncTaskGroup", "SyncBackend", "SyncTaskGroup"]
+
+#: The guard of a backend whose loop runs on one thread: nothing to lock (one shared
+#: object, as ``guard()`` is entered several times per datagram).
+NO_LOCK: AbstractContextManager[None] = contextlib.nullcontext()
 
 
 class AsyncTaskGroup(Protocol):

@@ -21,6 +21,7 @@ import contextlib
 import math
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from contextlib import AbstractContextManager
 from typing import Any
 
 try:
@@ -29,6 +30,7 @@ except ImportError as _missing:  # pragma: no cover - exercised only without the
     raise ImportError("sansquic_trio needs trio: pip install 'sansquic[trio]'") from _missing
 
 from sansquic_runtime import (
+    NO_LOCK,
     AnyConnector,
     Connection,
     Connector,
@@ -88,8 +90,8 @@ class _Backend:
     def now(self) -> float:
         return trio.current_time()
 
-    def guard(self) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()  # one thread runs trio: nothing to lock
+    def guard(self) -> AbstractContextManager[None]:
+        return NO_LOCK  # one thread runs trio: nothing to lock
 
     async def park(self, key: Hashable, deadline: float | None) -> None:
         lot = self._lots.get(key)
