@@ -74,6 +74,7 @@ __all__ = [
     "encode_version_negotiation",
     "initial_destination_cid",
     "parse_header",
+    "short_header_cid",
 ]
 
 #: (object, attribute) pairs of aioquic internals this module relies on.
@@ -199,6 +200,14 @@ def parse_header(data: bytes) -> Header | None:
         source_cid=header.source_cid,
         token=header.token,
     )
+
+
+def short_header_cid(data: bytes) -> bytes | None:
+    """The destination CID of a 1-RTT packet (short header, fixed bit set), read
+    without a full parse (the per-datagram routing path); ``None`` for any other."""
+    if type(data) is bytes and len(data) > CID_LENGTH and data[0] & 0xC0 == 0x40:
+        return data[1 : 1 + CID_LENGTH]
+    return None
 
 
 def _version(header: Header) -> int:

@@ -27,6 +27,7 @@ from ._aioquic import (
     encode_stateless_reset,
     encode_version_negotiation,
     parse_header,
+    short_header_cid,
 )
 from ._codes import CloseCode, ClosedBy
 from ._config import QUIC_VERSIONS, Config
@@ -168,7 +169,6 @@ class Endpoint:
         self._event_queue: deque[Connection] = deque()
         self._heap: list[tuple[float, int, _Entry]] = []
         self._heap_seq = 0
-        self._stale_timers = False  # some connection in _dirty was fed, its timer not updated
         self._outbox: list[tuple[bytes, Address]] = []
         if reset_key is not None and len(reset_key) < 16:
             raise LocalProtocolError("reset_key needs at least 16 bytes of secret")
@@ -236,10 +236,9 @@ class Endpoint:
         Next: :meth:`datagrams_to_send`, then drain :meth:`next_event`.
         """
         self._received += 1
-        if type(data) is bytes and len(data) > CID_LENGTH and data[0] & 0xC0 == 0x40:
-            # A 1-RTT packet (short header, fixed bit set): its destination CID is the
-            # next CID_LENGTH bytes, so routing needs no header parse (the hot path).
-            conn = self._routes.get(data[1 : 1 + CID_LENGTH])
+        cid = short_header_cid(data)
+        if cid is not None:
+            conn = self._routes.get(cid)  # an established connection's: no header parse
             if conn is not None:
                 self._routed += 1
                 self._feed(conn, data, address, now)
@@ -321,7 +320,6 @@ class Endpoint:
                 except Exception as exc:
                     self._internal_error(conn, exc)
                 self._after(conn)
-        self._stale_timers = False
         return out
 
     def timer(self) -> float | None:
@@ -532,12 +530,10 @@ class Endpoint:
         # Its timer is brought up to date by the datagrams_to_send() that follows (or by
         # timer()): computing it here too would cost an engine pass per datagram.
         self._after(conn, timer=False)
-        self._stale_timers = True
 
     def _refresh_timers(self) -> None:
-        """Update the timers of connections fed since their last datagrams_to_send()."""
-        if self._stale_timers:
-            self._stale_timers = False
+        """Update the timers of connections with news since their last datagrams_to_send()."""
+        if self._dirty:
             for conn in list(self._dirty):
                 self._after(conn)
 

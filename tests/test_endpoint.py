@@ -20,6 +20,7 @@ from sansquic._retry import RetryTokens
 from sansquic.testing import EchoServer, LinkConditions, SimNetwork, StreamSink
 
 SERVER = ("10.0.0.2", 4433)
+CLIENT = ("10.0.0.1", 5000)
 CONNECTION_REFUSED = 0x02
 
 
@@ -418,34 +419,24 @@ def test_retired_connection_ids_leave_the_routing_table() -> None:
     assert len(world.server._routes) <= 9
 
 
-def _handshaken_endpoints() -> tuple[Endpoint, Endpoint, Connection, float]:
-    """A client and a server endpoint, datagrams shuttled by hand until both are connected."""
-    config = Config(dev_mode=True, trust_dev_certificate=True)
-    client, server = Endpoint(Config(trust_dev_certificate=True)), Endpoint(config, server=True)
-    here = ("10.0.0.1", 5000)
-    now = 0.0
-    conn = client.connect(SERVER, now, server_name="localhost")
-    for _ in range(20):
-        now += 0.001
-        for data, _addr in client.datagrams_to_send(now):
-            server.receive_datagram(data, here, now)
-        for data, _addr in server.datagrams_to_send(now):
-            client.receive_datagram(data, SERVER, now)
-    assert conn.state is ConnectionState.CONNECTED
-    assert [c.state for c in server.connections] == [ConnectionState.CONNECTED]
-    return client, server, conn, now
+def _connected_world() -> tuple[World, Endpoint, Connection]:
+    """A World with one connected client; the network left quiet."""
+    world = World()
+    conn, _sink = world.connect(CLIENT)
+    assert world.net.run_until(lambda: conn.state is ConnectionState.CONNECTED, 5.0)
+    world.net.run_for(0.1)  # the last handshake acknowledgements
+    return world, world.clients[CLIENT], conn
 
 
 def test_1rtt_datagrams_are_routed_and_timers_stay_exact() -> None:
-    client, server, conn, now = _handshaken_endpoints()
-    while server.next_event() is not None:
-        pass
+    world, client, conn = _connected_world()
+    server, now = world.server, world.net.now
     sid = conn.open_stream()
     conn.send(sid, b"ping")
     (data, _addr), *_ = client.datagrams_to_send(now)
     assert not data[0] & 0x80  # a short header: the routing fast path
     routed = server.stats().datagrams_routed
-    server.receive_datagram(data, ("10.0.0.1", 5000), now)
+    server.receive_datagram(data, CLIENT, now)
     assert server.stats().datagrams_routed == routed + 1
     (peer,) = server.connections
     # Asked before datagrams_to_send(), timer() is still the connection's own.
@@ -453,13 +444,14 @@ def test_1rtt_datagrams_are_routed_and_timers_stay_exact() -> None:
     assert peer.read(sid) == b"ping"
     # The same packet without the fixed bit is not QUIC: dropped before any connection.
     dropped = server.stats().dropped.get("unparseable", 0)
-    server.receive_datagram(bytes([data[0] & ~0x40]) + data[1:], ("10.0.0.1", 5000), now)
+    server.receive_datagram(bytes([data[0] & ~0x40]) + data[1:], CLIENT, now)
     assert server.stats().dropped.get("unparseable", 0) == dropped + 1
     assert server.stats().datagrams_routed == routed + 1
 
 
 def test_handle_timer_says_whether_anything_was_due() -> None:
-    _client, server, _conn, now = _handshaken_endpoints()
+    world, _client, _conn = _connected_world()
+    server, now = world.server, world.net.now
     server.datagrams_to_send(now)
     deadline = server.timer()
     assert deadline is not None and deadline > now
