@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import ssl
 import weakref
 from collections.abc import Callable, Iterator
@@ -91,7 +92,6 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_loss"),  # RTT and congestion window
     ("QuicConnection", "_network_paths"),  # the peer's current address
     ("QuicPacketRecovery", "_rtt_smoothed"),
-    ("QuicPacketRecovery", "_rtt_min"),
     ("QuicPacketRecovery", "_rtt_initialized"),
     ("QuicPacketRecovery", "_rtt_variance"),
     ("QuicConnection", "_local_max_data"),  # credit follows reads
@@ -596,6 +596,7 @@ class AioquicEngine(AioquicStyleEngine):
         "_qc",
         "_qlog",
         "_quic",
+        "_rtt_min",
         "_server_tickets",
         "_stream_window",
         "_stream_window_limit",
@@ -695,6 +696,7 @@ class AioquicEngine(AioquicStyleEngine):
         self._crypto_trimmed = False
         self._acked_packets = self._large_losses = 0
         self._packets_lost = self._packets_retransmitted = 0  # for stats()
+        self._rtt_min = math.inf  # the smallest RTT sample, not aioquic's 1 ms floored one
         self._count_deliveries()
         # Key updates (see key_state): the phase last seen, updates counted, the number
         # of the first packet under the current keys (None: a requested update waits
@@ -874,9 +876,18 @@ class AioquicEngine(AioquicStyleEngine):
             )
             expired(packets=packets)
 
+        def on_rtt_measurement(*, now: float, rtt: float) -> None:
+            # aioquic floors its own minimum at 1 ms; loopback round trips take a
+            # fifth of that, and the in-flight limit (``_inflight.py``) scales with it.
+            if rtt < self._rtt_min:
+                self._rtt_min = rtt
+            measured(now=now, rtt=rtt)
+
+        measured = cc.on_rtt_measurement
         setattr(cc, "on_packet_acked", on_packet_acked)  # noqa: B010  # instance override
         setattr(cc, "on_packets_lost", on_packets_lost)  # noqa: B010
         setattr(cc, "on_packets_expired", on_packets_expired)  # noqa: B010
+        setattr(cc, "on_rtt_measurement", on_rtt_measurement)  # noqa: B010
 
     def events(self) -> Iterator[EngineEvent]:
         """Drain the engine's events, translated."""
@@ -1138,4 +1149,4 @@ class AioquicEngine(AioquicStyleEngine):
         loss = self._quic._loss
         if not loss._rtt_initialized:
             return None, None, loss.congestion_window, loss.bytes_in_flight
-        return loss._rtt_smoothed, loss._rtt_min, loss.congestion_window, loss.bytes_in_flight
+        return loss._rtt_smoothed, self._rtt_min, loss.congestion_window, loss.bytes_in_flight

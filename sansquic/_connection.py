@@ -556,7 +556,8 @@ class Connection:
         """
         _, rtt_min, _, in_flight = engine.path_stats()
         limit = self._inflight
-        limit.update(now, self._counters.udp_bytes_sent - in_flight, rtt_min)
+        delivered = self._counters.udp_bytes_sent - in_flight
+        limit.update(now, delivered, rtt_min, app_limited=not self._scheduler)
         if self._scheduler.competing:
             self._competing_until = now + _COMPETITION_MEMORY
         if now < self._competing_until:

@@ -20,6 +20,23 @@ def test_a_clean_link_loses_nothing() -> None:
     assert stats.rtt_variance is not None and 0 <= stats.rtt_variance < 0.02
 
 
+@pytest.mark.parametrize(("engine", "floor"), [("aioquic", None), ("qh3", 0.001)])
+def test_rtt_min_is_the_path_s_not_a_one_millisecond_floor(engine: str, floor: float) -> None:
+    """aioquic floors its own minimum RTT at 1 ms; a 0.2 ms path (loopback takes
+    about that) must show as 0.2 ms, since the in-flight limit scales with it.
+    qh3's Rust core gives only its floored samples (docs/engines.md)."""
+    config = Config(trust_dev_certificate=True, engine=engine)
+    pair = connected_pair(LinkConditions(delay=0.0001), client_config=config)
+    transfer(pair, 100_000)
+    stats = pair.client.stats()
+    assert stats.rtt_min is not None and stats.rtt_smoothed is not None
+    if floor is None:
+        assert 0.0002 <= stats.rtt_min < 0.0005, stats.rtt_min
+    else:
+        assert stats.rtt_min == floor
+    assert stats.rtt_min <= stats.rtt_smoothed
+
+
 def test_loss_shows_in_lost_and_retransmitted_counts() -> None:
     pair = connected_pair(LinkConditions(delay=0.01, loss=0.05), seed=3)
     transfer(pair)
