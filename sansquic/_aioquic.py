@@ -24,6 +24,7 @@ from aioquic.buffer import (  # type: ignore[attr-defined]  # re-exported from C
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import (
+    CRYPTO_BUFFER_SIZE,
     END_STATES,
     PING_FRAME_CAPACITY,
     QuicConnection,
@@ -135,8 +136,9 @@ PRIVATE_ATTRIBUTES = (
     ("QuicPacketRecovery", "_pacer"),
     ("QuicPacketRecovery", "_pto_count"),
     ("QuicPacketRecovery", "_time_of_last_sent_ack_eliciting_packet"),
-    # Handshake output buffers freed once their epochs are discarded.
+    # TLS output buffers freed once the handshake is confirmed, lent back to a CRYPTO frame.
     ("QuicConnection", "_crypto_buffers"),
+    ("QuicConnection", "_handle_crypto_frame"),  # overridden
     ("QuicConnection", "_handshake_confirmed"),
     ("QuicPacketBuilder", "_datagram_needs_padding"),
     *_aioquic_tickets.PRIVATE_ATTRIBUTES,
@@ -466,6 +468,22 @@ class _QuicConnection(QuicConnection):
         if self._server_tickets is not None:
             self._server_tickets.install(self.tls)
 
+    def _handle_crypto_frame(self, context: Any, frame_type: int, buf: Any) -> None:
+        # The 1-RTT output buffer is freed once the handshake is confirmed (see
+        # AioquicEngine._trim_crypto_buffers); TLS gets it back for the rare CRYPTO
+        # frame after that (a NewSessionTicket), and loses it again once emptied.
+        buffers = self._crypto_buffers
+        trimmed = bool(buffers) and not buffers[tls.Epoch.ONE_RTT].capacity
+        if not trimmed:
+            super()._handle_crypto_frame(context, frame_type, buf)
+            return
+        buffers[tls.Epoch.ONE_RTT] = Buffer(capacity=CRYPTO_BUFFER_SIZE)
+        try:
+            super()._handle_crypto_frame(context, frame_type, buf)
+        finally:
+            if not buffers[tls.Epoch.ONE_RTT].tell():
+                buffers[tls.Epoch.ONE_RTT] = Buffer(capacity=0)
+
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         # aioquic doubles a stream's window as data *arrives*; the core raises it
         # as data is *read* (AioquicEngine.consumed), so only the frame is left.
@@ -758,20 +776,24 @@ class AioquicEngine(AioquicStyleEngine):
             self._early_accepted.append(EarlyDataAccepted(context.alpn_negotiated))
 
     def _trim_crypto_buffers(self) -> None:
-        """Free the 8 KiB handshake output buffers of discarded epochs.
+        """Free the 16 KiB TLS output buffers once the handshake is confirmed.
 
-        aioquic keeps all three for the connection's life; once the Initial and
-        Handshake keys are gone nothing is written to theirs again, and the
-        16 KiB they hold was a fifth of an idle connection.
+        aioquic keeps one per epoch for the connection's life, 48 KiB. Nothing is
+        written to the Initial and Handshake ones once their keys are gone; the
+        1-RTT one only carries the server's NewSessionTicket, written as the
+        handshake completes, and is lent again for any later CRYPTO frame
+        (``_QuicConnection._handle_crypto_frame``). It was a quarter of an idle
+        connection.
         """
         quic = self._quic
         buffers = quic._crypto_buffers
         for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
             if quic._spaces[epoch].discarded and buffers[epoch].capacity:
                 buffers[epoch] = Buffer(capacity=0)
-        self._crypto_trimmed = all(
-            not buffers[epoch].capacity for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE)
-        )
+        one_rtt = buffers[tls.Epoch.ONE_RTT]
+        if one_rtt.capacity and not one_rtt.tell():  # empty: its data went to the stream
+            buffers[tls.Epoch.ONE_RTT] = Buffer(capacity=0)
+        self._crypto_trimmed = not any(buffer.capacity for buffer in buffers.values())
 
     def handle_timer(self, now: float) -> None:
         self._grant(now)
