@@ -150,6 +150,7 @@ PRIVATE_ATTRIBUTES = (
     ("CryptoPair", "send"),
     ("CryptoContext", "key_phase"),
     ("QuicPacketSpace", "largest_acked_packet"),
+    ("QuicPacketSpace", "ack_at"),  # owed ACKs ride with new data, not 1 ms later alone
     # Migration: which paths the peer proved it can be reached on.
     ("QuicNetworkPath", "is_validated"),
 )
@@ -615,6 +616,7 @@ class AioquicEngine(AioquicStyleEngine):
         "_data_window",
         "_early_accepted",
         "_early_pending",
+        "_fresh",
         "_governors",
         "_handed",
         "_key_phase",
@@ -721,6 +723,7 @@ class AioquicEngine(AioquicStyleEngine):
         self._consumed = 0
         # Streams given data the engine may not have sent yet (for the send budget).
         self._handed: set[int] = set()
+        self._fresh = False  # stream data handed since the last datagrams_to_send
         self._now = now
         self._token_key: tuple[int, int] | None = None
         self._tokens: list[bytes] = []
@@ -844,7 +847,17 @@ class AioquicEngine(AioquicStyleEngine):
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         self._grant(now)
-        out: list[tuple[bytes, Address]] = self._quic.datagrams_to_send(now=now)
+        quic = self._quic
+        if self._fresh or quic._datagrams_pending:
+            # aioquic writes an ACK only once its 1 ms ACK delay is up, even into a
+            # packet leaving anyway, and then sends it on its own: a reply within the
+            # millisecond cost the peer a second datagram. Owed ACKs ride along with
+            # new data instead (RFC 9000 section 13.2.1).
+            self._fresh = False
+            space = quic._spaces[tls.Epoch.ONE_RTT]
+            if space.ack_at is not None and space.ack_at > now:
+                space.ack_at = now
+        out: list[tuple[bytes, Address]] = quic.datagrams_to_send(now=now)
         self._note_engine_close()
         self._watch_keys()
         return out
@@ -957,6 +970,7 @@ class AioquicEngine(AioquicStyleEngine):
 
     def send_stream(self, stream_id: int, data: bytes, end: bool) -> None:
         self._quic.send_stream_data(stream_id, data, end_stream=end)
+        self._fresh = True
         if data:
             self._handed.add(stream_id)
 
