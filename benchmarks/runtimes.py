@@ -327,6 +327,30 @@ TARGET_CONN_RATIO = 1.1  # per idle connection, against the raw aioquic API serv
 TARGET_STREAM_BYTES = 2048  # per idle stream
 
 
+@dataclass(frozen=True)
+class Goal:
+    """One of issue 11's speed goals: ``metric`` against ``reference`` ("api", "min",
+    or None for the value itself), as a speed-up: at least ``at_least`` times."""
+
+    name: str
+    metric: str
+    reference: str | None
+    at_least: float
+
+
+#: Speed-ups are rates over the reference's, or for a latency the reference's over ours.
+GOALS = (
+    Goal("bulk /api", "bulk MB/s", "api", 1.5),
+    Goal("bulk /min", "bulk MB/s", "min", 0.9),
+    Goal("1KB msgs /api", "1KB msgs/s", "api", 1.5),
+    Goal("1KB msgs /min", "1KB msgs/s", "min", 0.9),
+    Goal("echo /api", "echo p50 us", "api", 1.5),
+    Goal("echo /min", "echo p50 us", "min", 0.9),
+    Goal("100 streams /min", "100 streams MB/s", "min", 3.0),
+    Goal("idle/loaded", "loaded/idle", None, 0.5),  # loaded at most 2x idle
+)
+
+
 #: False: sansquic sends 1200-byte packets like both raw stacks; True (``--pmtu``): its own
 #: default packet sizing (path MTU discovery, where its Config has it).
 SANSQUIC_PACKET_DEFAULTS = False
@@ -2024,6 +2048,7 @@ def _targets(stacks: list[str], summary: Summary) -> dict[str, dict[str, Any]]:
             "conn_ok": None if conn_ratio is None else conn_ratio <= TARGET_CONN_RATIO,
             "stream_bytes": per_stream,
             "stream_ok": None if per_stream is None else per_stream <= TARGET_STREAM_BYTES,
+            "goals": {goal.name: _speedup(goal, summary[stack]) for goal in GOALS},
         }
 
         def verdict(ok: bool | None) -> str:
@@ -2035,7 +2060,26 @@ def _targets(stacks: list[str], summary: Summary) -> dict[str, dict[str, Any]]:
             f"  {stack:16} per conn {conn_text:>7} ({verdict(checks[stack]['conn_ok'])}), "
             f"per stream {stream_text:>8} ({verdict(checks[stack]['stream_ok'])})"
         )
+    print("speed goals (speed-up over the reference; a latency's is the reference's over ours):")
+    print(f"  {'':16}" + "".join(f"{g.name + ' >=' + format(g.at_least, 'g'):>22}" for g in GOALS))
+    for stack, check in checks.items():
+        cells = []
+        for goal in GOALS:
+            value = check["goals"][goal.name]
+            cells.append(
+                "-" if value is None else f"{value:.2f} ({verdict(value >= goal.at_least)})"
+            )
+        print(f"  {stack:16}" + "".join(f"{cell:>22}" for cell in cells))
     return checks
+
+
+def _speedup(goal: Goal, stack: dict[str, dict[str, float | None]]) -> float | None:
+    """The stack's speed-up for ``goal`` (None when not measured)."""
+    key = {"api": "per_api", "min": "per_minimal", None: "median"}[goal.reference]
+    value = stack[key][goal.metric]
+    if value is None or value <= 0:
+        return None
+    return 1 / value if not METRICS[goal.metric].higher_is_better else value
 
 
 def _run_cell(
@@ -2216,6 +2260,7 @@ def main() -> None:
             "raw_stacks": list(RAW_STACKS),
             "target_conn_ratio": TARGET_CONN_RATIO,
             "target_stream_bytes": TARGET_STREAM_BYTES,
+            "goals": [asdict(goal) for goal in GOALS],
             "cpu": "time.process_time() deltas (user+sys, all threads): the client's from the "
             "first send to the reply, the server's from the first chunk read to the FIN",
             "memory": "server VmRSS growth on a fresh server process, once per run",
