@@ -519,6 +519,8 @@ class Connection:
             self._limit_inflight(self._engine, now)
         if self._scheduler or self._outgoing_datagrams:
             self._schedule()
+        if not self._scheduler:
+            self._inflight.note_limited()  # out of data: the path is not what holds it back
         out = self._engine.datagrams_to_send(now)
         if self._pmtu is not None and self._state is ConnectionState.CONNECTED:
             out += self._probe_path(self._engine, self._pmtu, now)
@@ -554,10 +556,12 @@ class Connection:
         after: it costs a CPU-bound sender throughput, which only buys something
         when a higher priority may need to overtake.
         """
-        _, rtt_min, _, in_flight = engine.path_stats()
+        srtt, rtt_min, _, in_flight = engine.path_stats()
         limit = self._inflight
-        delivered = self._counters.udp_bytes_sent - in_flight
-        limit.update(now, delivered, rtt_min, app_limited=not self._scheduler)
+        cap = self._inflight_cap
+        if cap is not None and in_flight + self._packet_size() > cap:
+            limit.note_limited()  # the limit itself held the sender back
+        limit.update(now, self._counters.udp_bytes_sent - in_flight, rtt_min, srtt)
         if self._scheduler.competing:
             self._competing_until = now + _COMPETITION_MEMORY
         if now < self._competing_until:
@@ -1100,7 +1104,10 @@ class Connection:
             # highest priority waiting must not queue behind what they already have in
             # flight: it may go up to one more cap's worth (twice the path's need).
             top = engine.send_budget(2 * cap) if cap is not None and scheduler.competing else None
-            scheduler.run(budget, engine.stream_credit, self._hand, top_budget=top)
+            left = scheduler.run(budget, engine.stream_credit, self._hand, top_budget=top)
+            if scheduler and left >= self._packet_size():
+                # What is left waits for flow-control credit, not for the path.
+                self._inflight.note_limited()
         if self._waiting_writers:
             self._wake_writers()
 
