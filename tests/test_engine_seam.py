@@ -45,6 +45,20 @@ def test_private_attribute_exists(engines: dict[str, object], owner: str, attrib
     assert hasattr(engines[owner], attribute), f"aioquic {owner} lost {attribute}"
 
 
+def test_every_overridden_engine_method_exists_in_aioquic() -> None:
+    """The private methods the seam's QuicConnection subclass overrides exist on
+    aioquic's own class: a renamed one would silently stop being called (the
+    attribute check above cannot see it, since the subclass defines the name)."""
+    overridden = [
+        attribute
+        for owner, attribute in _aioquic.PRIVATE_ATTRIBUTES
+        if owner == "QuicConnection" and attribute in vars(_aioquic._QuicConnection)
+    ]
+    assert "_handle_crypto_frame" in overridden and "_write_stream_limits" in overridden
+    missing = [name for name in overridden if not callable(getattr(QuicConnection, name, None))]
+    assert missing == []
+
+
 def test_attribute_owners_are_the_engine_types(engines: dict[str, object]) -> None:
     assert isinstance(engines["QuicPacketRecovery"], QuicPacketRecovery)
     assert isinstance(engines["Limit"], Limit)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import gc
 import ssl
 import tracemalloc
+from types import SimpleNamespace
 
 import pytest
 from aioquic import tls
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from C
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionError
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificate
 
-from sansquic import Config, ConnectionState, RateLimits
+from sansquic import Config, ConnectionState, RateLimits, _aioquic
 from sansquic._engine import Address
 from sansquic.testing import LinkConditions, SimNetwork, StreamSink, connected_pair
 
@@ -191,3 +193,28 @@ def test_a_late_crypto_frame_borrows_the_1rtt_buffer(
         quic._handle_crypto_frame(None, 0x06, None)
     assert seen == [16384]
     assert quic._crypto_buffers[tls.Epoch.ONE_RTT].capacity == 0
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_a_late_tls_message_borrows_the_buffer_and_gives_it_back(side: str) -> None:
+    """The real path: a post-handshake TLS KeyUpdate (forbidden in QUIC) in a 1-RTT
+    CRYPTO frame fails as a connection error, and the shared empty buffer is back
+    in place, itself untouched."""
+    pair = connected_pair()
+    pair.network.run_for(1.0)
+    conn = pair.client if side == "client" else pair.server
+    quic = conn._engine._quic  # type: ignore[union-attr]
+    assert quic._crypto_buffers[tls.Epoch.ONE_RTT] is _aioquic._NO_BUFFER
+    key_update = bytes([24, 0, 0, 1, 0])
+    offset = quic._crypto_streams[tls.Epoch.ONE_RTT].receiver.starting_offset()
+    frame = Buffer(capacity=32)
+    frame.push_uint_var(offset)
+    frame.push_uint_var(len(key_update))
+    frame.push_bytes(key_update)
+    context = SimpleNamespace(
+        epoch=tls.Epoch.ONE_RTT, quic_logger_frames=None, version=quic._version, time=0.0
+    )
+    with pytest.raises(QuicConnectionError):
+        quic._handle_crypto_frame(context, 0x06, Buffer(data=frame.data))
+    assert quic._crypto_buffers[tls.Epoch.ONE_RTT] is _aioquic._NO_BUFFER
+    assert (_aioquic._NO_BUFFER.capacity, _aioquic._NO_BUFFER.tell()) == (0, 0)
