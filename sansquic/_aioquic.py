@@ -443,6 +443,8 @@ class _Window:
             self.size = min(2 * self.size, self.limit)
 
 
+#: Seconds each of the two windows the minimum RTT is taken over spans (BBR's 10 s).
+_RTT_MIN_WINDOW = 10.0
 #: What a connection keeps of the handshake once it is confirmed: no TLS output
 #: buffer, no keys (see AioquicEngine._free_handshake_leftovers).
 _NO_BUFFER = Buffer(capacity=0)
@@ -632,6 +634,9 @@ class AioquicEngine(AioquicStyleEngine):
         "_qlog",
         "_quic",
         "_rtt_min",
+        "_rtt_min_older",
+        "_rtt_min_recent",
+        "_rtt_window_start",
         "_server_tickets",
         "_stream_window",
         "_stream_window_limit",
@@ -732,7 +737,10 @@ class AioquicEngine(AioquicStyleEngine):
         self._crypto_trimmed = False
         self._acked_packets = self._large_losses = 0
         self._packets_lost = self._packets_retransmitted = 0  # for stats()
-        self._rtt_min = math.inf  # the smallest RTT sample, not aioquic's 1 ms floored one
+        # The smallest RTT sample of the last 10-20 s (not aioquic's floored one): this
+        # window's, the one before, and the smaller of the two.
+        self._rtt_min = self._rtt_min_recent = self._rtt_min_older = math.inf
+        self._rtt_window_start = -math.inf
         self._count_deliveries()
         # Key updates (see key_state): the phase last seen, updates counted, the number
         # of the first packet under the current keys (None: a requested update waits
@@ -940,10 +948,16 @@ class AioquicEngine(AioquicStyleEngine):
             expired(packets=packets)
 
         def on_rtt_measurement(*, now: float, rtt: float) -> None:
-            # aioquic floors its own minimum at 1 ms; loopback round trips take a
-            # fifth of that, and the in-flight limit (``_inflight.py``) scales with it.
-            if rtt < self._rtt_min:
-                self._rtt_min = rtt
+            # aioquic floors its own minimum at 1 ms, and keeps it for the connection's
+            # life; loopback round trips take a fifth of that, and the in-flight limit
+            # (``_inflight.py``) scales with it, so it must also follow a new route.
+            # The minimum here is over the last 10-20 s: two windows, as BBR's filter.
+            if now - self._rtt_window_start >= _RTT_MIN_WINDOW:
+                self._rtt_window_start = now
+                self._rtt_min_older, self._rtt_min_recent = self._rtt_min_recent, rtt
+            elif rtt < self._rtt_min_recent:
+                self._rtt_min_recent = rtt
+            self._rtt_min = min(self._rtt_min_older, self._rtt_min_recent)
             measured(now=now, rtt=rtt)
 
         measured = cc.on_rtt_measurement

@@ -558,9 +558,6 @@ class Connection:
         """
         srtt, rtt_min, _, in_flight = engine.path_stats()
         limit = self._inflight
-        cap = self._inflight_cap
-        if cap is not None and in_flight + self._packet_size() > cap:
-            limit.note_limited()  # the limit itself held the sender back
         limit.update(now, self._counters.udp_bytes_sent - in_flight, rtt_min, srtt)
         if self._scheduler.competing:
             self._competing_until = now + _COMPETITION_MEMORY
@@ -1104,9 +1101,10 @@ class Connection:
             # highest priority waiting must not queue behind what they already have in
             # flight: it may go up to one more cap's worth (twice the path's need).
             top = engine.send_budget(2 * cap) if cap is not None and scheduler.competing else None
-            left = scheduler.run(budget, engine.stream_credit, self._hand, top_budget=top)
-            if scheduler and left >= self._packet_size():
-                # What is left waits for flow-control credit, not for the path.
+            scheduler.run(budget, engine.stream_credit, self._hand, top_budget=top)
+            if scheduler and engine.datagram_budget(cap) >= self._packet_size():
+                # Data waits though the window has room: it waits for flow-control
+                # credit (the stream's or the connection's), not for the path.
                 self._inflight.note_limited()
         if self._waiting_writers:
             self._wake_writers()

@@ -19,13 +19,13 @@ step higher to find a faster path, one lower to drain what that queued.
 What waits ahead of a late CRITICAL message is then about a quarter of a
 minimum round trip's worth of data, where a fixed gain of 2 kept a whole one.
 
-A sample only lowers the estimate when the path alone held the sender back.
-One whose interval saw the sender run out of data or credit (app-limited),
-or held back by this very limit, says less about the path than the samples
-before it, so it only counts if it raises the estimate. Otherwise a round
-trip longer than the minimum (another flow's queue, a new route) would make
-each capped sample smaller than the last, down to the floor, and a quiet
-spell would make the next burst start from the floor.
+A sample taken while the sender ran out of data or of flow-control credit
+(app-limited) says nothing about the path, so it only counts if it raises
+the estimate: a quiet spell must not make the next burst start from the
+floor. Samples the limit itself held back do count, as in BBR: that is how
+the estimate follows a path that got slower. A round trip that stays above
+the minimum (a new route) shrinks the limit until the engine's minimum RTT,
+taken over the last 10-20 s, catches up.
 
 Delivered bytes are the bytes sent less those in flight; lost bytes count as
 delivered, which errs towards a larger limit, never a stall. Pure state: fed
@@ -46,7 +46,7 @@ GROWTH = 1.25
 FLOOR_BYTES = 4_800
 #: ... nor fewer than this many full packets, so large packets still overlap.
 FLOOR_PACKETS = 2
-#: Delivery-rate samples the bottleneck estimate takes the maximum over.
+#: Delivery-rate samples the bottleneck estimate is taken from.
 SAMPLES = 10
 #: The shortest interval a rate sample spans, seconds (clock granularity).
 MIN_INTERVAL = 0.0005
@@ -65,15 +65,15 @@ class InflightLimit:
         # 760 bytes on every connection from its first moment.
         self._rates: list[float] = []
         self._mark: tuple[float, int] | None = None  # (time, delivered) of the last sample
-        self._limited = False  # held back by something other than the path since then
+        self._limited = False  # app-limited since the last sample
         self._peak = 0.0  # the estimate startup last saw grow by GROWTH
         self._plateau = 0  # samples since; startup while below PLATEAU_SAMPLES
         self._cycle = 0  # the CYCLE step, after startup
 
     def note_limited(self) -> None:
         """The sender is held back by something other than the path (no data left
-        to send, no flow-control credit, or this limit): the sample now being
-        taken may raise the estimate, never lower it."""
+        to send, or no flow-control credit): the sample now being taken may raise
+        the estimate, never lower it."""
         self._limited = True
 
     def update(

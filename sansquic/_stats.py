@@ -35,6 +35,7 @@ class ConnectionStats:
     #: Stream bytes queued in the core, not yet handed to the engine.
     send_buffered: int
     #: Smoothed and minimum round-trip time in seconds, ``None`` before the first sample.
+    #: The minimum is that of the last 10-20 s (aioquic engine; qh3: of the connection).
     rtt_smoothed: float | None
     rtt_min: float | None
     #: Congestion window and bytes in flight, in bytes.
