@@ -1101,10 +1101,14 @@ class Connection:
             # highest priority waiting must not queue behind what they already have in
             # flight: it may go up to one more cap's worth (twice the path's need).
             top = engine.send_budget(2 * cap) if cap is not None and scheduler.competing else None
-            scheduler.run(budget, engine.stream_credit, self._hand, top_budget=top)
-            if scheduler and engine.datagram_budget(cap) >= self._packet_size():
+            left = scheduler.run(budget, engine.stream_credit, self._hand, top_budget=top)
+            packet = self._packet_size()
+            if scheduler and (
+                left >= packet or (cap is not None and engine.datagram_budget(cap) >= packet)
+            ):
                 # Data waits though the window has room: it waits for flow-control
-                # credit (the stream's or the connection's), not for the path.
+                # credit (the stream's, or the connection's: asked only while the
+                # limit applies, as it walks every stream), not for the path.
                 self._inflight.note_limited()
         if self._waiting_writers:
             self._wake_writers()
