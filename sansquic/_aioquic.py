@@ -445,6 +445,8 @@ class _Window:
 
 #: Seconds each of the two windows the minimum RTT is taken over spans (BBR's 10 s).
 _RTT_MIN_WINDOW = 10.0
+#: Streams handed data past which a send pass prunes the ids that sent everything.
+_HANDED_PRUNE = 256
 #: What a connection keeps of the handshake once it is confirmed: no TLS output
 #: buffer, no keys (see AioquicEngine._free_handshake_leftovers).
 _NO_BUFFER = Buffer(capacity=0)
@@ -866,6 +868,10 @@ class AioquicEngine(AioquicStyleEngine):
             if space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
         out: list[tuple[bytes, Address]] = quic.datagrams_to_send(now=now)
+        if len(self._handed) > _HANDED_PRUNE:
+            # Only the send budget prunes it, and nothing asks for one once nothing
+            # waits: 2000 streams that each sent once would keep their ids for good.
+            self._unsent()
         self._note_engine_close()
         self._watch_keys()
         return out
@@ -1102,7 +1108,9 @@ class AioquicEngine(AioquicStyleEngine):
         """Bytes handed to the engine that it has not sent yet (datagrams included)."""
         streams = self._quic._streams
         total = sum(len(data) for data in self._quic._datagrams_pending)
-        for stream_id in list(self._handed):
+        handed = self._handed
+        sending: list[int] = []
+        for stream_id in handed:
             stream = streams.get(stream_id)
             # A reset sender (ours, or in answer to STOP_SENDING) marks its buffer
             # empty: what it still held will never be sent, so it takes no budget.
@@ -1112,8 +1120,10 @@ class AioquicEngine(AioquicStyleEngine):
                 unsent = stream.sender._buffer_stop - stream.sender.highest_offset
             if unsent > 0:
                 total += unsent
-            else:
-                self._handed.discard(stream_id)
+                sending.append(stream_id)
+        if len(sending) < len(handed):
+            # A fresh set: one never shrinks its table, so a burst would keep it large.
+            self._handed = set(sending)
         return total
 
     def send_budget(self, inflight_limit: int | None = None) -> int:

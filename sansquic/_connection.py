@@ -69,7 +69,7 @@ from ._state import (
     SendState,
 )
 from ._stats import ConnectionStats
-from ._streams import StreamRecord, StreamTable, is_bidirectional
+from ._streams import NO_BYTES, StreamRecord, StreamTable, fillable, is_bidirectional
 from .ratelimit import TokenBucket
 
 __all__ = ["Connection", "ConnectionState", "Role"]
@@ -687,7 +687,7 @@ class Connection:
                 stream_id, self._send_buffered + len(data), config.connection_send_buffer_limit
             )
         if data:
-            outgoing.buffer.append(data)
+            fillable(outgoing).append(data)
             self._send_buffered += len(data)
         outgoing.fin = end
         if data or end:
@@ -783,6 +783,7 @@ class Connection:
             if self._hooks is not None:
                 self._hooks.touched(self)  # so the credit this returned goes out
         if not record.buffer.size:
+            record.buffer = NO_BYTES  # an idle stream keeps no buffer of its own
             record.readable_signalled = False
             if record.recv is RecvState.FIN_RECEIVED:
                 record.recv = RECV_TRANSITIONS[(record.recv, RecvInput.DRAINED)]
@@ -826,7 +827,7 @@ class Connection:
         if new is RecvState.STOPPED:
             # Discarded bytes count as read, so their flow-control credit returns.
             engine.consumed(stream_id, record.buffer.size)
-            record.buffer.clear()
+            record.buffer = NO_BYTES
         record.recv = new
         self._streams.drop_if_done(record)
 
@@ -1144,7 +1145,7 @@ class Connection:
         if outgoing is not None:
             self._scheduler.remove(record.stream_id, outgoing)
             self._send_buffered -= outgoing.buffer.size
-            outgoing.buffer.clear()
+            outgoing.buffer = NO_BYTES
             outgoing.fin = False
             self._waiting_writers.pop(record.stream_id, None)
 
@@ -1190,7 +1191,7 @@ class Connection:
                     engine.consumed(ev.stream_id, len(ev.data))  # dropped: credit returns
                     continue
                 if ev.data:
-                    record.buffer.append(ev.data)
+                    fillable(record).append(ev.data)
                     counters.stream_bytes_received += len(ev.data)
                     if self._state is ConnectionState.HANDSHAKING:
                         # Before the handshake only 0-RTT carries stream data: replayable.
@@ -1221,7 +1222,7 @@ class Connection:
                     continue
                 recv = RECV_TRANSITIONS.get((record.recv, RecvInput.PEER_RESET))
                 if recv is RecvState.RESET:
-                    record.buffer.clear()
+                    record.buffer = NO_BYTES
                     emit(StreamReset(stream_id=ev.stream_id, error_code=ev.error_code))
                 if recv is not None:
                     record.recv = recv
@@ -1333,7 +1334,7 @@ class Connection:
         if reset:
             recv = RECV_TRANSITIONS.get((record.recv, RecvInput.PEER_RESET))
             if recv is not None:
-                record.buffer.clear()
+                record.buffer = NO_BYTES
                 record.recv = recv
         else:
             send = SEND_TRANSITIONS.get((record.send, SendInput.PEER_STOP))

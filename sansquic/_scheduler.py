@@ -12,7 +12,7 @@ import enum
 from collections import deque
 from collections.abc import Callable
 
-from ._streams import SendQueue
+from ._streams import NO_BYTES, SendQueue
 
 __all__ = ["Priority", "Scheduler"]
 
@@ -110,6 +110,7 @@ class Scheduler:
                 hand(stream_id, data, False)
             else:  # out of the rotation before hand() sees it, so it can drop the stream
                 level.popleft()
+                queue.buffer = NO_BYTES  # drained: an idle stream keeps no buffer of its own
                 queue.queued = False
                 fin, queue.fin = queue.fin, False
                 hand(stream_id, data, fin)

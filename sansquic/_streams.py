@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 from ._errors import LocalProtocolError
 from ._state import RECV_TERMINAL, SEND_TERMINAL, RecvState, SendState
@@ -10,10 +11,12 @@ from ._state import RECV_TERMINAL, SEND_TERMINAL, RecvState, SendState
 DEFAULT_PRIORITY = 128  # Priority.NORMAL
 
 __all__ = [
+    "NO_BYTES",
     "ReceiveBuffer",
     "SendQueue",
     "StreamRecord",
     "StreamTable",
+    "fillable",
     "is_bidirectional",
     "is_client_initiated",
 ]
@@ -81,13 +84,41 @@ class ReceiveBuffer:
         self.size = 0
 
 
+class _NoBytes(ReceiveBuffer):
+    """The one empty buffer that every stream holding no bytes shares, so that an
+    idle stream keeps no buffer object of its own. It refuses bytes: a holder swaps
+    in a real buffer first (:func:`fillable`) and back once drained."""
+
+    __slots__ = ()
+
+    def append(self, data: bytes) -> None:
+        raise AssertionError("the shared empty buffer takes no bytes: use fillable()")
+
+
+#: The shared empty :class:`ReceiveBuffer` (see :class:`_NoBytes`).
+NO_BYTES: ReceiveBuffer = _NoBytes()
+
+
+class _HoldsBytes(Protocol):
+    buffer: ReceiveBuffer
+
+
+def fillable(holder: _HoldsBytes) -> ReceiveBuffer:
+    """``holder``'s buffer, made its own first if it was the shared empty one."""
+    buffer = holder.buffer
+    if buffer is NO_BYTES:
+        buffer = holder.buffer = ReceiveBuffer()
+    return buffer
+
+
 class SendQueue:
     """One stream's bytes waiting in the core, and whether a FIN follows them."""
 
     __slots__ = ("buffer", "fin", "priority", "queued")
 
     def __init__(self, priority: int) -> None:
-        self.buffer = ReceiveBuffer()  # the same chunked byte queue serves both directions
+        # The same chunked byte queue serves both directions (NO_BYTES while empty).
+        self.buffer = NO_BYTES
         self.fin = False
         self.priority = priority
         self.queued = False  # in the scheduler's round-robin for its priority
@@ -110,7 +141,7 @@ class StreamRecord:
         self.stream_id = stream_id
         self.send = send
         self.recv = recv
-        self.buffer = ReceiveBuffer()
+        self.buffer = NO_BYTES  # its own ReceiveBuffer while bytes wait to be read
         # Bytes queued in the core for sending (None: the stream has no sending half).
         self.outgoing = None if send is SendState.NONE else SendQueue(priority)
         # Edge trigger for StreamReadable: set when announced, cleared when drained.

@@ -262,12 +262,12 @@ def test_the_top_priority_may_use_its_own_budget(
     budget: int, top_budget: int | None, critical: int, low: int
 ) -> None:
     from sansquic._scheduler import Scheduler
-    from sansquic._streams import SendQueue
+    from sansquic._streams import SendQueue, fillable
 
     scheduler = Scheduler(quantum=1 << 20)
     queues = {0: SendQueue(Priority.CRITICAL), 4: SendQueue(Priority.LOW)}
     for stream_id, queue in queues.items():
-        queue.buffer.append(bytes(5000))
+        fillable(queue).append(bytes(5000))
         scheduler.enqueue(stream_id, queue)
     handed = dict.fromkeys(queues, 0)
 
