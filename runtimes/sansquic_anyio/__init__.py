@@ -18,7 +18,9 @@ cancelled (start it with ``task_group.start``, which hands back the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import math
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
@@ -29,6 +31,7 @@ try:
     import anyio
     import anyio.abc
     import anyio.lowlevel
+    import sniffio
 except ImportError as _missing:  # pragma: no cover - exercised only without the extra
     raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from _missing
 
@@ -43,9 +46,11 @@ from sansquic_runtime import (
     WebSocketConnection,
     WebSocketConnector,
     WebSocketServer,
+    asyncio_others_ready,
     first_address,
     serve_until_closed,
     serve_websocket_until_closed,
+    trio_others_ready,
 )
 
 import sansquic
@@ -81,6 +86,14 @@ async def _open_group() -> AsyncIterator[_Group]:
         yield _Group(group)
 
 
+def _call(fn: Callable[[], None]) -> None:
+    fn()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    loop.call_soon(fn)
+
+
 class _Backend:
     """anyio's primitives for one socket."""
 
@@ -90,6 +103,13 @@ class _Backend:
         self._events: dict[Hashable, anyio.Event] = {}
         self._parked: dict[Hashable, int] = {}
         self._scope: anyio.CancelScope | None = None
+        self._others_ready: Callable[[], bool] = trio_others_ready
+        self._after_yield: Callable[[Callable[[], None]], None] = _call
+        if sniffio.current_async_library() == "asyncio":
+            loop = asyncio.get_running_loop()
+            self._others_ready = functools.partial(asyncio_others_ready, loop)
+            self._after_yield = functools.partial(_call_soon, loop)
+        # On trio, anyio's other backend, there is no cheap hook to defer with.
 
     def now(self) -> float:
         return anyio.current_time()
@@ -144,6 +164,12 @@ class _Backend:
     def nudge(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
+
+    def others_ready(self) -> bool:
+        return self._others_ready()
+
+    def after_yield(self, fn: Callable[[], None]) -> None:
+        self._after_yield(fn)
 
     def release(self, sock: UdpSocket) -> None:
         anyio.notify_closing(sock.sock)

@@ -32,6 +32,7 @@ from sansquic_runtime import (
     WebSocketConnection,
     WebSocketConnector,
     WebSocketServer,
+    asyncio_others_ready,
     first_address,
     open_server,
     open_websocket_server,
@@ -154,6 +155,12 @@ class _Backend:
     def nudge(self) -> None:
         if self._readable is not None:
             _resolve(self._readable)
+
+    def others_ready(self) -> bool:
+        return asyncio_others_ready(self._loop)
+
+    def after_yield(self, fn: Callable[[], None]) -> None:
+        self._loop.call_soon(fn)
 
     def release(self, sock: UdpSocket) -> None:
         if self._reader is not None:

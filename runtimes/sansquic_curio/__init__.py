@@ -269,6 +269,12 @@ class _Backend:
             with contextlib.suppress(OSError):
                 self._poll[2].send(b"\0")
 
+    def others_ready(self) -> bool:
+        return False  # curio's kernel keeps its ready queue to itself
+
+    def after_yield(self, fn: Callable[[], None]) -> None:
+        fn()
+
     def release(self, sock: UdpSocket) -> None:
         # A file closed while curio still watches it would leave a stale key in curio's
         # selector: a waiting I/O task closes the poller itself, after _io_release().

@@ -27,6 +27,7 @@ from ._messaging_async import (
     Peer,
     Spawner,
 )
+from ._ready import asyncio_others_ready, trio_others_ready
 from ._udp import UdpSocket, client_bind, first_address
 from ._ws_async import (
     ConnectionShape,
@@ -74,6 +75,7 @@ __all__ = [
     "WebTransportHandler",
     "WebTransportSession",
     "WebTransportStream",
+    "asyncio_others_ready",
     "client_bind",
     "connect_any",
     "first_address",
@@ -81,6 +83,7 @@ __all__ = [
     "open_server",
     "open_session",
     "serve_until_closed",
+    "trio_others_ready",
     "webtransport_handler",
     "open_websocket",
     "open_websocket_server",

@@ -26,6 +26,11 @@ __all__ = ["Connection", "Server", "Stream", "open_connection", "open_server"]
 _T = TypeVar("_T")
 #: Seconds ``close()`` waits for the peer to confirm before letting go.
 CLOSE_WAIT = 2.0
+#: How many more times the I/O loop gives way while other tasks are ready, after the
+#: tasks it woke had their turn: one for a task a woken one started (a handler that
+#: spawns a task per stream), one for what that task's end schedules. Bounded, so that
+#: busy unrelated tasks delay a reply by at most this many of their steps.
+GIVE_WAY_PASSES = 2
 #: What ``Stream.read_all()`` accepts at most unless told otherwise.
 READ_ALL_LIMIT = 16 * 1024 * 1024
 #: The server whose handler the current task or thread runs, if any.
@@ -127,9 +132,14 @@ class _Driver:
                         self.flush()
                         continue
                     # Let the woken tasks answer first: their replies (and the ACK the engine
-                    # owes) then leave in the one send pass they make as they park.
+                    # owes) then leave in one send pass, made here (a task parking while
+                    # this loop is awake leaves the flush to it, see until()).
                     self._dirty = True
                 await backend.checkpoint()
+                for _ in range(GIVE_WAY_PASSES):
+                    if not backend.others_ready():
+                        break
+                    await backend.checkpoint()
                 with backend.guard():
                     if self._dirty and not self._stopping:
                         self.flush()
@@ -154,7 +164,14 @@ class _Driver:
         if not self._dirty:
             self._dirty = True
             if self._sleep_until != -math.inf:
-                self.backend.nudge()
+                # Deferred where the backend can: a task that goes on to park flushes
+                # itself (until()), and the I/O loop need not wake for nothing.
+                self.backend.after_yield(self._nudge_if_dirty)
+
+    def _nudge_if_dirty(self) -> None:
+        """Wake the sleeping I/O loop if news is still unsent (see :meth:`touch`)."""
+        if self._dirty and self._sleep_until != -math.inf:
+            self.backend.nudge()
 
     def flush(self) -> None:
         """Send what the endpoint has, then wake the waiters the dispatcher names."""
@@ -201,10 +218,15 @@ class _Driver:
                     raise self._stopped_error()
                 if deadline is not None and backend.now() >= deadline:
                     raise TimeoutError
-                if self._dirty and not self.stopped:
+                if self._dirty and not self.stopped and not self._flushes_soon():
                     self.flush()  # what this task queued goes out before it sleeps
                     continue  # flushing may have woken what it waits for
                 await backend.park(key, deadline)
+
+    def _flushes_soon(self) -> bool:
+        """Whether the I/O loop is awake and will flush before it sleeps again (it
+        gives woken tasks their turn first, so their answers share one send pass)."""
+        return self._sleep_until == -math.inf and not self._stopping
 
     def _stopped_error(self) -> sansquic.SansQuicError:
         if self._failure is not None:

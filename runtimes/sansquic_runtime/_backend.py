@@ -80,6 +80,18 @@ class AsyncBackend(Protocol):
         """Make a pending :meth:`wait_readable` return now (the timer moved earlier)."""
         ...
 
+    def others_ready(self) -> bool:
+        """Whether other tasks are ready to run now (a hint; ``False`` where the
+        framework cannot tell): the I/O loop then gives way again before it sends,
+        so that a task a woken one started can add its answer to the same packet."""
+        ...
+
+    def after_yield(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the running task has given way (asyncio's ``call_soon``),
+        or now where the framework has no such hook. Only a backend whose loop runs
+        on one thread may defer: ``fn`` then runs on it, outside any :meth:`guard`."""
+        ...
+
     def release(self, sock: UdpSocket) -> None:
         """Forget ``sock`` before it is closed."""
         ...
@@ -138,6 +150,14 @@ class SyncBackend(Protocol):
         ...
 
     def nudge(self) -> None: ...
+
+    def others_ready(self) -> bool:
+        """``False``: woken threads run on their own, there is nothing to give way to."""
+        ...
+
+    def after_yield(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` now: a thread has no loop to defer it to."""
+        ...
 
     def release(self, sock: UdpSocket) -> None: ...
 

@@ -158,6 +158,12 @@ class _Backend:
         with contextlib.suppress(OSError):
             self._wake_pair()[1].send(b"\0")
 
+    def others_ready(self) -> bool:
+        return False  # woken threads run on their own
+
+    def after_yield(self, fn: Callable[[], None]) -> None:
+        fn()
+
     def release(self, sock: UdpSocket) -> None:
         if self._selector is not None:
             self._selector.close()

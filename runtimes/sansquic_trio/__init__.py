@@ -43,6 +43,7 @@ from sansquic_runtime import (
     first_address,
     serve_until_closed,
     serve_websocket_until_closed,
+    trio_others_ready,
 )
 
 import sansquic
@@ -135,6 +136,12 @@ class _Backend:
     def nudge(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
+
+    def others_ready(self) -> bool:
+        return trio_others_ready()
+
+    def after_yield(self, fn: Callable[[], None]) -> None:
+        fn()  # trio's only hook, run_sync_soon, costs a wake-up of its own
 
     def release(self, sock: UdpSocket) -> None:
         trio.lowlevel.notify_closing(sock.sock)
