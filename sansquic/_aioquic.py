@@ -28,6 +28,7 @@ from aioquic.quic.connection import (
     END_STATES,
     PING_FRAME_CAPACITY,
     QuicConnection,
+    QuicConnectionId,
     QuicConnectionState,
 )
 from aioquic.quic.crypto import CryptoPair
@@ -732,7 +733,7 @@ class AioquicEngine(AioquicStyleEngine):
         self._handed: set[int] = set()
         self._fresh = False  # stream data handed since the last datagrams_to_send
         self._now = now
-        self._token_key: tuple[int, int] | None = None
+        self._token_key: tuple[QuicConnectionId, int] | None = None
         self._tokens: list[bytes] = []
         self._closed_by: ClosedBy | None = None
         self._probes_acked: list[int] = []
@@ -1170,10 +1171,11 @@ class AioquicEngine(AioquicStyleEngine):
         if len(data) < 21 or data[0] & 0x80:
             return False
         quic = self._quic
-        # The peer's tokens change only with its connection ids: cache them until then.
-        key = (id(quic._peer_cid), len(quic._peer_cid_available))
-        if key != self._token_key:
-            self._token_key = key
+        # The peer's tokens change only with its connection ids: cache them until then
+        # (checked on every datagram, so without building a key each time).
+        key = self._token_key
+        if key is None or key[0] is not quic._peer_cid or key[1] != len(quic._peer_cid_available):
+            self._token_key = (quic._peer_cid, len(quic._peer_cid_available))
             self._tokens = [
                 token
                 for token in (
@@ -1183,7 +1185,10 @@ class AioquicEngine(AioquicStyleEngine):
                 if token
             ]
         tail = data[-16:]
-        return any(hmac.compare_digest(token, tail) for token in self._tokens)
+        for token in self._tokens:  # noqa: SIM110  # a loop: no generator per datagram
+            if hmac.compare_digest(token, tail):  # constant time (RFC 9000 section 10.3.1)
+                return True
+        return False
 
     def stream_count(self) -> int:
         """Streams the engine still holds state for (acks may still be due)."""

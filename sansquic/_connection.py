@@ -211,6 +211,7 @@ class Connection:
         "_hooks",
         "_inflight",
         "_inflight_cap",
+        "_key_check_in",
         "_last_address",
         "_last_sent",
         "_outgoing_datagrams",
@@ -285,6 +286,9 @@ class Connection:
         self._close_pending: tuple[int, str] | None = None  # closes after the next flush
         self._last_address: Address | None = None
         self._last_sent = 0.0  # when datagrams last went out (keep-alive counts from it)
+        # Datagrams to send before the key budget is worth a look again: each carries at
+        # least one packet, so the budget cannot be reached sooner.
+        self._key_check_in = 0
         self._auth = new_flow(self, server=role is Role.SERVER)
 
     @classmethod
@@ -426,9 +430,16 @@ class Connection:
         transport error, reported by ``ConnectionTerminated``. Next: call
         :meth:`datagrams_to_send`, then drain :meth:`next_event`.
         """
+        if self._take_datagram(data, address, now):
+            self._pump(now)
+
+    def _take_datagram(self, data: bytes, address: Address, now: float) -> bool:
+        """:meth:`receive_datagram` short of bringing the core up to date with the
+        engine (:meth:`_catch_up` does that); whether the engine took the datagram.
+        An endpoint feeding a burst catches up once, after its last datagram."""
         data = _as_bytes(data)
         if not data:
-            return  # an empty UDP payload carries nothing, not even a header
+            return False  # an empty UDP payload carries nothing, not even a header
         engine = self._engine
         if engine is not None and self._state is ConnectionState.IDLE:
             raise LocalProtocolError("call connect() before feeding datagrams to a client")
@@ -437,11 +448,11 @@ class Connection:
         counters.udp_bytes_received += len(data)
         if engine is None:
             if self._state is not ConnectionState.IDLE:
-                return  # a server closed before its first Initial
+                return False  # a server closed before its first Initial
             odcid = initial_destination_cid(data)
             if odcid is None:
                 counters.udp_datagrams_dropped += 1
-                return
+                return False
             engine = self._engine = new_engine(
                 self._config, is_client=False, original_destination_cid=odcid
             )
@@ -452,11 +463,17 @@ class Connection:
             and self._state is not ConnectionState.CLOSED
             and engine.is_stateless_reset(data)
         ):
+            self._pump(now)  # what earlier datagrams of a burst brought comes first
             self._terminate(Terminated(0, "stateless reset", ClosedBy.STATELESS_RESET, False))
-            return
+            return False
         self._last_address = address
         engine.receive_datagram(data, address, now)
-        self._pump(now)
+        return True
+
+    def _catch_up(self, now: float) -> None:
+        """Bring the core up to date with the engine after :meth:`_take_datagram`."""
+        if self._engine is not None:
+            self._pump(now)
 
     def peer_unreachable(self, address: Address, now: float) -> None:
         """The runtime's socket reported ``address`` unreachable (an ICMP port or host
@@ -525,7 +542,9 @@ class Connection:
         if self._pmtu is not None and self._state is ConnectionState.CONNECTED:
             out += self._probe_path(self._engine, self._pmtu, now)
         if self._state is ConnectionState.CONNECTED and self._config.key_update_packets:
-            self._update_keys_on_budget(self._engine)
+            self._key_check_in -= len(out)
+            if self._key_check_in <= 0:
+                self._update_keys_on_budget(self._engine)
         if self._close_pending is not None:
             # The answer went out in `out`; now the CONNECTION_CLOSE follows it.
             code, reason = self._close_pending
@@ -545,7 +564,9 @@ class Connection:
         (the update waits while the last one is unconfirmed)."""
         keys = engine.key_state()
         budget = self._config.key_update_packets
-        if budget is not None and keys.packets >= budget and keys.settled:
+        assert budget is not None
+        self._key_check_in = budget - keys.packets  # <= 0: look again on the next send
+        if keys.packets >= budget and keys.settled:
             with contextlib.suppress(LocalProtocolError):  # the engine wants to wait: later
                 engine.update_keys()
 

@@ -14,7 +14,7 @@ import heapq
 import hmac
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
 import attrs
@@ -262,6 +262,40 @@ class Endpoint:
             self._admit(header, data, address, now)
         else:
             self._dropped["unknown connection"] += 1
+
+    def receive_datagrams(self, batch: Iterable[tuple[bytes, Address]], now: float) -> None:
+        """Feed every ``(payload, address)`` of ``batch``, as :meth:`receive_datagram`
+        each, in order.
+
+        A connection's events are brought up to date once, after the last of its
+        datagrams, rather than after each: a runtime that drains its socket hands
+        the whole burst here. Next: :meth:`datagrams_to_send`, then
+        :meth:`next_event`.
+        """
+        fed: dict[Connection, bool] = {}  # -> whether it took one (and must catch up)
+        routes = self._routes
+        for data, address in batch:
+            cid = short_header_cid(data)
+            conn = None if cid is None else routes.get(cid)
+            if conn is None:
+                self.receive_datagram(data, address, now)  # everything else, one by one
+                continue
+            self._received += 1
+            self._routed += 1
+            try:
+                fed[conn] = conn._take_datagram(data, address, now) or fed.get(conn, False)
+            except Exception as exc:
+                self._internal_error(conn, exc)
+                fed.setdefault(conn, False)
+            self._dirty[conn] = None
+        for conn, took in fed.items():
+            if took:
+                try:
+                    conn._catch_up(now)
+                except Exception as exc:
+                    self._internal_error(conn, exc)
+            # Its timer is brought up to date by the datagrams_to_send() that follows.
+            self._after(conn, timer=False)
 
     def peer_unreachable(self, address: Address, now: float) -> None:
         """The socket reported ``address`` unreachable (ICMP): tell every connection

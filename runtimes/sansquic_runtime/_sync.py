@@ -112,8 +112,7 @@ class _Driver:
                 with backend.guard():
                     self._sleep_until = -math.inf  # awake: flush() need not nudge
                     now = backend.now()
-                    for data, addr in batch:
-                        endpoint.receive_datagram(data, addr, now)
+                    endpoint.receive_datagrams(batch, now)
                     unreachable = sock.take_unreachable()
                     for addr in unreachable:
                         # The core decides: a handshake ends, an open connection shrugs.
