@@ -230,8 +230,8 @@ MAX_CORE_BYTES_PER_STREAM = 256
 
 def test_an_idle_stream_keeps_no_buffer_of_its_own() -> None:
     """300 streams (more than the engine's id pruning threshold) each carry one byte
-    each way and stay open: no stream keeps a buffer, the engine forgets their ids,
-    and the core's own bytes per stream stay small."""
+    each way and stay open: no stream keeps a buffer, the engine keeps at most 256
+    of their ids (before, all of them), and the core's own bytes per stream stay small."""
     count = _aioquic._HANDED_PRUNE + 44
     config = Config(dev_mode=True, trust_dev_certificate=True, max_streams_bidi=MAX_STREAMS)
     pair = connected_pair(server_config=config)
@@ -280,7 +280,9 @@ def test_an_idle_stream_keeps_no_buffer_of_its_own() -> None:
         assert all(sid in records for sid in held)
         assert all(records[sid].buffer is NO_BYTES for sid in held)
         assert all(records[sid].outgoing.buffer is NO_BYTES for sid in held)  # type: ignore[union-attr]
-        assert not conn._engine._handed  # type: ignore[union-attr]
+        # Pruned past 256 ids, so a few may stay; here the last pass left none.
+        assert len(conn._engine._handed) <= _aioquic._HANDED_PRUNE  # type: ignore[union-attr]
+    assert NO_BYTES.size == 0 and NO_BYTES._chunks is None  # the shared one took nothing
     client.send(held[0], b"more", end=True)  # a stream that held nothing still works
     assert net.run_until(lambda: held[0] in sink.ended, 5)
     assert sink.received[held[0]] == b"answeredmore"

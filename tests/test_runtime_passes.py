@@ -98,8 +98,10 @@ def test_a_task_per_stream_answers_in_one_send_pass(module: str, backend: str) -
                     return server_passes() - passes, conn.stats().udp_datagrams_received - received
 
     passes, datagrams = anyio.run(scenario, backend=backend)
-    # One datagram per exchange, and a few for the ACKs of the last ones.
-    assert EXCHANGES <= datagrams <= EXCHANGES + 4, datagrams
-    # One pass per exchange on asyncio; fewer than two on trio (see above).
-    most = EXCHANGES + 4 if backend == "asyncio" else int(1.9 * EXCHANGES)
+    # One datagram per exchange, and now and then an ACK alone (its 1 ms delay runs
+    # out between exchanges when the machine is busy).
+    assert EXCHANGES <= datagrams <= 1.5 * EXCHANGES, datagrams
+    # One pass per exchange on asyncio (and a few for ACK timers on a busy machine);
+    # fewer than two on trio (see above). Two per exchange before, on all of them.
+    most = 1.15 * EXCHANGES if backend == "asyncio" else 1.9 * EXCHANGES
     assert passes <= most, f"{passes} server send passes for {EXCHANGES} exchanges"

@@ -31,7 +31,6 @@ try:
     import anyio
     import anyio.abc
     import anyio.lowlevel
-    import sniffio
 except ImportError as _missing:  # pragma: no cover - exercised only without the extra
     raise ImportError("sansquic_anyio needs anyio: pip install 'sansquic[anyio]'") from _missing
 
@@ -90,6 +89,14 @@ def _call(fn: Callable[[], None]) -> None:
     fn()
 
 
+def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop anyio runs on, or ``None`` on its trio backend."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
     loop.call_soon(fn)
 
@@ -105,8 +112,8 @@ class _Backend:
         self._scope: anyio.CancelScope | None = None
         self._others_ready: Callable[[], bool] = trio_others_ready
         self._after_yield: Callable[[Callable[[], None]], None] = _call
-        if sniffio.current_async_library() == "asyncio":
-            loop = asyncio.get_running_loop()
+        loop = _running_asyncio_loop()
+        if loop is not None:
             self._others_ready = functools.partial(asyncio_others_ready, loop)
             self._after_yield = functools.partial(_call_soon, loop)
         # On trio, anyio's other backend, there is no cheap hook to defer with.
