@@ -630,6 +630,7 @@ class AioquicEngine(AioquicStyleEngine):
         "_key_updates",
         "_large_losses",
         "_now",
+        "_one_rtt_keys",
         "_packets_lost",
         "_packets_retransmitted",
         "_probes_acked",
@@ -749,6 +750,9 @@ class AioquicEngine(AioquicStyleEngine):
         # of the first packet under the current keys (None: a requested update waits
         # for the handshake to be confirmed), and whether ours is still to happen.
         self._key_phase = self._key_updates = 0
+        # aioquic's 1-RTT key pair, once the handshake is confirmed (it stays the same
+        # object from then on); looked up by its enum key on every datagram otherwise.
+        self._one_rtt_keys: CryptoPair | None = None
         self._key_start: int | None = 0
         self._key_requested = False
 
@@ -1018,9 +1022,13 @@ class AioquicEngine(AioquicStyleEngine):
     def _watch_keys(self) -> None:
         """Count key phase flips: packets are only protected in receive and send."""
         quic = self._quic
-        crypto = quic._cryptos.get(tls.Epoch.ONE_RTT)
+        crypto = self._one_rtt_keys
         if crypto is None:
-            return
+            crypto = quic._cryptos.get(tls.Epoch.ONE_RTT)
+            if crypto is None:
+                return
+            if quic._handshake_confirmed:  # no re-initialization (Retry, versions) after
+                self._one_rtt_keys = crypto
         phase = crypto.send.key_phase
         if phase != self._key_phase:
             self._key_phase = phase
