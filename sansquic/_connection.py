@@ -215,6 +215,7 @@ class Connection:
         "_last_address",
         "_last_sent",
         "_outgoing_datagrams",
+        "_passed_over",
         "_peer_stream_limits",
         "_pmtu",
         "_pmtu_path",
@@ -274,6 +275,9 @@ class Connection:
         # Streams told they are not writable (a dict as an ordered set: an empty set
         # costs 216 bytes, an empty dict 64).
         self._waiting_writers: dict[int, None] = {}
+        # Streams told they are writable that have queued nothing since: first in line
+        # at the next wake, or the writers that refill first would win every round.
+        self._passed_over: dict[int, None] = {}
         self._outgoing_datagrams: Fifo[bytes] = Fifo()
         self._peer_stream_limits: tuple[int, int] | None = None  # known once connected
         self._events: Fifo[Event] = Fifo()
@@ -710,6 +714,8 @@ class Connection:
         if data:
             fillable(outgoing).append(data)
             self._send_buffered += len(data)
+        if self._passed_over:
+            self._passed_over.pop(stream_id, None)  # served: back of the line next time
         outgoing.fin = end
         if data or end:
             self._scheduler.enqueue(stream_id, outgoing)
@@ -1151,14 +1157,23 @@ class Connection:
         if self._send_buffered > config.connection_send_low_watermark:
             return
         records = self._streams.records
-        for stream_id in list(self._waiting_writers):
+        waiting, passed_over = self._waiting_writers, self._passed_over
+        # Those passed over last time first: a writer woken with many others may find
+        # the connection full again by its turn, and must not lose its place for it.
+        order = [s for s in passed_over if s in waiting]
+        order += [s for s in waiting if s not in passed_over]
+        for stream_id in order:
             record = records.get(stream_id)
             outgoing = None if record is None else record.outgoing
             if outgoing is None or record is None or record.send is not SendState.OPEN:
-                self._waiting_writers.pop(stream_id, None)  # nothing more will be sent on it
+                waiting.pop(stream_id, None)  # nothing more will be sent on it
+                passed_over.pop(stream_id, None)
             elif outgoing.buffer.size <= config.send_low_watermark:
-                self._waiting_writers.pop(stream_id, None)
+                waiting.pop(stream_id, None)
+                passed_over[stream_id] = None  # until it queues something
                 self._events.append(StreamWritable(stream_id=stream_id))
+        for stream_id in [s for s in passed_over if s not in records]:
+            del passed_over[stream_id]  # closed without a word since
 
     def _discard_outgoing(self, record: StreamRecord) -> None:
         """Drop what the core still had queued for a stream whose sending side ended."""
@@ -1169,6 +1184,7 @@ class Connection:
             outgoing.buffer = NO_BYTES
             outgoing.fin = False
             self._waiting_writers.pop(record.stream_id, None)
+            self._passed_over.pop(record.stream_id, None)
 
     def _live_stream(self, stream_id: int, action: str) -> StreamRecord:
         record = self._streams.lookup(stream_id)

@@ -10,7 +10,7 @@ of the core.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, KeysView
 
 from ._connection import Connection, ConnectionState
 from ._endpoint import Endpoint
@@ -103,9 +103,12 @@ class Dispatcher:
         """How many connections the dispatcher keeps state for (zero once all are over)."""
         return len(self._links)
 
-    def process(self) -> set[Wake]:
-        """Apply every pending event; return the keys of the waiters to wake."""
-        wake: set[Wake] = set()
+    def process(self) -> KeysView[Wake]:
+        """Apply every pending event; return the keys of the waiters to wake, in the
+        order of the events that named them (a set would wake the writers of a full
+        connection in hash order, the same streams first every time: they starved
+        the rest)."""
+        wake: dict[Wake, None] = {}
         endpoint = self.endpoint
         while (item := endpoint.next_event()) is not None:
             conn, event = item
@@ -115,16 +118,16 @@ class Dispatcher:
                     continue  # the application is done with it
                 link = self._links[conn] = _Link()
             self._apply(conn, link, event, wake)
-        return wake
+        return wake.keys()
 
-    def _apply(self, conn: Connection, link: _Link, event: object, wake: set[Wake]) -> None:
+    def _apply(self, conn: Connection, link: _Link, event: object, wake: dict[Wake, None]) -> None:
         if isinstance(event, StreamReadable | StreamEnded):
-            wake.add(("read", conn, event.stream_id))
+            wake[("read", conn, event.stream_id)] = None
         elif isinstance(event, StreamWritable):
-            wake.add(("write", conn, event.stream_id))
+            wake[("write", conn, event.stream_id)] = None
         elif isinstance(event, StreamOpened):
             link.incoming.append(event.stream_id)
-            wake.add(("accept", conn))
+            wake[("accept", conn)] = None
             self._prune(conn, link)
             if (
                 not link.ready
@@ -138,14 +141,14 @@ class Dispatcher:
             if len(link.datagrams) >= self._datagram_queue:
                 link.datagrams.popleft()  # unreliable by nature: the oldest goes
             link.datagrams.append(event.data)
-            wake.add(("datagram", conn))
+            wake[("datagram", conn)] = None
         elif isinstance(event, StreamReset):
             link.resets[event.stream_id] = event.error_code
-            wake.add(("read", conn, event.stream_id))
+            wake[("read", conn, event.stream_id)] = None
             self._prune(conn, link)
         elif isinstance(event, StreamStopped):
             link.stops[event.stream_id] = event.error_code
-            wake.add(("write", conn, event.stream_id))
+            wake[("write", conn, event.stream_id)] = None
             self._prune(conn, link)
         elif isinstance(event, HandshakeCompleted | Authenticated):
             # Without auth the handshake makes a connection ready; with it, acceptance does.
@@ -156,22 +159,22 @@ class Dispatcher:
                 self._make_ready(conn, link, wake)
         elif isinstance(event, AuthRejected):
             link.failed = closed_error(event.closed_by, event.code, event.reason, application=True)
-            wake.add(("ready", conn))
+            wake[("ready", conn)] = None
         elif isinstance(event, ConnectionTerminated):
             # Every waiter on this connection must look again: it will find it closed.
             link.terminated = True
-            wake.update(self._connection_keys(conn))
+            wake.update(dict.fromkeys(self._connection_keys(conn)))
             if not link.claimed:
                 # Nobody will ever ask about it: it ends here, whoever ended it.
                 self._accepted.pop(conn, None)
                 self.forget(conn)
 
-    def _make_ready(self, conn: Connection, link: _Link, wake: set[Wake]) -> None:
+    def _make_ready(self, conn: Connection, link: _Link, wake: dict[Wake, None]) -> None:
         link.ready = True
-        wake.add(("ready", conn))
+        wake[("ready", conn)] = None
         if conn.role.value == "server":
             self._accepted[conn] = None
-            wake.add(("incoming",))
+            wake[("incoming",)] = None
 
     # -- queries ---------------------------------------------------------------------
 

@@ -5,9 +5,11 @@ import pytest
 from sansquic import (
     Config,
     Connection,
+    ConnectionState,
     LocalProtocolError,
     Priority,
     SendBufferFull,
+    StreamReadable,
     StreamsAvailable,
     StreamWritable,
 )
@@ -276,3 +278,72 @@ def test_the_top_priority_may_use_its_own_budget(
 
     scheduler.run(budget, lambda stream_id: 1 << 30, hand, top_budget=top_budget)
     assert handed == {0: critical, 4: low}
+
+
+def test_writers_of_a_full_connection_take_turns() -> None:
+    """40 writers on one connection, each woken as the dispatcher names it (as the
+    runtimes do): every stream is served in turn, none starves. Woken in hash order
+    (a set), and with a writer that found the connection full again losing its
+    place, the same few streams won every round: here the first stream finished
+    at 52% of the transfer's time (86% now); on loopback, 100 streams x 1 MB, the
+    first finished after 2.5 s of 11.6 and one send waited 10.3 s (now: 8.8 s of
+    15.0, and at most 4.1 s)."""
+    from sansquic import Dispatcher, Endpoint
+    from sansquic.testing import SimNetwork
+
+    client_address, server_address = ("10.0.0.1", 5000), ("10.0.0.2", 4433)
+    net = SimNetwork(0, conditions=LinkConditions(delay=0.002, bandwidth=2e6))  # 2 MB/s
+    # Watermarks scaled down 16x, so that each stream needs 16 turns of 16 KiB.
+    small = {
+        "send_high_watermark": 16 * 1024,
+        "send_low_watermark": 4 * 1024,
+        "connection_send_high_watermark": 256 * 1024,
+        "connection_send_low_watermark": 64 * 1024,
+    }
+    client = Endpoint(Config(trust_dev_certificate=True, **small))  # type: ignore[arg-type]
+    server = Endpoint(Config(dev_mode=True, trust_dev_certificate=True), server=True)
+    net.add(client_address, client)
+    net.add(server_address, server)
+    conn = client.connect(server_address, net.now, server_name="localhost")
+    dispatcher = Dispatcher(client)
+    dispatcher.watch(conn)
+    sink_conns: dict[int, int] = {}
+
+    def drain_server() -> None:
+        while (item := server.next_event()) is not None:
+            peer, event = item
+            if isinstance(event, StreamReadable):
+                while chunk := peer.read(event.stream_id):
+                    sink_conns[event.stream_id] = sink_conns.get(event.stream_id, 0) + len(chunk)
+
+    net.step_hooks.append(drain_server)
+    assert net.run_until(lambda: conn.state is ConnectionState.CONNECTED, 5)
+    streams = [conn.open_stream() for _ in range(40)]
+    chunk, total = memoryview(bytes(4 * 1024)), 256 * 1024  # 10 MB in all
+    left = dict.fromkeys(streams, total)
+    finished: dict[int, float] = {}
+    start = net.now
+
+    def write(stream_id: int) -> None:
+        while left[stream_id]:
+            piece = dispatcher.send_piece(conn, stream_id, chunk[: left[stream_id]])
+            if piece is None:
+                return  # waits for ("write", conn, stream_id)
+            left[stream_id] -= piece
+        if stream_id not in finished:
+            finished[stream_id] = net.now - start
+            conn.send(stream_id, b"", end=True)
+
+    def writers() -> None:
+        for key in dispatcher.process():  # in the order the events named them
+            if key[0] == "write":
+                write(key[2])
+
+    for stream_id in streams:
+        write(stream_id)
+    net.step_hooks.append(writers)
+    assert net.run_until(lambda: len(finished) == len(streams), 120)
+    times = sorted(finished.values())
+    # Turn by turn, everyone finishes near the end (the connection holds 256 KiB, a
+    # fortieth of it all: the first can finish about that much early, not more).
+    assert times[0] >= 0.75 * times[-1], (times[0], times[-1])  # 0.86; 0.52 before
