@@ -290,8 +290,9 @@ class Connection:
         self._close_pending: tuple[int, str] | None = None  # closes after the next flush
         self._last_address: Address | None = None
         self._last_sent = 0.0  # when datagrams last went out (keep-alive counts from it)
-        # Datagrams to send before the key budget is worth a look again: each carries at
-        # least one packet, so the budget cannot be reached sooner.
+        # Datagrams to send before the key budget is worth a look again. A datagram may
+        # carry more than one packet (around the handshake), so the countdown runs at
+        # half the distance: it reaches zero before the budget can.
         self._key_check_in = 0
         self._auth = new_flow(self, server=role is Role.SERVER)
 
@@ -450,6 +451,10 @@ class Connection:
         counters = self._counters
         counters.udp_datagrams_received += 1
         counters.udp_bytes_received += len(data)
+        if self._state is ConnectionState.CLOSED:
+            # Over: nothing it hears may raise an event after ConnectionTerminated
+            # (a burst can still hold datagrams for a connection that just ended).
+            return False
         if engine is None:
             if self._state is not ConnectionState.IDLE:
                 return False  # a server closed before its first Initial
@@ -569,7 +574,7 @@ class Connection:
         keys = engine.key_state()
         budget = self._config.key_update_packets
         assert budget is not None
-        self._key_check_in = budget - keys.packets  # <= 0: look again on the next send
+        self._key_check_in = (budget - keys.packets) // 2  # <= 0: look on the next send
         if keys.packets >= budget and keys.settled:
             with contextlib.suppress(LocalProtocolError):  # the engine wants to wait: later
                 engine.update_keys()

@@ -457,3 +457,36 @@ def test_handle_timer_says_whether_anything_was_due() -> None:
     assert deadline is not None and deadline > now
     assert server.handle_timer(now) is False
     assert server.handle_timer(deadline) is True
+
+
+def test_nothing_follows_a_stateless_reset_in_the_same_burst() -> None:
+    """A burst holding a stateless reset and then data of the same connection: the
+    reset ends it, and no event comes after its ConnectionTerminated."""
+    client_address, server_address = ("10.0.0.1", 5000), ("10.0.0.2", 4433)
+    client = Endpoint(Config(trust_dev_certificate=True))
+    server = Endpoint(Config(dev_mode=True, trust_dev_certificate=True), server=True)
+    now = 0.0
+    conn = client.connect(server_address, now, server_name="localhost")
+    for _ in range(50):
+        for data, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, client_address, now)
+        for data, _ in server.datagrams_to_send(now):
+            client.receive_datagram(data, server_address, now)
+        now += 0.01
+    assert conn.state is ConnectionState.CONNECTED
+    while server.next_event() is not None:
+        pass
+    [peer] = server.connections
+    stream_id = conn.open_stream()
+    conn.send(stream_id, b"too late", end=True)
+    late = [data for data, _ in client.datagrams_to_send(now)]
+    quic = peer._engine._quic  # type: ignore[union-attr]
+    # A token of the client's: its first connection id has none, the ones it issued do.
+    token = next(c.stateless_reset_token for c in quic._peer_cid_available)
+    reset = bytes([0x40]) + peer._engine.host_cid + bytes(30) + token  # type: ignore[union-attr]
+    server.receive_datagrams([(reset, client_address)] + [(d, client_address) for d in late], now)
+    seen = []
+    while (item := server.next_event()) is not None:
+        seen.append(type(item[1]).__name__)
+    assert seen == ["ConnectionTerminated"], seen
+    assert peer.state is ConnectionState.CLOSED
