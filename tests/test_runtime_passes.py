@@ -23,16 +23,10 @@ import pytest
 
 import sansquic
 
+from .test_cancellation import RUNTIMES  # (anyio backend, runtime module)
+
 EXCHANGES = 200
 CONFIG = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
-
-#: (runtime module, anyio backend)
-RUNTIMES = [
-    ("sansquic_asyncio", "asyncio"),
-    ("sansquic_trio", "trio"),
-    ("sansquic_anyio", "asyncio"),
-    ("sansquic_anyio", "trio"),
-]
 
 
 async def _answer(stream: Any) -> None:
@@ -77,8 +71,8 @@ def _count_calls(obj: Any, name: str) -> Callable[[], int]:
     return lambda: calls[0]
 
 
-@pytest.mark.parametrize(("module", "backend"), RUNTIMES, ids=[f"{m}-{b}" for m, b in RUNTIMES])
-def test_a_task_per_stream_answers_in_one_send_pass(module: str, backend: str) -> None:
+@pytest.mark.parametrize(("backend", "module"), RUNTIMES, ids=[f"{m}-{b}" for b, m in RUNTIMES])
+def test_a_task_per_stream_answers_in_one_send_pass(backend: str, module: str) -> None:
     runtime = pytest.importorskip(module)
 
     async def scenario() -> tuple[int, int]:
