@@ -28,7 +28,6 @@ from aioquic.quic.connection import (
     END_STATES,
     PING_FRAME_CAPACITY,
     QuicConnection,
-    QuicConnectionId,
     QuicConnectionState,
 )
 from aioquic.quic.crypto import CryptoPair
@@ -90,7 +89,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_state"),
     ("QuicConnection", "_streams"),  # engine-held stream count
     ("QuicConnection", "_events"),  # skip draining when empty
-    ("QuicConnection", "_peer_cid"),  # short-header size for datagram capacity
+    ("QuicConnection", "_peer_cid"),  # short-header size; its stateless reset token
     ("QuicConnection", "_loss"),  # RTT and congestion window
     ("QuicConnection", "_network_paths"),  # the peer's current address
     ("QuicPacketRecovery", "_rtt_smoothed"),
@@ -112,7 +111,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicStreamSender", "buffer_is_empty"),
     ("QuicStreamReceiver", "_final_size"),
     ("QuicConnection", "_host_cids"),  # derived stateless reset tokens
-    ("QuicConnection", "_peer_cid_available"),  # peer tokens, to spot a stateless reset
+    ("QuicConnection", "_peer_cid_available"),  # spare ids, for migrate()
     ("QuicConnection", "_replenish_connection_ids"),  # overridden to derive tokens
     ("QuicConnectionId", "stateless_reset_token"),
     ("QuicConnectionId", "was_sent"),
@@ -644,8 +643,6 @@ class AioquicEngine(AioquicStyleEngine):
         "_server_tickets",
         "_stream_window",
         "_stream_window_limit",
-        "_token_key",
-        "_tokens",
     )
 
     _quic: _QuicConnection
@@ -734,8 +731,6 @@ class AioquicEngine(AioquicStyleEngine):
         self._handed: set[int] = set()
         self._fresh = False  # stream data handed since the last datagrams_to_send
         self._now = now
-        self._token_key: tuple[QuicConnectionId, int] | None = None
-        self._tokens: list[bytes] = []
         self._closed_by: ClosedBy | None = None
         self._probes_acked: list[int] = []
         self._crypto_trimmed = False
@@ -1178,25 +1173,10 @@ class AioquicEngine(AioquicStyleEngine):
         """Whether ``data`` is a stateless reset from the peer (RFC 9000 section 10.3)."""
         if len(data) < 21 or data[0] & 0x80:
             return False
-        quic = self._quic
-        # The peer's tokens change only with its connection ids: cache them until then
-        # (checked on every datagram, so without building a key each time).
-        key = self._token_key
-        if key is None or key[0] is not quic._peer_cid or key[1] != len(quic._peer_cid_available):
-            self._token_key = (quic._peer_cid, len(quic._peer_cid_available))
-            self._tokens = [
-                token
-                for token in (
-                    quic._peer_cid.stateless_reset_token,
-                    *(cid.stateless_reset_token for cid in quic._peer_cid_available),
-                )
-                if token
-            ]
-        tail = data[-16:]
-        for token in self._tokens:  # noqa: SIM110  # a loop: no generator per datagram
-            if hmac.compare_digest(token, tail):  # constant time (RFC 9000 section 10.3.1)
-                return True
-        return False
+        # Only the token of the connection id in use: RFC 9000 section 10.3.1 forbids
+        # checking those of ids not yet used or already retired.
+        token = self._quic._peer_cid.stateless_reset_token
+        return bool(token) and hmac.compare_digest(token, data[-16:])  # constant time
 
     def stream_count(self) -> int:
         """Streams the engine still holds state for (acks may still be due)."""

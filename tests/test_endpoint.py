@@ -459,34 +459,57 @@ def test_handle_timer_says_whether_anything_was_due() -> None:
     assert server.handle_timer(deadline) is True
 
 
-def test_nothing_follows_a_stateless_reset_in_the_same_burst() -> None:
-    """A burst holding a stateless reset and then data of the same connection: the
-    reset ends it, and no event comes after its ConnectionTerminated."""
-    client_address, server_address = ("10.0.0.1", 5000), ("10.0.0.2", 4433)
+def _connected_pair() -> tuple[Endpoint, Endpoint, Connection, float]:
+    """A client and server connected by hand on a lossless path: (client, server, the
+    client's connection, the time)."""
     client = Endpoint(Config(trust_dev_certificate=True))
     server = Endpoint(Config(dev_mode=True, trust_dev_certificate=True), server=True)
     now = 0.0
-    conn = client.connect(server_address, now, server_name="localhost")
+    conn = client.connect(SERVER, now, server_name="localhost")
     for _ in range(50):
         for data, _ in client.datagrams_to_send(now):
-            server.receive_datagram(data, client_address, now)
+            server.receive_datagram(data, CLIENT, now)
         for data, _ in server.datagrams_to_send(now):
-            client.receive_datagram(data, server_address, now)
+            client.receive_datagram(data, SERVER, now)
         now += 0.01
     assert conn.state is ConnectionState.CONNECTED
-    while server.next_event() is not None:
+    return client, server, conn, now
+
+
+def _late_burst(
+    client: Endpoint, server: Endpoint, conn: Connection, token: bytes, now: float
+) -> list[str]:
+    """The server sends data on a new stream; the client gets a datagram ending in
+    ``token`` ahead of it in one burst. The names of the client's events."""
+    while client.next_event() is not None:
         pass
     [peer] = server.connections
-    stream_id = conn.open_stream()
-    conn.send(stream_id, b"too late", end=True)
-    late = [data for data, _ in client.datagrams_to_send(now)]
-    quic = peer._engine._quic  # type: ignore[union-attr]
-    # A token of the client's: its first connection id has none, the ones it issued do.
-    token = next(c.stateless_reset_token for c in quic._peer_cid_available)
-    reset = bytes([0x40]) + peer._engine.host_cid + bytes(30) + token  # type: ignore[union-attr]
-    server.receive_datagrams([(reset, client_address)] + [(d, client_address) for d in late], now)
+    peer.send(peer.open_stream(), b"too late", end=True)
+    late = [(data, SERVER) for data, _ in server.datagrams_to_send(now)]
+    reset = bytes([0x40]) + conn._engine.host_cid + bytes(30) + token  # type: ignore[union-attr]
+    client.receive_datagrams([(reset, SERVER), *late], now)
     seen = []
-    while (item := server.next_event()) is not None:
+    while (item := client.next_event()) is not None:
         seen.append(type(item[1]).__name__)
-    assert seen == ["ConnectionTerminated"], seen
-    assert peer.state is ConnectionState.CLOSED
+    return seen
+
+
+def test_nothing_follows_a_stateless_reset_in_the_same_burst() -> None:
+    """A burst holding a stateless reset and then data of the same connection: the
+    reset ends it, and no event comes after its ConnectionTerminated."""
+    client, server, conn, now = _connected_pair()
+    # The token the server gave for the connection id the client uses.
+    token = conn._engine._quic._peer_cid.stateless_reset_token  # type: ignore[union-attr]
+    assert _late_burst(client, server, conn, token, now) == ["ConnectionTerminated"]
+    assert conn.state is ConnectionState.CLOSED
+
+
+def test_a_reset_token_of_an_unused_connection_id_is_ignored() -> None:
+    """RFC 9000 section 10.3.1: only the token of the connection id in use ends the
+    connection, not one the peer issued for later."""
+    client, server, conn, now = _connected_pair()
+    quic = conn._engine._quic  # type: ignore[union-attr]
+    token = next(c.stateless_reset_token for c in quic._peer_cid_available)
+    seen = _late_burst(client, server, conn, token, now)
+    assert "ConnectionTerminated" not in seen and "StreamEnded" in seen, seen
+    assert conn.state is ConnectionState.CONNECTED

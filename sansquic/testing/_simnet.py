@@ -87,7 +87,7 @@ class Node(Protocol):
 
     def timer(self) -> float | None: ...
 
-    def handle_timer(self, now: float) -> None: ...
+    def handle_timer(self, now: float) -> object: ...  # what it returns is ignored
 
 
 class _Link:
