@@ -513,3 +513,25 @@ def test_a_reset_token_of_an_unused_connection_id_is_ignored() -> None:
     seen = _late_burst(client, server, conn, token, now)
     assert "ConnectionTerminated" not in seen and "StreamEnded" in seen, seen
     assert conn.state is ConnectionState.CONNECTED
+
+
+def test_the_token_of_a_retired_connection_id_no_longer_resets() -> None:
+    """RFC 9000 section 10.3.1: once a migration moved the client to a fresh connection
+    id, the old id is retired and its token ends nothing; the new id's token does."""
+    client, server, conn, now = _connected_pair()
+    quic = conn._engine._quic  # type: ignore[union-attr]
+    old = quic._peer_cid.stateless_reset_token
+    conn.migrate()
+    for _ in range(5):  # the move reaches the server, which follows
+        now += 0.01
+        for data, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, CLIENT, now)
+        for data, _ in server.datagrams_to_send(now):
+            client.receive_datagram(data, SERVER, now)
+    new = quic._peer_cid.stateless_reset_token
+    assert new != old
+    seen = _late_burst(client, server, conn, old, now)
+    assert "ConnectionTerminated" not in seen and "StreamEnded" in seen, seen
+    assert conn.state is ConnectionState.CONNECTED
+    assert _late_burst(client, server, conn, new, now) == ["ConnectionTerminated"]
+    assert conn.state is ConnectionState.CLOSED
