@@ -241,11 +241,13 @@ class Config:
     engine: Literal["aioquic", "qh3"] = attrs.field(
         default="aioquic", validator=one_of("aioquic", "qh3")
     )
-    #: Packets sent under one set of keys before this side updates them (RFC 9001
-    #: section 6.6: AES-GCM keys must protect fewer than 2**23 packets); ``None``
-    #: leaves updates to ``Connection.update_keys()`` and the peer.
+    #: Packets sent under one set of keys before this side updates them; ``None``
+    #: leaves updates to ``Connection.update_keys()`` and the peer. At most 2**22:
+    #: AES-GCM keys may protect 2**23 packets (RFC 9001 section 6.6), and packets
+    #: keep leaving under the old keys while the previous update awaits the peer's
+    #: confirmation, so half the limit is left for that wait.
     key_update_packets: int | None = attrs.field(
-        default=2**20, validator=optional(int_in(1, 2**23))
+        default=2**20, validator=optional(int_in(1, 2**22))
     )
 
     #: Session resumption (see docs/resumption.md): servers issue tickets, clients

@@ -1355,7 +1355,9 @@ class Connection:
             self._streams.peer_record(AUTH_STREAM)  # so the answer can be sent on it
         if ev.data:
             self._engine.consumed(AUTH_STREAM, len(ev.data))  # type: ignore[union-attr]
-            auth.stream_data(ev.data, now, self._last_address)
+            # The path in use, which the engine validated: not the address of the last
+            # datagram of a burst, which anyone who reads the connection id can forge.
+            auth.stream_data(ev.data, now, self._engine.peer_address())  # type: ignore[union-attr]
         if ev.fin:
             auth.stream_finished(now)
         record = self._streams.records.get(AUTH_STREAM)

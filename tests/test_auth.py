@@ -417,3 +417,45 @@ def test_a_client_that_does_not_speak_auth_reads_no_answer_as_data(request_bytes
     assert client.terminated is not None
     assert client.terminated.error_code == CloseCode.AUTH_MALFORMED
     assert "requires the auth handshake" in client.terminated.reason
+
+
+def test_the_authenticator_hears_the_validated_address_not_the_last_datagrams() -> None:
+    """A forged datagram for the connection, from another address, arrives in the same
+    burst as the auth request: the engine drops it, and the address the server's
+    authenticator and AuthRequested report is still the client's own path."""
+    client_address, server_address, forged = ("10.0.0.1", 5000), ("10.0.0.2", 4433), ("10.9.9.9", 1)
+    heard: list[object] = []
+
+    def authenticator(request: AuthRequest, address: object, now: float) -> None:
+        heard.append(address)
+        return None  # the application decides: AuthRequested carries the address too
+
+    # A long token: its last part leaves in 1-RTT packets, which a burst routes by id.
+    client = Endpoint(Config(trust_dev_certificate=True).with_token("t" * 5000))
+    server = Endpoint(
+        Config(
+            dev_mode=True, trust_dev_certificate=True, auth=AuthPolicy(authenticator=authenticator)
+        ),
+        server=True,
+    )
+    now = 0.0
+    conn = client.connect(server_address, now, server_name="localhost")
+    requested: list[AuthRequested] = []
+    for _ in range(50):
+        batch = [(data, client_address) for data, _ in client.datagrams_to_send(now)]
+        engine = conn._engine
+        if batch and engine is not None:
+            # After every datagram of the client's: one for the id the client sends to
+            # (the server's, once it answered), which anyone on the path can read.
+            junk = bytes([0x40]) + engine._quic._peer_cid.cid + bytes(40)  # type: ignore[attr-defined]
+            batch.append((junk, forged))
+        server.receive_datagrams(batch, now)
+        for data, address in server.datagrams_to_send(now):
+            if address == client_address:
+                client.receive_datagram(data, server_address, now)
+        while (item := server.next_event()) is not None:
+            if isinstance(item[1], AuthRequested):
+                requested.append(item[1])
+        now += 0.01
+    assert heard == [client_address]
+    assert [event.address for event in requested] == [client_address]
