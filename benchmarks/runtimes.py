@@ -50,8 +50,12 @@ every other stream is echoed. The scenarios, every round:
   on an idle connection, then on the same connection while a
   ``Priority.LOW`` stream sends 64 KiB chunks to the server without pause
   (from 0.2 s before the first warm-up round trip until the last); p50 idle,
-  p50 loaded, loaded / idle, and the loading stream's MB/s (to show it did
-  load the path). Raw aioquic has no priorities, so both raw
+  p50 loaded, loaded / idle, and the loading stream's MB/s: over its whole
+  life ("crit load MB/s", the 0.2 s ramp included, when nothing holds it
+  back yet) and while the loaded round trips are timed ("load while timed
+  MB/s", the share of the path it keeps beside the CRITICAL stream; bytes
+  queued, so up to one send high watermark ahead of the wire). Raw aioquic
+  has no priorities, so both raw
   stacks run the same with plain streams, labelled "(no priorities)"; their
   loading stream has no backpressure, so it is topped up to 256 KiB not yet
   sent (sansquic's default per-stream send high watermark) whenever it drops
@@ -319,6 +323,7 @@ METRICS: dict[str, Metric] = {
     "crit loaded p50 us": Metric("critical", "loaded_p50_us", "{:.0f}", "priority", False),
     "loaded/idle": Metric("critical", "ratio", "{:.2f}", "priority", False),
     "crit load MB/s": Metric("critical", "load_mb_s", "{:.1f}", "priority", True),
+    "load while timed MB/s": Metric("critical", "timed_load_mb_s", "{:.1f}", "priority", True),
     "per idle conn KiB": Metric("memconn", "per_conn_kib", "{:.1f}", "memory", False),
     "per idle stream B": Metric("memstream", "per_stream_bytes", "{:.0f}", "memory", False),
 }
@@ -477,8 +482,36 @@ def _streams_result(sent: list[int], elapsed: float) -> dict[str, float]:
     return {"mb_s": total / 1e6 / elapsed, "streams": len(sent), "bytes": total, "seconds": elapsed}
 
 
+class _LoadWindow:
+    """The loading stream's bytes queued so far, and how many of them while the loaded
+    round trips were timed (warm-up included): the load the CRITICAL stream met, apart
+    from the ramp before it, when nothing held the loading stream back yet."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self._opened: tuple[float, int] | None = None
+        self._closed: tuple[float, int] | None = None
+
+    def open(self) -> None:
+        self._opened = (time.perf_counter(), self.sent)
+
+    def close(self) -> None:
+        self._closed = (time.perf_counter(), self.sent)
+
+    def mb_s(self) -> float:
+        if self._opened is None or self._closed is None:
+            raise RuntimeError("the loaded round trips were not timed")
+        seconds = self._closed[0] - self._opened[0]
+        return (self._closed[1] - self._opened[1]) / 1e6 / max(seconds, 1e-9)
+
+
 def _critical_result(
-    idle: list[float], loaded: list[float], load_bytes: int, load_seconds: float, priorities: bool
+    idle: list[float],
+    loaded: list[float],
+    load_bytes: int,
+    load_seconds: float,
+    window: _LoadWindow,
+    priorities: bool,
 ) -> dict[str, float]:
     idle_p50, idle_p99 = _percentiles(idle, "idle round trip")
     loaded_p50, loaded_p99 = _percentiles(loaded, "loaded round trip")
@@ -491,6 +524,7 @@ def _critical_result(
         "idle_count": len(idle),
         "loaded_count": len(loaded),
         "load_mb_s": load_bytes / 1e6 / load_seconds,
+        "timed_load_mb_s": window.mb_s(),
         "priorities": float(priorities),
     }
 
@@ -814,24 +848,27 @@ async def _async_critical(cell: AsyncCell) -> dict[str, float]:
         began = time.perf_counter()
         deadline = began + LOAD_RAMP + p.crit_seconds + IO_TIMEOUT
 
+        window = _LoadWindow()
+
         async def keep_loading() -> int:
-            sent = 0
             for _ in range(LOAD_MAX_CHUNKS):
                 if done.is_set() or time.perf_counter() >= deadline:
                     break
                 if isinstance(load, _RawStream):  # no backpressure: keep it just ahead
                     await load.wait_unsent_below(RAW_LOAD_QUEUE, deadline)
                 await load.send(BULK_CHUNK, timeout=IO_TIMEOUT)
-                sent += CHUNK
+                window.sent += CHUNK
             await load.finish()
-            _parse_count(await load.read_all(timeout=IO_TIMEOUT), sent)
-            return sent
+            _parse_count(await load.read_all(timeout=IO_TIMEOUT), window.sent)
+            return window.sent
 
         async def measure() -> int:
             try:
                 await cell.kit.sleep(LOAD_RAMP)
                 warmup, rounds = p.crit_warmup, p.crit_rounds
+                window.open()
                 loaded.extend(await _async_round_trips(crit, warmup, rounds, p.crit_seconds))
+                window.close()
             finally:
                 done.set()
             return 0
@@ -840,7 +877,7 @@ async def _async_critical(cell: AsyncCell) -> dict[str, float]:
         load_seconds = time.perf_counter() - began
         await _async_finish_echo(crit)
     raw = isinstance(load, _RawStream)
-    return _critical_result(idle, loaded, load_bytes, load_seconds, priorities=not raw)
+    return _critical_result(idle, loaded, load_bytes, load_seconds, window, priorities=not raw)
 
 
 async def _async_settled_rss(kit: AsyncKit, pid: int) -> int:
@@ -1221,22 +1258,25 @@ def _threads_critical(cell: SyncCell) -> dict[str, float]:
         began = time.perf_counter()
         deadline = began + LOAD_RAMP + p.crit_seconds + IO_TIMEOUT
 
+        window = _LoadWindow()
+
         def keep_loading() -> int:
-            sent = 0
             for _ in range(LOAD_MAX_CHUNKS):
                 if done.is_set() or time.perf_counter() >= deadline:
                     break
                 load.send(BULK_CHUNK, timeout=IO_TIMEOUT)
-                sent += CHUNK
+                window.sent += CHUNK
             load.finish()
-            _parse_count(load.read_all(timeout=IO_TIMEOUT), sent)
-            return sent
+            _parse_count(load.read_all(timeout=IO_TIMEOUT), window.sent)
+            return window.sent
 
         def measure() -> int:
             try:
                 time.sleep(LOAD_RAMP)
                 warmup, rounds = p.crit_warmup, p.crit_rounds
+                window.open()
                 loaded.extend(_sync_round_trips(crit, warmup, rounds, p.crit_seconds))
+                window.close()
             finally:
                 done.set()
             return 0
@@ -1245,7 +1285,7 @@ def _threads_critical(cell: SyncCell) -> dict[str, float]:
         load_bytes = _thread_gather([keep_loading, measure], timeout)[0]
         load_seconds = time.perf_counter() - began
         _sync_finish_echo(crit)
-    return _critical_result(idle, loaded, load_bytes, load_seconds, priorities=True)
+    return _critical_result(idle, loaded, load_bytes, load_seconds, window, priorities=True)
 
 
 def _sync_settled_rss(cell: SyncCell, conns: Sequence[Any], pid: int) -> int:
@@ -1525,30 +1565,31 @@ def _mini_critical(cell: SyncCell) -> dict[str, float]:
         crit = conn.open_stream()
         idle = _sync_round_trips(crit, p.crit_warmup, p.crit_rounds, p.crit_seconds)
         load = conn.open_stream()
-        sent = 0
+        window = _LoadWindow()
 
         def top_up() -> None:
-            nonlocal sent
             for _ in range(RAW_LOAD_QUEUE // CHUNK + 1):
                 if _unsent(conn.quic, load.id) >= RAW_LOAD_QUEUE:
                     break
                 conn.quic.send_stream_data(load.id, BULK_CHUNK)
-                sent += CHUNK
+                window.sent += CHUNK
 
         began = time.perf_counter()
         conn.quic.send_stream_data(load.id, BULK_CHUNK)
-        sent += CHUNK
+        window.sent += CHUNK
         conn.on_step = top_up
         try:
             conn.pump(LOAD_RAMP)
+            window.open()
             loaded = _sync_round_trips(crit, p.crit_warmup, p.crit_rounds, p.crit_seconds)
+            window.close()
         finally:
             conn.on_step = None
         load.finish()
-        _parse_count(load.read_all(timeout=IO_TIMEOUT), sent)
+        _parse_count(load.read_all(timeout=IO_TIMEOUT), window.sent)
         load_seconds = time.perf_counter() - began
         _sync_finish_echo(crit)
-    return _critical_result(idle, loaded, sent, load_seconds, priorities=False)
+    return _critical_result(idle, loaded, window.sent, load_seconds, window, priorities=False)
 
 
 MINI_SCENARIOS: dict[str, SyncScenario] = {
