@@ -1355,9 +1355,12 @@ class Connection:
             self._streams.peer_record(AUTH_STREAM)  # so the answer can be sent on it
         if ev.data:
             self._engine.consumed(AUTH_STREAM, len(ev.data))  # type: ignore[union-attr]
-            # The path in use, which the engine validated: not the address of the last
-            # datagram of a burst, which anyone who reads the connection id can forge.
-            auth.stream_data(ev.data, now, self._engine.peer_address())  # type: ignore[union-attr]
+            # A validated path's address: not the last datagram's of a burst, which anyone
+            # who reads the connection id can forge, nor the path in use, which follows a
+            # copied packet raced ahead from another address before it is validated.
+            engine = self._engine
+            assert engine is not None
+            auth.stream_data(ev.data, now, engine.validated_peer_address())
         if ev.fin:
             auth.stream_finished(now)
         record = self._streams.records.get(AUTH_STREAM)

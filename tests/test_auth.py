@@ -459,3 +459,43 @@ def test_the_authenticator_hears_the_validated_address_not_the_last_datagrams() 
         now += 0.01
     assert heard == [client_address]
     assert [event.address for event in requested] == [client_address]
+
+
+def test_a_copied_packet_from_another_address_does_not_become_the_auth_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An on-path copy of the client's 1-RTT packet, sent ahead of it from another
+    address: the engine takes it and moves to that path before validating it, but the
+    auth flow is only ever told validated addresses."""
+    from sansquic import _authflow
+
+    client_address, server_address, forged = ("10.0.0.1", 5000), ("10.0.0.2", 4433), ("10.9.9.9", 1)
+    told: list[object] = []
+    paths: list[object] = []
+    stream_data = _authflow.AuthFlow.stream_data
+
+    def recording(flow: Any, data: bytes, now: float, address: Any) -> None:
+        told.append(address)
+        engine = flow._conn._engine
+        paths.append(engine.peer_address())
+        stream_data(flow, data, now, address)
+
+    monkeypatch.setattr(_authflow.AuthFlow, "stream_data", recording)
+    client = Endpoint(Config(trust_dev_certificate=True).with_token("t" * 5000))
+    server = Endpoint(
+        Config(dev_mode=True, trust_dev_certificate=True, auth=AuthPolicy()), server=True
+    )
+    now, raced = 0.0, False
+    client.connect(server_address, now, server_name="localhost")
+    for _ in range(20):
+        batch = [(data, client_address) for data, _ in client.datagrams_to_send(now)]
+        if batch and not raced and not batch[-1][0][0] & 0x80:
+            raced = True
+            batch.insert(0, (batch[-1][0], forged))
+        server.receive_datagrams(batch, now)
+        for data, address in server.datagrams_to_send(now):
+            if address == client_address:
+                client.receive_datagram(data, server_address, now)
+        now += 0.01
+    assert raced and forged in paths  # the engine did move to the copy's path
+    assert told and set(told) == {client_address}
