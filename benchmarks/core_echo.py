@@ -1,13 +1,14 @@
-"""The CPU an open+echo costs in the core alone, and how much of it is the engine's.
+"""The time an open+echo costs in the core alone, and how much of it is the engine's.
 
 A client and a server ``sansquic.Endpoint`` in this one process, fed each
 other's datagrams by hand (no sockets, no event loop, a virtual clock): the
 client opens a stream and sends 1 byte with FIN, the server reads it and
 answers it with FIN, the client reads the answer. That is the open+echo of
 ``benchmarks/runtimes.py`` without the network and the runtime: one datagram
-each way. Reported: microseconds per echo (both ends' work), and the part
-spent inside aioquic's ``QuicConnection`` (timed around its entry points, so
-the timing itself adds a little to both figures).
+each way. Reported: microseconds per echo (both ends' work, in one thread that
+does nothing else, so CPU time), and the part spent inside aioquic's
+``QuicConnection`` (timed around its entry points, so the timing itself adds a
+little to both figures).
 
     python benchmarks/core_echo.py                 # 3000 echoes, 3 runs
     python benchmarks/core_echo.py --echoes 10000 --runs 5

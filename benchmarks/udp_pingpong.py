@@ -1,11 +1,12 @@
 """The floor under every loopback latency here: a bare UDP ping-pong between two processes.
 
-A child process echoes each datagram back; the parent sends 60 bytes, waits in
-``select`` for the echo, and times the round trip. Nothing else runs: no QUIC,
+A child process echoes each datagram back (blocked in ``recvfrom`` between
+them); the parent sends 60 bytes, waits in ``select`` for the echo, and times
+the round trip. Nothing else runs: no QUIC,
 no event loop. Run twice, once with both processes on different CPUs and once
 on the same CPU (``os.sched_setaffinity``, Linux), it shows what the kernel
-and the machine charge to wake a process that sleeps in ``select``/``epoll``
-when a datagram comes: the part of an open+echo latency
+and the machine charge to wake a process that sleeps in a socket call when a
+datagram comes: the part of an open+echo latency
 (``benchmarks/runtimes.py``) that no QUIC stack can remove. On a virtual
 machine a sleeping vCPU can take a hundred microseconds or more to wake.
 
@@ -24,17 +25,19 @@ import select
 import socket
 import statistics
 import time
+from multiprocessing.connection import Connection
 
 HOST = "127.0.0.1"
 PAYLOAD = b"p" * 60
 WARMUP = 500
 
 
-def _echo(port: multiprocessing.SimpleQueue[int], cpu: int, count: int) -> None:
+def _echo(port: Connection, cpu: int, count: int) -> None:
     os.sched_setaffinity(0, {cpu})
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(10.0)  # the parent gave up: end rather than wait forever
     sock.bind((HOST, 0))
-    port.put(sock.getsockname()[1])
+    port.send(sock.getsockname()[1])
     for _ in range(count):
         data, addr = sock.recvfrom(2048)
         sock.sendto(data, addr)
@@ -43,12 +46,14 @@ def _echo(port: multiprocessing.SimpleQueue[int], cpu: int, count: int) -> None:
 
 def round_trips(client_cpu: int, server_cpu: int, count: int) -> list[float]:
     """``count`` timed round trips (after ``WARMUP`` untimed), in microseconds."""
-    queue: multiprocessing.SimpleQueue[int] = multiprocessing.SimpleQueue()
-    child = multiprocessing.Process(target=_echo, args=(queue, server_cpu, WARMUP + count))
+    ours, theirs = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.Process(target=_echo, args=(theirs, server_cpu, WARMUP + count))
     child.start()
     try:
         os.sched_setaffinity(0, {client_cpu})
-        server = (HOST, queue.get())
+        if not ours.poll(10.0):
+            raise TimeoutError("the echo process did not start")
+        server = (HOST, ours.recv())
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
         samples: list[float] = []
