@@ -144,6 +144,26 @@ def test_reset_stop_and_misuse() -> None:
         client.reset(client.open_stream(), -1)  # bad code: nothing changed
 
 
+def test_a_stream_this_side_stopped_reads_as_ended_even_after_the_peers_reset() -> None:
+    """As on QUIC: after this side's stop() a read gives b"", also once the peer has
+    answered the STOP with a RESET (a reader that came late raised StreamResetError);
+    a second RESET is still a violation."""
+    client, server = Mux(client=True), Mux(client=False)
+    sid = client.open_stream()
+    client.send(sid, b"question")
+    _deliver(client, server)
+    assert server.next_stream() == sid
+    server.send(sid, b"part of an answer")
+    _deliver(server, client)
+    client.stop(sid, 4)
+    _deliver(client, server)  # the STOP: the server resets its sending side
+    _deliver(server, client)  # ... and the RESET arrives
+    assert client.read(sid) == b""
+    assert client.read(sid) == b""
+    with pytest.raises(sansquic.RemoteProtocolError):
+        client.receive_message(encode_frame(Frame(kind=FrameKind.RESET, stream_id=sid, number=4)))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=30))
 def test_garbage_closes_the_mux_cleanly(messages: list[bytes]) -> None:

@@ -311,6 +311,10 @@ class Mux:
                     stream.buffer += frame.data
             elif kind is FrameKind.FIN:
                 stream.recv_end = True
+            elif stream.recv_done:
+                # Stopped by this side, which reads b"" from now on (as on QUIC): the
+                # reset only ends the peer's side, and one more frame is a violation.
+                stream.recv_end = True
             else:
                 stream.reset_code = frame.number
                 stream.buffer.clear()  # a reset discards what was not read
