@@ -1355,12 +1355,10 @@ class Connection:
             self._streams.peer_record(AUTH_STREAM)  # so the answer can be sent on it
         if ev.data:
             self._engine.consumed(AUTH_STREAM, len(ev.data))  # type: ignore[union-attr]
-            # A validated path's address: not the last datagram's of a burst, which anyone
-            # who reads the connection id can forge, nor the path in use, which follows a
-            # copied packet raced ahead from another address before it is validated.
-            engine = self._engine
-            assert engine is not None
-            auth.stream_data(ev.data, now, engine.validated_peer_address())
+            # The validated address (remote_address): not the last datagram's of a burst,
+            # which anyone who reads the connection id can forge, nor the path in use,
+            # which follows a copied packet raced ahead from elsewhere before validation.
+            auth.stream_data(ev.data, now, self.remote_address)
         if ev.fin:
             auth.stream_finished(now)
         record = self._streams.records.get(AUTH_STREAM)
