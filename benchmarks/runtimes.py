@@ -508,9 +508,8 @@ class _LoadWindow:
 def _critical_result(
     idle: list[float],
     loaded: list[float],
-    load_bytes: int,
-    load_seconds: float,
     window: _LoadWindow,
+    load_seconds: float,
     priorities: bool,
 ) -> dict[str, float]:
     idle_p50, idle_p99 = _percentiles(idle, "idle round trip")
@@ -523,7 +522,7 @@ def _critical_result(
         "ratio": loaded_p50 / idle_p50,
         "idle_count": len(idle),
         "loaded_count": len(loaded),
-        "load_mb_s": load_bytes / 1e6 / load_seconds,
+        "load_mb_s": window.sent / 1e6 / load_seconds,
         "timed_load_mb_s": window.mb_s(),
         "priorities": float(priorities),
     }
@@ -860,7 +859,7 @@ async def _async_critical(cell: AsyncCell) -> dict[str, float]:
                 window.sent += CHUNK
             await load.finish()
             _parse_count(await load.read_all(timeout=IO_TIMEOUT), window.sent)
-            return window.sent
+            return 0
 
         async def measure() -> int:
             try:
@@ -873,11 +872,11 @@ async def _async_critical(cell: AsyncCell) -> dict[str, float]:
                 done.set()
             return 0
 
-        load_bytes = (await _gather(cell.kit, [keep_loading, measure]))[0]
+        await _gather(cell.kit, [keep_loading, measure])
         load_seconds = time.perf_counter() - began
         await _async_finish_echo(crit)
     raw = isinstance(load, _RawStream)
-    return _critical_result(idle, loaded, load_bytes, load_seconds, window, priorities=not raw)
+    return _critical_result(idle, loaded, window, load_seconds, priorities=not raw)
 
 
 async def _async_settled_rss(kit: AsyncKit, pid: int) -> int:
@@ -1268,7 +1267,7 @@ def _threads_critical(cell: SyncCell) -> dict[str, float]:
                 window.sent += CHUNK
             load.finish()
             _parse_count(load.read_all(timeout=IO_TIMEOUT), window.sent)
-            return window.sent
+            return 0
 
         def measure() -> int:
             try:
@@ -1282,10 +1281,10 @@ def _threads_critical(cell: SyncCell) -> dict[str, float]:
             return 0
 
         timeout = LOAD_RAMP + p.crit_seconds + 3 * IO_TIMEOUT
-        load_bytes = _thread_gather([keep_loading, measure], timeout)[0]
+        _thread_gather([keep_loading, measure], timeout)
         load_seconds = time.perf_counter() - began
         _sync_finish_echo(crit)
-    return _critical_result(idle, loaded, load_bytes, load_seconds, window, priorities=True)
+    return _critical_result(idle, loaded, window, load_seconds, priorities=True)
 
 
 def _sync_settled_rss(cell: SyncCell, conns: Sequence[Any], pid: int) -> int:
@@ -1589,7 +1588,7 @@ def _mini_critical(cell: SyncCell) -> dict[str, float]:
         _parse_count(load.read_all(timeout=IO_TIMEOUT), window.sent)
         load_seconds = time.perf_counter() - began
         _sync_finish_echo(crit)
-    return _critical_result(idle, loaded, window.sent, load_seconds, window, priorities=False)
+    return _critical_result(idle, loaded, window, load_seconds, priorities=False)
 
 
 MINI_SCENARIOS: dict[str, SyncScenario] = {
