@@ -1,6 +1,7 @@
 """The auth handshake: nothing reaches the server application before the peer is accepted."""
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from sansquic import (
     CloseCode,
     ClosedBy,
     Config,
+    Connection,
     ConnectionState,
     DatagramReceived,
     Endpoint,
@@ -419,46 +421,58 @@ def test_a_client_that_does_not_speak_auth_reads_no_answer_as_data(request_bytes
     assert "requires the auth handshake" in client.terminated.reason
 
 
+CLIENT_AT, SERVER_AT, FORGED_AT = ("10.0.0.1", 5000), ("10.0.0.2", 4433), ("10.9.9.9", 1)
+Batch = list[tuple[bytes, tuple[str, int]]]
+
+
+def _by_hand(
+    policy: AuthPolicy, tamper: Callable[[Connection, Batch], None], steps: int
+) -> list[AuthRequested]:
+    """A client presenting a 5000-byte token (its last part leaves in 1-RTT packets,
+    which a burst routes by id) to a server with ``policy``, driven by hand for
+    ``steps`` 10 ms steps; ``tamper`` edits each burst of the client's before the
+    server gets it. Only what the server sends to the client's address arrives. The
+    server's AuthRequested events."""
+    client = Endpoint(Config(trust_dev_certificate=True).with_token("t" * 5000))
+    server = Endpoint(Config(dev_mode=True, trust_dev_certificate=True, auth=policy), server=True)
+    now = 0.0
+    conn = client.connect(SERVER_AT, now, server_name="localhost")
+    requested: list[AuthRequested] = []
+    for _ in range(steps):
+        batch = [(data, CLIENT_AT) for data, _ in client.datagrams_to_send(now)]
+        if batch:
+            tamper(conn, batch)
+        server.receive_datagrams(batch, now)
+        for data, address in server.datagrams_to_send(now):
+            if address == CLIENT_AT:
+                client.receive_datagram(data, SERVER_AT, now)
+        while (item := server.next_event()) is not None:
+            if isinstance(item[1], AuthRequested):
+                requested.append(item[1])
+        now += 0.01
+    return requested
+
+
 def test_the_authenticator_hears_the_validated_address_not_the_last_datagrams() -> None:
     """A forged datagram for the connection, from another address, arrives in the same
     burst as the auth request: the engine drops it, and the address the server's
     authenticator and AuthRequested report is still the client's own path."""
-    client_address, server_address, forged = ("10.0.0.1", 5000), ("10.0.0.2", 4433), ("10.9.9.9", 1)
     heard: list[object] = []
 
     def authenticator(request: AuthRequest, address: object, now: float) -> None:
         heard.append(address)
         return None  # the application decides: AuthRequested carries the address too
 
-    # A long token: its last part leaves in 1-RTT packets, which a burst routes by id.
-    client = Endpoint(Config(trust_dev_certificate=True).with_token("t" * 5000))
-    server = Endpoint(
-        Config(
-            dev_mode=True, trust_dev_certificate=True, auth=AuthPolicy(authenticator=authenticator)
-        ),
-        server=True,
-    )
-    now = 0.0
-    conn = client.connect(server_address, now, server_name="localhost")
-    requested: list[AuthRequested] = []
-    for _ in range(50):
-        batch = [(data, client_address) for data, _ in client.datagrams_to_send(now)]
+    def junk_after(conn: Connection, batch: Batch) -> None:
+        # For the id the client sends to (the server's, once it answered), which
+        # anyone on the path can read.
         engine = conn._engine
-        if batch and engine is not None:
-            # After every datagram of the client's: one for the id the client sends to
-            # (the server's, once it answered), which anyone on the path can read.
-            junk = bytes([0x40]) + engine._quic._peer_cid.cid + bytes(40)  # type: ignore[attr-defined]
-            batch.append((junk, forged))
-        server.receive_datagrams(batch, now)
-        for data, address in server.datagrams_to_send(now):
-            if address == client_address:
-                client.receive_datagram(data, server_address, now)
-        while (item := server.next_event()) is not None:
-            if isinstance(item[1], AuthRequested):
-                requested.append(item[1])
-        now += 0.01
-    assert heard == [client_address]
-    assert [event.address for event in requested] == [client_address]
+        assert engine is not None
+        batch.append((bytes([0x40]) + engine._quic._peer_cid.cid + bytes(40), FORGED_AT))  # type: ignore[attr-defined]
+
+    requested = _by_hand(AuthPolicy(authenticator=authenticator), junk_after, 50)
+    assert heard == [CLIENT_AT]
+    assert [event.address for event in requested] == [CLIENT_AT]
 
 
 def test_a_copied_packet_from_another_address_does_not_become_the_auth_address(
@@ -469,33 +483,23 @@ def test_a_copied_packet_from_another_address_does_not_become_the_auth_address(
     auth flow is only ever told validated addresses."""
     from sansquic import _authflow
 
-    client_address, server_address, forged = ("10.0.0.1", 5000), ("10.0.0.2", 4433), ("10.9.9.9", 1)
     told: list[object] = []
     paths: list[object] = []
     stream_data = _authflow.AuthFlow.stream_data
 
     def recording(flow: Any, data: bytes, now: float, address: Any) -> None:
         told.append(address)
-        engine = flow._conn._engine
-        paths.append(engine.peer_address())
+        paths.append(flow._conn._engine.peer_address())
         stream_data(flow, data, now, address)
 
     monkeypatch.setattr(_authflow.AuthFlow, "stream_data", recording)
-    client = Endpoint(Config(trust_dev_certificate=True).with_token("t" * 5000))
-    server = Endpoint(
-        Config(dev_mode=True, trust_dev_certificate=True, auth=AuthPolicy()), server=True
-    )
-    now, raced = 0.0, False
-    client.connect(server_address, now, server_name="localhost")
-    for _ in range(20):
-        batch = [(data, client_address) for data, _ in client.datagrams_to_send(now)]
-        if batch and not raced and not batch[-1][0][0] & 0x80:
-            raced = True
-            batch.insert(0, (batch[-1][0], forged))
-        server.receive_datagrams(batch, now)
-        for data, address in server.datagrams_to_send(now):
-            if address == client_address:
-                client.receive_datagram(data, server_address, now)
-        now += 0.01
-    assert raced and forged in paths  # the engine did move to the copy's path
-    assert told and set(told) == {client_address}
+    raced: list[bool] = []
+
+    def race_once(conn: Connection, batch: Batch) -> None:
+        if not raced and not batch[-1][0][0] & 0x80:
+            raced.append(True)
+            batch.insert(0, (batch[-1][0], FORGED_AT))
+
+    _by_hand(AuthPolicy(), race_once, 20)
+    assert raced and FORGED_AT in paths  # the engine did move to the copy's path
+    assert told and set(told) == {CLIENT_AT}
