@@ -39,6 +39,7 @@ from aioquic.quic.packet import (
     encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
+    pull_quic_transport_parameters,
 )
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -113,6 +114,8 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_host_cids"),  # derived stateless reset tokens
     ("QuicConnection", "_peer_cid_available"),  # spare ids, for migrate()
     ("QuicConnection", "_replenish_connection_ids"),  # overridden to derive tokens
+    ("QuicConnection", "_parse_transport_parameters"),  # overridden: the peer's ack exponent
+    ("QuicConnection", "_remote_ack_delay_exponent"),
     ("QuicConnectionId", "stateless_reset_token"),
     ("QuicConnectionId", "was_sent"),
     ("QuicConnectionId", "sequence_number"),
@@ -503,6 +506,17 @@ class _QuicConnection(QuicConnection):
         finally:
             if not buffers[tls.Epoch.ONE_RTT].tell():
                 buffers[tls.Epoch.ONE_RTT] = _NO_BUFFER
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        # aioquic 1.7 assigns its own ack_delay_exponent back to itself instead of the
+        # peer's, so a peer with any exponent but the default 3 has every ACK delay
+        # misread (exponent 0: eight times too long, up to max_ack_delay) and its RTT
+        # samples corrected by the wrong amount. Validated above (<= 20) by aioquic.
+        if not from_session_ticket:
+            exponent = pull_quic_transport_parameters(Buffer(data=data)).ack_delay_exponent
+            if exponent is not None:
+                self._remote_ack_delay_exponent = exponent
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         # aioquic doubles a stream's window as data *arrives*; the core raises it

@@ -32,7 +32,15 @@ def auth_request(credentials: bytes = b"good") -> bytes:
 class RawClient:
     """An aioquic client connection as a SimNetwork node, with its events kept."""
 
-    def __init__(self, server: Address, now: float, *, alpn: str = "sansquic") -> None:
+    def __init__(
+        self,
+        server: Address,
+        now: float,
+        *,
+        alpn: str = "sansquic",
+        tune: Callable[[QuicConnection], None] | None = None,
+    ) -> None:
+        """``tune`` may change the raw connection before it sends its first packet."""
         config = QuicConfiguration(
             is_client=True,
             alpn_protocols=[alpn],
@@ -41,6 +49,8 @@ class RawClient:
             max_datagram_frame_size=65536,
         )
         self.quic = QuicConnection(configuration=config)
+        if tune is not None:
+            tune(self.quic)
         self.quic.connect(server, now)
         self.events: list[events.QuicEvent] = []
         self._now = now
