@@ -7,14 +7,22 @@ the first ``send`` until the server has read every byte, checked by length and
 SHA-256. The sansquic case uses ``connected_pair`` on a clean 0.5 ms one-way
 link (``SimNetwork`` overhead included); the raw case pumps two aioquic
 ``QuicConnection`` objects with a minimal loop and the same delay, window
-sizes, ALPN and congestion control. Run from the repository root::
+sizes, ALPN, congestion control and packet size.
+
+Packets are 1200 bytes on both sides by default (sansquic with
+``pmtu_discovery=False``), so the ratio is the core's cost per packet. With
+``--pmtu`` the link has no MTU, sansquic starts at 1200 bytes and discovers
+its way up to its default ``max_udp_payload_size``, and raw aioquic is simply
+told that size from the start. Run from the repository root::
 
     python benchmarks/simnet_throughput.py --mb 20 --repeat 3
+    python benchmarks/simnet_throughput.py --mb 20 --repeat 3 --pmtu
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import heapq
 import os
@@ -25,6 +33,7 @@ import time
 from collections.abc import Callable
 
 import aioquic
+import attrs
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from _buffer
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
@@ -39,6 +48,8 @@ from sansquic.testing import LinkConditions, StreamSink, connected_pair
 DELAY = 0.0005  # one-way, seconds
 CHUNK = 64 * 1024
 TIMEOUT = 600.0  # virtual seconds
+#: The packet size both sides use unless ``--pmtu``: QUIC's floor, raw aioquic's default.
+FIXED_PACKET = 1200
 CLIENT_ADDR = ("10.0.0.1", 50000)
 SERVER_ADDR = ("10.0.0.2", 4433)
 
@@ -49,8 +60,20 @@ class Result:
         self.size, self.digest = len(data), hashlib.sha256(data).hexdigest()
 
 
-def run_sansquic(chunks: list[bytes]) -> Result:
-    pair = connected_pair(LinkConditions(delay=DELAY), seed=1)
+def run_sansquic(chunks: list[bytes], pmtu: bool) -> Result:
+    client = sansquic.Config(trust_dev_certificate=True)
+    server = sansquic.Config(dev_mode=True, trust_dev_certificate=True)
+    if not pmtu:
+        client, server = (
+            attrs.evolve(config, max_udp_payload_size=FIXED_PACKET, pmtu_discovery=False)
+            for config in (client, server)
+        )
+    pair = connected_pair(
+        LinkConditions(delay=DELAY, mtu=None if pmtu else FIXED_PACKET),
+        seed=1,
+        client_config=client,
+        server_config=server,
+    )
     sink = StreamSink(pair.server)
     pair.network.step_hooks.append(sink.pump)
     sent_before, v0 = len(pair.network.trace), pair.network.now
@@ -71,15 +94,15 @@ def run_sansquic(chunks: list[bytes]) -> Result:
     return Result(seconds, sink.received.get(sid, b""), pair.network.now - v0, packets)
 
 
-def _quic_config(is_client: bool) -> QuicConfiguration:
-    """aioquic settings matching sansquic's ``Config`` defaults (windows, packet size, CC)."""
+def _quic_config(is_client: bool, pmtu: bool) -> QuicConfiguration:
+    """aioquic settings matching sansquic's ``Config`` defaults (windows, CC) and packet size."""
     defaults = sansquic.Config()
     return QuicConfiguration(
         is_client=is_client,
         alpn_protocols=["bench"],
         max_data=defaults.max_data,
         max_stream_data=defaults.max_stream_data,
-        max_datagram_size=defaults.max_udp_payload_size,
+        max_datagram_size=defaults.max_udp_payload_size if pmtu else FIXED_PACKET,
         congestion_control_algorithm=defaults.congestion_control,
     )
 
@@ -87,11 +110,11 @@ def _quic_config(is_client: bool) -> QuicConfiguration:
 class RawPair:
     """Two aioquic connections on a virtual clock with a fixed one-way delay."""
 
-    def __init__(self) -> None:
+    def __init__(self, pmtu: bool) -> None:
         pem = sansquic.make_dev_certificate()
-        cc = _quic_config(is_client=True)
+        cc = _quic_config(is_client=True, pmtu=pmtu)
         cc.server_name, cc.verify_mode = "localhost", ssl.CERT_NONE
-        self.server_config = _quic_config(is_client=False)
+        self.server_config = _quic_config(is_client=False, pmtu=pmtu)
         self.server_config.certificate = load_pem_x509_certificate(pem.certificate)
         self.server_config.private_key = load_pem_private_key(pem.private_key, password=None)
         self.client = QuicConnection(configuration=cc)
@@ -157,8 +180,8 @@ class RawPair:
                     conn.handle_timer(now=self.now)
 
 
-def run_raw(chunks: list[bytes]) -> Result:
-    pair = RawPair()
+def run_raw(chunks: list[bytes], pmtu: bool) -> Result:
+    pair = RawPair(pmtu)
     pair.run_until(lambda: pair.handshakes >= 2, 30.0)
     packets_before, v0 = pair.packets, pair.now
     t0 = time.perf_counter()
@@ -175,6 +198,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=20.0, help="payload in MB (10**6 bytes)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case, alternating")
+    parser.add_argument(
+        "--pmtu",
+        action="store_true",
+        help="no link MTU: sansquic discovers its packet size, raw aioquic is told it",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     payload = os.urandom(int(args.mb * 1_000_000))
@@ -184,10 +212,12 @@ def main() -> None:
     print(f"aioquic {aioquic.__version__}, sansquic {sansquic.__version__}")
     print(f"os.cpu_count() = {os.cpu_count()}")
     print(f"payload {len(payload):,} bytes in {len(chunks)} chunks of {CHUNK} B, x{args.repeat}")
+    sizing = "discovered by sansquic, told to raw aioquic" if args.pmtu else f"{FIXED_PACKET} B"
+    print(f"packets: {sizing}")
 
     cases: dict[str, Callable[[list[bytes]], Result]] = {
-        "sansquic": run_sansquic,
-        "raw aioquic": run_raw,
+        "sansquic": functools.partial(run_sansquic, pmtu=args.pmtu),
+        "raw aioquic": functools.partial(run_raw, pmtu=args.pmtu),
     }
     results: dict[str, list[Result]] = {name: [] for name in cases}
     for _ in range(args.repeat):  # alternate, so drift on the machine hits both cases
