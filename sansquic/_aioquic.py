@@ -115,6 +115,11 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_peer_cid_available"),  # spare ids, for migrate()
     ("QuicConnection", "_replenish_connection_ids"),  # overridden to derive tokens
     ("QuicConnection", "_parse_transport_parameters"),  # overridden: the peer's ack exponent
+    ("QuicConnection", "_streams_queue"),  # idle streams set aside while packets are built
+    ("QuicConnection", "_write_stream_frame"),  # overridden: skipped once a packet is full
+    ("QuicStreamSender", "reset_pending"),
+    ("QuicStreamReceiver", "stop_pending"),
+    ("QuicStream", "is_finished"),
     ("QuicConnection", "_remote_ack_delay_exponent"),
     ("QuicConnectionId", "stateless_reset_token"),
     ("QuicConnectionId", "was_sent"),
@@ -178,6 +183,12 @@ _DATAGRAM_FRAME_OVERHEAD = 4
 # 1-RTT packet overhead besides the destination connection id: first byte,
 # packet number of up to 4 bytes, AEAD tag.
 _SHORT_HEADER_OVERHEAD = 1 + 4 + 16
+#: The smallest STREAM frame header (type, a 1-byte stream id, a 2-byte length):
+#: with less room left in a packet, no stream can put anything in it.
+_STREAM_FRAME_MIN_HEADER = 1 + 1 + 2
+#: Above this many streams in aioquic's send queue, those with nothing to send are
+#: set aside while it builds packets (see _QuicConnection.datagrams_to_send).
+_STREAM_QUEUE_SHORT = 8
 
 
 @attrs.frozen(slots=True)
@@ -517,6 +528,43 @@ class _QuicConnection(QuicConnection):
             exponent = pull_quic_transport_parameters(Buffer(data=data)).ack_delay_exponent
             if exponent is not None:
                 self._remote_ack_delay_exponent = exponent
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        # aioquic walks its whole stream queue for every packet it builds, though
+        # most streams of a busy connection have nothing to send: with 100 streams the
+        # walk cost more than the packet. The idle ones wait aside for this call (the
+        # walk does nothing for them) and rejoin the queue's end after it.
+        queue = self._streams_queue
+        if len(queue) <= _STREAM_QUEUE_SHORT:
+            return super().datagrams_to_send(now)
+        busy, idle = [], []
+        for stream in queue:
+            sender = stream.sender
+            if (
+                sender.buffer_is_empty
+                and not sender.reset_pending
+                and not stream.receiver.stop_pending
+                and not stream.is_finished  # finished streams are dropped by the walk
+            ):
+                idle.append(stream)
+            else:
+                busy.append(stream)
+        if not idle:
+            return super().datagrams_to_send(now)
+        self._streams_queue = busy
+        try:
+            return super().datagrams_to_send(now)
+        finally:
+            self._streams_queue += idle  # aioquic rebinds the queue per packet: its latest
+
+    def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
+        # Once a packet is full aioquic still offers it to every stream with data, at
+        # a few microseconds each; with no room for any STREAM frame header the answer
+        # is known (aioquic's own: nothing, and no state changes).
+        if builder.remaining_flight_space < _STREAM_FRAME_MIN_HEADER:
+            return 0
+        result: int = super()._write_stream_frame(builder, space, stream, max_offset)
+        return result
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         # aioquic doubles a stream's window as data *arrives*; the core raises it

@@ -6,6 +6,7 @@ import pytest
 from aioquic import tls
 from aioquic.quic.connection import Limit, QuicConnection
 from aioquic.quic.logger import QuicLoggerTrace
+from aioquic.quic.packet import QuicFrameType, QuicPacketType
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketRecovery
 
@@ -96,3 +97,43 @@ def test_no_engine_object_reaches_a_caller() -> None:
             getattr(obj, slot) for slot in getattr(type(obj), "__slots__", ())
         ]:
             assert not type(value).__module__.startswith("aioquic"), (obj, value)
+
+
+def _builder_with_room(quic: QuicConnection, room: int) -> QuicPacketBuilder:
+    """A 1-RTT packet being built for ``quic`` with exactly ``room`` bytes left."""
+    builder = QuicPacketBuilder(
+        host_cid=quic.host_cid,
+        peer_cid=quic._peer_cid.cid,
+        version=quic._version,
+        is_client=quic._is_client,
+        max_datagram_size=1200,
+    )
+    builder.start_packet(QuicPacketType.ONE_RTT, quic._cryptos[tls.Epoch.ONE_RTT])
+    padding = builder.remaining_flight_space - room - 1  # the PADDING frame's type byte
+    builder.start_frame(QuicFrameType.PADDING, capacity=padding).push_bytes(bytes(padding))
+    assert builder.remaining_flight_space == room
+    return builder
+
+
+def test_a_full_packet_is_skipped_exactly_where_aioquic_writes_nothing() -> None:
+    """The seam answers "nothing" for a packet with less room than the smallest
+    STREAM frame header without asking aioquic: its own answer there, for the
+    smallest frame there is (a FIN alone, stream 0, offset 0), is nothing, and one
+    byte more room is enough for it."""
+    pair = connected_pair()
+    quic = pair.client._engine._quic  # type: ignore[union-attr]
+    stream_id = pair.client.open_stream()
+    quic.send_stream_data(stream_id, b"", end_stream=True)
+    stream = quic._streams[stream_id]
+    space = quic._spaces[tls.Epoch.ONE_RTT]
+    room = _aioquic._STREAM_FRAME_MIN_HEADER
+    full = _builder_with_room(quic, room - 1)
+    assert QuicConnection._write_stream_frame(quic, full, space, stream, 2**62) == 0
+    assert stream.sender._pending_eof  # nothing changed
+    assert (
+        QuicConnection._write_stream_frame(
+            quic, _builder_with_room(quic, room), space, stream, 2**62
+        )
+        == 0
+    )
+    assert not stream.sender._pending_eof  # the FIN went into the packet

@@ -1,0 +1,83 @@
+"""A connection with many streams in the engine, most of them idle.
+
+aioquic walks every stream for every packet it builds; the seam sets the
+streams with nothing to send aside while it builds packets (``_aioquic.py``,
+``_QuicConnection.datagrams_to_send``). These tests hold more streams open
+than the seam's threshold, so they fail if that ever keeps back a stream
+that has something to do: a reset, a STOP_SENDING, a lone FIN, or being
+dropped once finished (which also returns the peer's stream credit).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from sansquic import Config
+from sansquic.testing import Pair, StreamSink, connected_pair
+
+IDLE = 12  # open streams that carried one byte each way and then wait
+
+
+def _with_idle_streams(pair: Pair, client: StreamSink, server: StreamSink) -> list[int]:
+    """Open IDLE client streams, one byte each way, and leave them open."""
+    ids = [pair.client.open_stream() for _ in range(IDLE)]
+    for stream_id in ids:
+        pair.client.send(stream_id, b"h")
+    assert pair.network.run_until(lambda: set(ids) <= server.received.keys(), 5)
+    for stream_id in ids:
+        pair.server.send(stream_id, b"a")
+    assert pair.network.run_until(lambda: set(ids) <= client.received.keys(), 5)
+    pair.network.run_for(0.5)  # everything acknowledged: their send buffers are empty
+    return ids
+
+
+def _ended(sink: StreamSink, stream_id: int) -> bool:
+    return stream_id in sink.ended
+
+
+def _sinks(pair: Pair) -> tuple[StreamSink, StreamSink]:
+    client, server = StreamSink(pair.client), StreamSink(pair.server)
+    pair.network.step_hooks += [client.pump, server.pump]
+    return client, server
+
+
+def test_idle_streams_beside_a_busy_one_still_reset_stop_and_finish() -> None:
+    pair = connected_pair()
+    client, server = _sinks(pair)
+    ids = _with_idle_streams(pair, client, server)
+    busy = pair.client.open_stream()
+    pair.client.send(busy, b"x" * 200_000, end=True)
+    # Each of these comes to a stream whose send buffer is empty, while the busy
+    # stream keeps packets coming.
+    pair.client.reset(ids[0], 7)
+    pair.client.stop(ids[1], 8)
+    pair.client.send(ids[2], b"", end=True)
+    assert pair.network.run_until(
+        lambda: busy in server.ended and ids[0] in server.resets and ids[1] in server.stops, 10
+    )
+    assert ids[2] in server.ended
+    assert server.resets[ids[0]] == 7 and server.stops[ids[1]] == 8
+    assert len(server.received[busy]) == 200_000
+    # The streams left alone are still open and usable both ways.
+    pair.client.send(ids[3], b"more", end=True)
+    assert pair.network.run_until(lambda: ids[3] in server.ended, 5)
+    assert bytes(server.received[ids[3]]) == b"hmore"
+
+
+def test_finished_streams_leave_the_engine_and_return_the_peers_credit() -> None:
+    limit = IDLE + 3
+    server_config = Config(dev_mode=True, trust_dev_certificate=True, max_streams_bidi=limit)
+    pair = connected_pair(server_config=server_config)
+    client, server = _sinks(pair)
+    _with_idle_streams(pair, client, server)
+    # Four times the server's stream limit, one after another: each only opens
+    # once finished ones were dropped and the server raised the limit again.
+    for _ in range(4 * limit):
+        stream_id = pair.client.open_stream()
+        pair.client.send(stream_id, b"q", end=True)
+        assert pair.network.run_until(functools.partial(_ended, server, stream_id), 5)
+        pair.server.send(stream_id, b"r", end=True)
+        assert pair.network.run_until(functools.partial(_ended, client, stream_id), 5)
+    pair.network.run_for(1.0)
+    assert pair.client._engine.stream_count() == IDLE  # type: ignore[union-attr]
+    assert pair.server._engine.stream_count() == IDLE  # type: ignore[union-attr]
