@@ -479,7 +479,7 @@ class _QuicConnection(QuicConnection):
 
     # Slots, not instance attributes: aioquic's instance dict is full once its
     # __init__ ends, and one more key would make it grow by 3 KiB per connection.
-    __slots__ = ("_reset_token", "_server_tickets")
+    __slots__ = ("_handed_order", "_reset_token", "_server_tickets")
 
     def __init__(
         self,
@@ -490,6 +490,8 @@ class _QuicConnection(QuicConnection):
     ) -> None:
         self._reset_token = reset_token
         self._server_tickets = server_tickets
+        # Streams the core handed data since the last send, highest priority first.
+        self._handed_order: list[int] = []
         super().__init__(**kwargs)
         # aioquic builds a frozenset of epochs for each of its 33 frame types on every
         # connection, 7 KiB of an idle one: equal sets are shared instead.
@@ -530,15 +532,25 @@ class _QuicConnection(QuicConnection):
                 self._remote_ack_delay_exponent = exponent
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
-        # aioquic walks its whole stream queue for every packet it builds, though
-        # most streams of a busy connection have nothing to send: with 100 streams the
-        # walk cost more than the packet. The idle ones wait aside for this call (the
-        # walk does nothing for them) and rejoin the queue's end after it.
-        queue = self._streams_queue
-        if len(queue) <= _STREAM_QUEUE_SHORT:
+        # aioquic fills each packet from the first streams of its queue that have data,
+        # whatever their priority, and walks the whole queue for every packet, though
+        # most streams of a busy connection have nothing to send (with 100 streams the
+        # walk cost more than the packet). So for this call the streams the core just
+        # handed data lead, in its order (highest priority first), then the others
+        # with something to send; the idle ones wait aside (the walk does nothing for
+        # them) and rejoin the queue's end after it.
+        queue, handed = self._streams_queue, self._handed_order
+        if len(queue) <= _STREAM_QUEUE_SHORT and len(handed) <= 1:
+            handed.clear()
             return super().datagrams_to_send(now)
-        busy, idle = [], []
+        self._handed_order = []
+        streams = self._streams
+        lead = [stream for sid in dict.fromkeys(handed) if (stream := streams.get(sid)) is not None]
+        leading = set(lead)
+        busy, idle = lead, []
         for stream in queue:
+            if stream in leading:
+                continue
             sender = stream.sender
             if (
                 sender.buffer_is_empty
@@ -549,8 +561,6 @@ class _QuicConnection(QuicConnection):
                 idle.append(stream)
             else:
                 busy.append(stream)
-        if not idle:
-            return super().datagrams_to_send(now)
         self._streams_queue = busy
         try:
             return super().datagrams_to_send(now)
@@ -1051,7 +1061,10 @@ class AioquicEngine(AioquicStyleEngine):
     # -- commands -------------------------------------------------------------
 
     def send_stream(self, stream_id: int, data: bytes, end: bool) -> None:
-        self._quic.send_stream_data(stream_id, data, end_stream=end)
+        quic = self._quic
+        quic.send_stream_data(stream_id, data, end_stream=end)
+        if data or end:  # not the empty send that only opens a stream
+            quic._handed_order.append(stream_id)
         self._fresh = True
         if data:
             self._handed.add(stream_id)

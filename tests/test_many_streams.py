@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 
-from sansquic import Config
-from sansquic.testing import Pair, StreamSink, connected_pair
+import pytest
+
+from sansquic import Config, Priority
+from sansquic.testing import CLIENT_ADDRESS, SERVER_ADDRESS, Pair, StreamSink, connected_pair
 
 IDLE = 12  # open streams that carried one byte each way and then wait
 
@@ -81,3 +83,27 @@ def test_finished_streams_leave_the_engine_and_return_the_peers_credit() -> None
     pair.network.run_for(1.0)
     assert pair.client._engine.stream_count() == IDLE  # type: ignore[union-attr]
     assert pair.server._engine.stream_count() == IDLE  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("streams", [2, 20])
+def test_the_highest_priority_leads_the_burst_whatever_the_engines_queue_order(
+    streams: int,
+) -> None:
+    """aioquic fills packets in its own stream order; the seam puts the streams the
+    core just handed data first, in the core's order, so the first datagram of a
+    burst carries the CRITICAL message though its stream was opened last."""
+    pair = connected_pair()
+    server = StreamSink(pair.server)
+    low = [pair.client.open_stream(priority=Priority.LOW) for _ in range(streams)]
+    critical = pair.client.open_stream(priority=Priority.CRITICAL)
+    for stream_id in low:
+        pair.client.send(stream_id, b"l" * 20_000)
+    pair.client.send(critical, b"c" * 100)
+    now = pair.network.now
+    burst = pair.client.datagrams_to_send(now)
+    assert len(burst) > 1
+    first, address = burst[0]
+    pair.server.receive_datagram(first, CLIENT_ADDRESS, now)
+    server.pump()
+    assert bytes(server.received.get(critical, b"")) == b"c" * 100
+    assert address == SERVER_ADDRESS
