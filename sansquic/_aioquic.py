@@ -115,12 +115,12 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_peer_cid_available"),  # spare ids, for migrate()
     ("QuicConnection", "_replenish_connection_ids"),  # overridden to derive tokens
     ("QuicConnection", "_parse_transport_parameters"),  # overridden: the peer's ack exponent
+    ("QuicConnection", "_remote_ack_delay_exponent"),
     ("QuicConnection", "_streams_queue"),  # idle streams set aside while packets are built
     ("QuicConnection", "_write_stream_frame"),  # overridden: skipped once a packet is full
     ("QuicStreamSender", "reset_pending"),
     ("QuicStreamReceiver", "stop_pending"),
     ("QuicStream", "is_finished"),
-    ("QuicConnection", "_remote_ack_delay_exponent"),
     ("QuicConnectionId", "stateless_reset_token"),
     ("QuicConnectionId", "was_sent"),
     ("QuicConnectionId", "sequence_number"),
