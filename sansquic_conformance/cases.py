@@ -165,7 +165,8 @@ def critical_overtakes_low(client: Harness, server: Harness) -> None:
         low_done = threading.Event()
 
         def saturate() -> None:
-            low.send(os.urandom(30_000_000))
+            # 60 MB: at large packets a runtime moves 30 MB in the 0.3 s below.
+            low.send(os.urandom(1_000_000) * 60)
             low.finish()
             _read_all(low, timeout=60)
             low_done.set()
@@ -173,6 +174,7 @@ def critical_overtakes_low(client: Harness, server: Harness) -> None:
         worker = threading.Thread(target=saturate)
         worker.start()
         time.sleep(0.3)  # the LOW stream fills every window
+        assert not low_done.is_set(), "the LOW transfer ended before CRITICAL began: lengthen it"
         critical = conn.open_stream(priority=sansquic.Priority.CRITICAL)
         message = os.urandom(64 * 1024)
         critical.send(message)
