@@ -311,6 +311,15 @@ class Dispatcher:
         self._forgotten.add(conn)
         return self._connection_keys(conn)
 
+    def forget_all(self) -> set[Wake]:
+        """The endpoint stopped: drop what was kept for every connection, including
+        those still closing (they hear no more events), and return their waiters' keys."""
+        keys: set[Wake] = set()
+        for conn in list(self._links):
+            keys |= self.forget(conn)
+        self._accepted.clear()
+        return keys
+
     @staticmethod
     def _connection_keys(conn: Connection) -> set[Wake]:
         keys: set[Wake] = {("ready", conn), ("accept", conn), ("datagram", conn), ("closed", conn)}

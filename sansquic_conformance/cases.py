@@ -492,6 +492,36 @@ def graceful_close(client: Harness, server: Harness) -> None:
         )
 
 
+def server_close_with_a_distant_peer(client: Harness, server: Harness) -> None:
+    """A server closing while a far, silent peer holds a connection returns within its
+    bounded wait, although the closing period (3 PTO on a 700 ms round trip, about
+    5 s) outlasts it, and keeps nothing of the connection."""
+    handle = server.serve(_echo, CONFIG)
+    relay = Relay(handle.address, delay=0.35)
+    try:
+        conn = client.connect(relay.address, CONFIG)
+        try:
+            # Two round trips: by the second the server has timed the path (the client's
+            # ACK of the first reply), and its handler holds the connection.
+            for _ in range(2):
+                stream = conn.open_stream()
+                stream.send(b"far")
+                stream.finish()
+                assert _read_all(stream) == b"far"
+            relay.close()  # the peer goes silent: nothing cuts the closing period short
+            began = time.monotonic()
+            handle.close()
+            elapsed = time.monotonic() - began
+            assert handle.tracked() == 0, f"{handle.tracked()} connection(s) kept after close"
+            # The runtimes wait up to 2 s for each connection to finish closing.
+            assert elapsed < 4.0, f"close() took {elapsed:.1f} s"
+        finally:
+            conn.close()
+    finally:
+        relay.close()
+        handle.close()
+
+
 def _closed_by_server_within(conn: Any, seconds: float) -> sansquic.ConnectionClosed:
     """Wait until using ``conn`` raises ConnectionClosed; return that error."""
     deadline = time.monotonic() + seconds
@@ -1248,6 +1278,7 @@ SAME_OVER_WEBSOCKET = (
     "idle_timeout",
     "keep_alive",
     "graceful_close",
+    "server_close_with_a_distant_peer",
     "raising_handler",
     "uncaught_peer_reset",
     "send_larger_than_the_buffer_limit",
@@ -1290,6 +1321,7 @@ CASES: dict[str, Case] = {
         keep_alive,
         stream_queued,
         graceful_close,
+        server_close_with_a_distant_peer,
         raising_handler,
         uncaught_peer_reset,
         send_larger_than_the_buffer_limit,

@@ -29,7 +29,8 @@ class ServerHandle(Protocol):
     def stats(self) -> sansquic.EndpointStats: ...
 
     def tracked(self) -> int:
-        """Connections the runtime keeps state for (a leak check)."""
+        """Connections the runtime keeps state for (a leak check); after :meth:`close`,
+        what closing left behind."""
         ...
 
     def close(self) -> None: ...
@@ -241,18 +242,26 @@ class _Server:
     def __init__(self, portal: _Portal, server: Any) -> None:
         self._portal, self._server = portal, server
         self.address: tuple[str, int] = server.address
+        self._tracked_at_close: int | None = None
+        self._portal_stopped = False
 
     def stats(self) -> sansquic.EndpointStats:
         stats: sansquic.EndpointStats = self._portal.call(_plain, self._server.stats)
         return stats
 
     def tracked(self) -> int:
+        if self._tracked_at_close is not None:
+            return self._tracked_at_close  # the portal is gone: what close() left behind
         return int(self._portal.call(_plain, lambda: self._server.tracked))
 
     def close(self) -> None:
+        if self._portal_stopped:
+            return  # closing is idempotent, as in the runtimes
         try:
             self._portal.call(self._server.close)
+            self._tracked_at_close = int(self._portal.call(_plain, lambda: self._server.tracked))
         finally:
+            self._portal_stopped = True
             self._portal.stop()
 
 

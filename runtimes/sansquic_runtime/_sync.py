@@ -777,6 +777,10 @@ class Server:
         finally:
             driver.close_socket()
             with driver.backend.guard():
+                # What the loop left closing (a far, silent peer outlasts the close's
+                # bounded wait) hears nothing more: nothing may be kept for it.
+                for key in driver.dispatcher.forget_all():
+                    driver.backend.wake(key)
                 self._served = True
                 driver.backend.wake(("served",))
 
