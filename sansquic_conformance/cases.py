@@ -513,7 +513,7 @@ def server_close_with_a_distant_peer(client: Harness, server: Harness) -> None:
             handle.close()
             elapsed = time.monotonic() - began
             assert handle.tracked() == 0, f"{handle.tracked()} connection(s) kept after close"
-            # The runtimes wait up to 2 s for each connection to finish closing.
+            # The runtimes wait up to 2 s in all for their connections to finish closing.
             assert elapsed < 4.0, f"close() took {elapsed:.1f} s"
         finally:
             conn.close()

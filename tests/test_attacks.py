@@ -152,6 +152,37 @@ def test_a_connection_the_application_holds_is_kept_until_forgotten() -> None:
     assert world.dispatcher.tracked == 0
 
 
+def test_forget_all_drops_every_connection_once_the_endpoint_stopped() -> None:
+    """What a server calls once its loop stopped: connections still closing, still
+    open and accepted but never taken are all dropped, and their waiters named."""
+    world = World()
+    held, closing, untaken = world.raw_client(), world.raw_client(), world.raw_client()
+    world.handshake(held, closing, untaken)
+    for client in (held, closing):
+        client.quic.send_stream_data(0, auth_request(), end_stream=True)
+    assert world.run_until(lambda: len(world.ready) == 2, 5)
+    world.net.step_hooks.remove(world._application)  # the application takes no more
+    untaken.quic.send_stream_data(0, auth_request(), end_stream=True)
+    assert world.run_until(lambda: all(c.identity is not None for c in world.server.connections), 5)
+    world.dispatcher.process()
+    assert len(world.dispatcher._accepted) == 1
+    first, second = world.ready
+    second.close()  # type: ignore[attr-defined]  # its closing period outlasts the loop
+    world.dispatcher.process()
+    assert second.state is ConnectionState.CLOSING  # type: ignore[attr-defined]
+    assert world.dispatcher.tracked == 3
+    keys = world.dispatcher.forget_all()
+    assert {("closed", first), ("closed", second)} <= keys
+    assert world.dispatcher.tracked == 0
+    assert world.dispatcher._accepted == {}
+    assert world.dispatcher.next_connection() is None
+    # Were the endpoint fed again, the forgotten connections' events would make no new links.
+    world.net.run_for(2.0)
+    assert second not in world.server.connections  # its closing period ended
+    world.dispatcher.process()
+    assert world.dispatcher.tracked == 0
+
+
 # -- 3. one address spending the stateless-answer budget ----------------------------------
 
 
