@@ -259,7 +259,7 @@ class _Server:
             return  # closing is idempotent, as in the runtimes
         try:
             self._portal.call(self._server.close)
-            self._tracked_at_close = int(self._portal.call(_plain, lambda: self._server.tracked))
+            self._tracked_at_close = self.tracked()
         finally:
             self._portal_stopped = True
             self._portal.stop()

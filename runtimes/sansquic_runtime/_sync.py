@@ -778,9 +778,9 @@ class Server:
             driver.close_socket()
             with driver.backend.guard():
                 # What the loop left closing (a far, silent peer outlasts the close's
-                # bounded wait) hears nothing more: nothing may be kept for it.
-                for key in driver.dispatcher.forget_all():
-                    driver.backend.wake(key)
+                # bounded wait) hears nothing more: nothing may be kept for it. Its
+                # waiters need no wake: the loop's end woke them all.
+                driver.dispatcher.forget_all()
                 self._served = True
                 driver.backend.wake(("served",))
 
