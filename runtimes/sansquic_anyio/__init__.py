@@ -39,6 +39,7 @@ from sansquic_runtime import (
     AnyConnector,
     Connection,
     Connector,
+    Readiness,
     Server,
     Stream,
     UdpSocket,
@@ -49,7 +50,7 @@ from sansquic_runtime import (
     first_address,
     serve_until_closed,
     serve_websocket_until_closed,
-    trio_others_ready,
+    trio_runnable,
 )
 
 import sansquic
@@ -110,10 +111,13 @@ class _Backend:
         self._events: dict[Hashable, anyio.Event] = {}
         self._parked: dict[Hashable, int] = {}
         self._scope: anyio.CancelScope | None = None
-        self._others_ready: Callable[[], bool] = trio_others_ready
+        # On trio, woken tasks are tracked: its run statistics miss half (see Readiness).
+        self._readiness: Readiness | None = Readiness(trio_runnable)
+        self._others_ready: Callable[[], bool] = self._readiness.others_ready
         self._after_yield: Callable[[Callable[[], None]], None] = _call
         loop = _running_asyncio_loop()
         if loop is not None:
+            self._readiness = None  # asyncio's run queue tells it all
             self._others_ready = functools.partial(asyncio_others_ready, loop)
             self._after_yield = functools.partial(_call_soon, loop)
         # On trio, anyio's other backend, there is no cheap hook to defer with.
@@ -129,15 +133,20 @@ class _Backend:
         if event is None:
             event = self._events[key] = anyio.Event()
         self._parked[key] = self._parked.get(key, 0) + 1
+        woken = False
         try:
             if deadline is None:
                 # No cancel scope for a wait without deadline: each costs a scope for
                 # as long as the task waits (most idle connections do).
                 await event.wait()
+                woken = True
             else:
                 with anyio.CancelScope(deadline=deadline):
                     await event.wait()
+                    woken = True
         finally:
+            if self._readiness is not None:
+                self._readiness.resumed(woken)
             # The last one out forgets the key: keys hold connections.
             self._parked[key] -= 1
             if not self._parked[key]:
@@ -152,10 +161,14 @@ class _Backend:
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
+            if self._readiness is not None:
+                self._readiness.woke(self._parked.get(key, 0))
 
     def wake_all(self) -> None:
         for key in list(self._events):
             self.wake(key)
+        if self._readiness is not None:
+            self._readiness.forget()
 
     async def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None:
         with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:

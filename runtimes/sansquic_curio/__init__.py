@@ -52,6 +52,7 @@ from sansquic_runtime import (
     AnyConnector,
     Connection,
     Connector,
+    Readiness,
     Server,
     Stream,
     UdpSocket,
@@ -81,11 +82,12 @@ class _Waiter:
     """The least ``_future_wait`` needs (as curio's own ``_FutureLess``): set from a task,
     it queues the parked task's wake-up in the kernel without any thread lock."""
 
-    __slots__ = ("_callback", "done")
+    __slots__ = ("_callback", "done", "woken")
 
     def __init__(self) -> None:
         self._callback: Callable[[_Waiter], object] | None = None
         self.done = False
+        self.woken = False  # set(), not a timeout or a cancellation, ended the wait
 
     def add_done_callback(self, callback: Callable[[_Waiter], object]) -> None:
         self._callback = callback
@@ -96,7 +98,7 @@ class _Waiter:
 
     def set(self) -> None:
         if not self.done:
-            self.done = True
+            self.done = self.woken = True
             if self._callback is not None:
                 self._callback(self)
 
@@ -190,6 +192,7 @@ class _Backend:
         self._poll: tuple[selectors.BaseSelector, socket.socket, socket.socket] | None = None
         self._watched: socket.socket | None = None  # the UDP socket the poller watches
         self._waiting = self._nudged = self._released = False
+        self._readiness = Readiness()
 
     def now(self) -> float:
         return time.monotonic()  # what curio's kernel clock and timeouts read
@@ -208,6 +211,7 @@ class _Backend:
         try:
             await _wait(_future_wait(waiter), deadline)
         finally:
+            self._readiness.resumed(waiter.woken)
             self._parked -= 1
             waiters = self._waiters.get(key)
             if waiters is not None and waiter in waiters:
@@ -217,7 +221,9 @@ class _Backend:
 
     def wake(self, key: Hashable) -> None:
         for waiter in self._waiters.pop(key, ()):
-            waiter.set()
+            if not waiter.done:
+                waiter.set()
+                self._readiness.woke(1)
 
     def parked(self) -> int:
         return self._parked
@@ -225,6 +231,7 @@ class _Backend:
     def wake_all(self) -> None:
         for key in list(self._waiters):
             self.wake(key)
+        self._readiness.forget()
 
     async def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None:
         if self._poll is None:
@@ -270,7 +277,8 @@ class _Backend:
                 self._poll[2].send(b"\0")
 
     def others_ready(self) -> bool:
-        return False  # curio's kernel keeps its ready queue to itself
+        # curio's kernel keeps its ready queue to itself: only woken tasks are seen.
+        return self._readiness.others_ready()
 
     def after_yield(self, fn: Callable[[], None]) -> None:
         fn()

@@ -27,7 +27,7 @@ from ._messaging_async import (
     Peer,
     Spawner,
 )
-from ._ready import asyncio_others_ready, trio_others_ready
+from ._ready import Readiness, asyncio_others_ready, trio_runnable
 from ._udp import UdpSocket, client_bind, first_address
 from ._ws_async import (
     ConnectionShape,
@@ -61,6 +61,7 @@ __all__ = [
     "MessageStream",
     "Messenger",
     "Peer",
+    "Readiness",
     "Server",
     "Spawner",
     "Stream",
@@ -83,7 +84,7 @@ __all__ = [
     "open_server",
     "open_session",
     "serve_until_closed",
-    "trio_others_ready",
+    "trio_runnable",
     "webtransport_handler",
     "open_websocket",
     "open_websocket_server",

@@ -34,6 +34,7 @@ from sansquic_runtime import (
     AnyConnector,
     Connection,
     Connector,
+    Readiness,
     Server,
     Stream,
     UdpSocket,
@@ -43,7 +44,7 @@ from sansquic_runtime import (
     first_address,
     serve_until_closed,
     serve_websocket_until_closed,
-    trio_others_ready,
+    trio_runnable,
 )
 
 import sansquic
@@ -87,6 +88,7 @@ class _Backend:
     def __init__(self) -> None:
         self._lots: dict[Hashable, trio.lowlevel.ParkingLot] = {}
         self._scope: trio.CancelScope | None = None
+        self._readiness = Readiness(trio_runnable)
 
     def now(self) -> float:
         return trio.current_time()
@@ -98,15 +100,19 @@ class _Backend:
         lot = self._lots.get(key)
         if lot is None:
             lot = self._lots[key] = trio.lowlevel.ParkingLot()
+        woken = False
         try:
             if deadline is None:
                 # No cancel scope for a wait without deadline: each costs a scope and
                 # its status for as long as the task waits (most idle connections do).
                 await lot.park()
+                woken = True
             else:
                 with trio.move_on_at(deadline):
                     await lot.park()
+                    woken = True
         finally:
+            self._readiness.resumed(woken)
             if not lot and self._lots.get(key) is lot:
                 del self._lots[key]
 
@@ -116,11 +122,12 @@ class _Backend:
     def wake(self, key: Hashable) -> None:
         lot = self._lots.pop(key, None)
         if lot is not None:
-            lot.unpark_all()
+            self._readiness.woke(len(lot.unpark_all()))
 
     def wake_all(self) -> None:
         for key in list(self._lots):
             self.wake(key)
+        self._readiness.forget()
 
     async def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None:
         with trio.move_on_at(math.inf if deadline is None else deadline) as scope:
@@ -138,7 +145,7 @@ class _Backend:
             self._scope.cancel()
 
     def others_ready(self) -> bool:
-        return trio_others_ready()
+        return self._readiness.others_ready()
 
     def after_yield(self, fn: Callable[[], None]) -> None:
         fn()  # trio's only hook, run_sync_soon, costs a wake-up of its own
