@@ -905,6 +905,8 @@ def migration(client: Harness, server: Harness) -> None:
             except sansquic.LocalProtocolError as exc:
                 assert "confirmed" in str(exc), exc
                 time.sleep(0.025)
+        else:
+            raise AssertionError("the handshake was not confirmed within 5 s: no migration")
         stream.send(payload[half:])
         stream.finish()
         assert _read_all(stream, timeout=60) == _sha(payload)
