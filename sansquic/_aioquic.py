@@ -1137,36 +1137,43 @@ class AioquicEngine(AioquicStyleEngine):
             return None
         return max(0, min(remote - _DATAGRAM_FRAME_OVERHEAD, quic._datagram_room()))
 
-    def consumed(self, stream_id: int, size: int) -> None:
+    def consumed(self, stream_id: int, size: int) -> bool:
         """The application read ``size`` bytes: let the peer send that much more.
 
         Credit goes out a quarter window at a time, not a frame per read. A
         window whose updates come less than four round trips apart is what
         limits the transfer, so it doubles, up to its configured ceiling.
+        Returns whether either window moved.
         """
         self._consumed += size
-        self._raise_data_credit()
+        raised = self._raise_data_credit()
         stream = self._quic._streams.get(stream_id)
         if stream is None:
-            return
+            return raised
         # Kept on the engine's stream, so it goes when the engine drops the stream.
         consumed = getattr(stream, "sq_consumed", 0) + size
         setattr(stream, "sq_consumed", consumed)  # noqa: B010
         window: _Window | None = getattr(stream, "sq_window", None)
         size = self._stream_window if window is None else window.size
-        if consumed + size - stream.max_stream_data_local >= size // 4:
-            if window is None:
-                # Made on the first credit update: most streams never get one.
-                window = _Window(self._stream_window, self._stream_window_limit)
-                setattr(stream, "sq_window", window)  # noqa: B010
-            window.updated(self._now, self._rtt())
-            stream.max_stream_data_local = consumed + window.size
+        if consumed + size - stream.max_stream_data_local < size // 4:
+            return raised
+        if window is None:
+            # Made on the first credit update: most streams never get one.
+            window = _Window(self._stream_window, self._stream_window_limit)
+            setattr(stream, "sq_window", window)  # noqa: B010
+        window.updated(self._now, self._rtt())
+        stream.max_stream_data_local = consumed + window.size
+        return True
 
-    def _raise_data_credit(self) -> None:
+    def _raise_data_credit(self) -> bool:
+        """Owe the peer more connection credit once a quarter window was read; whether
+        it did."""
         window = self._data_window
-        if self._consumed + window.size - self._data_credit.promised >= window.size // 4:
-            window.updated(self._now, self._rtt())
-            self._data_credit.raise_to(self._consumed + window.size)
+        if self._consumed + window.size - self._data_credit.promised < window.size // 4:
+            return False
+        window.updated(self._now, self._rtt())
+        self._data_credit.raise_to(self._consumed + window.size)
+        return True
 
     def _rtt(self) -> float:
         loss = self._quic._loss

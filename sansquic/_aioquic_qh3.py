@@ -520,9 +520,14 @@ class Qh3Engine(AioquicStyleEngine):
         if was_lagging and not self._lagging():
             self._quic._drain_core()  # the core grants the credit as it hands data over
 
-    def consumed(self, stream_id: int, size: int) -> None:
-        """The application read ``size`` bytes; qh3 already granted their credit."""
+    def consumed(self, stream_id: int, size: int) -> bool:
+        """The application read ``size`` bytes; qh3 already granted their credit.
+
+        ``True``: a read may end qh3's backlog (see ``_lagging``), and this seam
+        cannot tell cheaply whether qh3 then has frames to send.
+        """
         self._consume(stream_id, size)
+        return True
 
     def send_budget(self, inflight_limit: int | None = None) -> int:
         """Stream bytes the engine can put on the wire now: the congestion window

@@ -810,10 +810,9 @@ class Connection:
         if max_bytes == 0 or not record.buffer.size:
             return b""
         data = record.buffer.take(max_bytes)
-        if self._engine is not None:
-            self._engine.consumed(stream_id, len(data))
-            if self._hooks is not None:
-                self._hooks.touched(self)  # so the credit this returned goes out
+        engine = self._engine
+        if engine is not None and engine.consumed(stream_id, len(data)) and self._hooks is not None:
+            self._hooks.touched(self)  # so the credit this returned goes out
         if not record.buffer.size:
             record.buffer = NO_BYTES  # an idle stream keeps no buffer of its own
             record.readable_signalled = False

@@ -356,6 +356,13 @@ class Endpoint:
                 self._after(conn)
         return out
 
+    @property
+    def wants_send(self) -> bool:
+        """Whether :meth:`datagrams_to_send` has work: a connection got a datagram or a
+        command that may send since the last call, or a reply to an unknown peer
+        waits. While this is false, only :meth:`timer` can make datagrams due."""
+        return bool(self._dirty or self._outbox)
+
     def timer(self) -> float | None:
         """The earliest deadline over all connections, or ``None``."""
         self._refresh_timers()

@@ -535,3 +535,32 @@ def test_the_token_of_a_retired_connection_id_no_longer_resets() -> None:
     assert conn.state is ConnectionState.CONNECTED
     assert _late_burst(client, server, conn, new, now) == ["ConnectionTerminated"]
     assert conn.state is ConnectionState.CLOSED
+
+
+def test_a_read_asks_for_a_send_pass_only_when_it_raised_credit() -> None:
+    """``wants_send`` turns on with a datagram or a command, off with the send pass; a
+    read turns it on only once a quarter of the stream window was read, the point
+    where the credit update is due. Before, every read cost a pass through the engine."""
+    config = Config(dev_mode=True, trust_dev_certificate=True)
+    net = SimNetwork(1, conditions=LinkConditions(delay=0.002))
+    server, client = Endpoint(config, server=True), Endpoint(config)
+    net.add(SERVER, server)
+    net.add(CLIENT, client)
+    conn = client.connect(SERVER, net.now, server_name="localhost")
+    assert net.run_until(lambda: conn.state is ConnectionState.CONNECTED, 5.0)
+    window = config.max_stream_data
+    sid = conn.open_stream()
+    conn.send(sid, b"x" * (window // 2))
+    assert client.wants_send
+    assert net.run_until(lambda: conn.queued(sid) == 0, 10.0)
+    net.run_for(0.1)  # the last acknowledgements
+    assert not client.wants_send and not server.wants_send
+    [peer] = server.connections
+    while peer.next_event() is not None:
+        pass
+    assert peer.read(sid, 1000) == b"x" * 1000
+    assert not server.wants_send  # 1000 bytes move no credit
+    assert len(peer.read(sid, window // 4)) == window // 4
+    assert server.wants_send  # past a quarter window: MAX_STREAM_DATA is due
+    assert server.datagrams_to_send(net.now)
+    assert not server.wants_send

@@ -406,12 +406,12 @@ class Stream(WholeReads):
         closed, and ``ValueError`` for ``max_bytes=0``.
         """
         driver, core, sid = self._driver, self._core, self.id
-        dispatcher = driver.dispatcher
+        dispatcher, endpoint = driver.dispatcher, driver.endpoint
 
         def attempt() -> bytes | None:
             data = dispatcher.receive(core, sid, max_bytes)
-            if data:
-                driver.touch()  # reading returned credit the peer may be waiting for
+            if data and endpoint.wants_send:
+                driver.touch()  # the read raised credit the peer may be waiting for
             return data
 
         with driver.backend.guard():
