@@ -212,12 +212,22 @@ def test_close_code_and_reason_reach_the_peer() -> None:
 
     def handler(conn: sansquic_threads.Connection) -> None:
         try:
+            stream = conn.accept_stream(timeout=T)
+            stream.send(read_all(stream), timeout=T)
+            stream.finish()
             conn.accept_stream(timeout=T)
         except BaseException as exc:
             errors.put(exc)
 
     with running(handler) as server:
         conn = client(server)
+        # One echo first: a close sent with the handshake's last flight ends the
+        # connection before the server hands it to a handler (as the conformance
+        # suite's graceful_close does).
+        stream = conn.open_stream()
+        stream.send(b"ping", timeout=T)
+        stream.finish()
+        assert read_all(stream) == b"ping"
         conn.close(99, "bye")
         conn.close(1, "again")  # idempotent
         error = errors.get(timeout=T)

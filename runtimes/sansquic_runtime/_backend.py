@@ -81,9 +81,9 @@ class AsyncBackend(Protocol):
         ...
 
     def others_ready(self) -> bool:
-        """Whether other tasks are ready to run now (a hint; ``False`` where the
-        framework cannot tell): the I/O loop then gives way again before it sends,
-        so that a task a woken one started can add its answer to the same packet."""
+        """Whether other tasks may still answer (a hint): the I/O loop then gives way
+        again before it sends, so that a task a woken one started can add its
+        answer to the same packet."""
         ...
 
     def after_yield(self, fn: Callable[[], None]) -> None:
@@ -146,13 +146,14 @@ class SyncBackend(Protocol):
     def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None: ...
 
     def checkpoint(self) -> None:
-        """Nothing to do: woken threads run on their own."""
+        """Let go of the GIL for a moment, so that a thread just woken takes it now."""
         ...
 
     def nudge(self) -> None: ...
 
     def others_ready(self) -> bool:
-        """``False``: woken threads run on their own, there is nothing to give way to."""
+        """Whether a woken thread has not resumed yet, or one just did (the threads
+        backend tracks them with a :class:`~sansquic_runtime.Readiness`)."""
         ...
 
     def after_yield(self, fn: Callable[[], None]) -> None:

@@ -32,11 +32,12 @@ class Readiness:
     trio runs each batch of ready tasks in random order, and its statistics count
     only the tasks of the next batch: a task the I/O loop woke, and a task that
     one starts, may run later in the loop's own batch, unseen (curio shows no run
-    queue at all). So the backend reports when it wakes parked tasks and when they
-    resume, and the loop gives way again while a woken task has not run yet, when
-    one ran since the loop's last turn (what it started may share the loop's
-    batch), or when tasks were ready at that turn (they share it now). A task that
-    answers two starts away from the woken one may still miss the pass: a hint.
+    queue at all, and woken threads run beside the I/O thread). So the backend
+    reports when it wakes parked tasks and when they resume, and the loop gives
+    way again while a woken task has not run yet, when one ran since the loop's
+    last turn (what it started may share the loop's batch), or when tasks were
+    ready at that turn (they share it now). A task that answers two starts away
+    from the woken one may still miss the pass: a hint.
     """
 
     __slots__ = ("_ready_before", "_resumed", "_runnable", "_woken")
@@ -56,6 +57,11 @@ class Readiness:
         if woken and self._woken:
             self._woken -= 1
         self._resumed = True
+
+    @property
+    def owed(self) -> bool:
+        """Whether a woken task has not resumed yet."""
+        return self._woken > 0
 
     def forget(self) -> None:
         """Every parked task was woken at the loop's end: nothing is owed any more."""

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from sansquic_runtime import UdpSocket, first_address
+from sansquic_runtime import Readiness, UdpSocket, first_address
 from sansquic_runtime._sync import Connection, Server, Stream, open_connection, open_server
 from sansquic_runtime._ws_sync import (
     WebSocketConnection,
@@ -76,6 +76,11 @@ class _Threads:
         self.join()
 
 
+#: Seconds the I/O thread waits at most for the threads it woke to run again, before
+#: it sends without their answers.
+_WOKEN_WAIT = 0.002
+
+
 class _Backend:
     """Threading primitives for one socket: a lock, a condition per key, a selector."""
 
@@ -92,6 +97,8 @@ class _Backend:
         self._selector: selectors.BaseSelector | None = None
         self._watched: socket.socket | None = None  # the UDP socket the selector watches
         self.threads = _Threads()
+        self._readiness = Readiness()
+        self._resumed = threading.Condition(self._lock)  # a woken thread runs again
 
     def now(self) -> float:
         return time.monotonic()
@@ -104,9 +111,13 @@ class _Backend:
         if cond is None:
             cond = self._conds[key] = threading.Condition(self._lock)
         self._parked[key] = self._parked.get(key, 0) + 1
+        woken = False
         try:
-            cond.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            woken = cond.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         finally:
+            self._readiness.resumed(woken)
+            if woken:
+                self._resumed.notify_all()
             self._parked[key] -= 1
             if not self._parked[key]:
                 del self._parked[key], self._conds[key]
@@ -118,10 +129,12 @@ class _Backend:
         cond = self._conds.get(key)
         if cond is not None:
             cond.notify_all()
+            self._readiness.woke(self._parked.get(key, 0))
 
     def wake_all(self) -> None:
         for cond in self._conds.values():
             cond.notify_all()
+        self._readiness.forget()
 
     def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None:
         if self._selector is None:
@@ -142,7 +155,14 @@ class _Backend:
                         pass
 
     def checkpoint(self) -> None:
-        pass  # woken threads run in parallel: nothing to give way to
+        # Waits for the threads just woken to run (on a busy machine one may wait
+        # for a CPU), else lets go of the GIL: a thread they started takes it now
+        # rather than once this one sleeps in select, after a send pass without it.
+        with self._lock:
+            if self._readiness.owed:
+                self._resumed.wait(_WOKEN_WAIT)
+                return
+        time.sleep(0)
 
     def _wake_pair(self) -> tuple[socket.socket, socket.socket]:
         with self._lock:
@@ -159,7 +179,8 @@ class _Backend:
             self._wake_pair()[1].send(b"\0")
 
     def others_ready(self) -> bool:
-        return False  # woken threads run on their own
+        with self._lock:  # the woken threads report in under it
+            return self._readiness.others_ready()
 
     def after_yield(self, fn: Callable[[], None]) -> None:
         fn()
