@@ -156,4 +156,61 @@ def test_a_thread_per_stream_answers_in_one_send_pass() -> None:
                 stream.finish()
                 assert stream.read_all(timeout=5) == b"%d" % i
             passes = server_passes() - passes
-    assert passes <= 1.75 * EXCHANGES, f"{passes} server send passes for {EXCHANGES} exchanges"
+    assert passes <= 1.9 * EXCHANGES, f"{passes} server send passes for {EXCHANGES} exchanges"
+
+
+def test_the_threads_backend_counts_each_woken_thread_once() -> None:
+    """A second wake before the thread ran, or a wake after its deadline passed while
+    the lock was held, left a woken thread counted for good: every later pass then
+    waited for it."""
+    import threading
+    import time
+
+    from sansquic_threads import _Backend
+
+    backend = _Backend()
+
+    def parker(key: str, deadline: float | None) -> None:
+        with backend.guard():
+            backend.park(key, deadline)
+
+    thread = threading.Thread(target=parker, args=("twice", None))
+    thread.start()
+    while not backend.parked():
+        time.sleep(0.001)
+    with backend.guard():
+        backend.wake("twice")
+        backend.wake("twice")
+    thread.join(5)
+    with backend.guard():
+        thread = threading.Thread(target=parker, args=("late", time.monotonic() + 0.02))
+        thread.start()
+        time.sleep(0.1)  # its deadline passes while this thread holds the lock
+        backend.wake("late")
+    thread.join(5)
+    assert backend.parked() == 0
+    assert backend.others_ready()  # threads resumed since the last look
+    assert not backend.others_ready()  # and none is owed any more
+
+
+def test_the_anyio_backend_on_trio_counts_each_woken_task_once() -> None:
+    """A wake that comes after a parked task's deadline fired, before the task ran
+    (about one time in two, as trio orders a batch at random), counted the task as
+    woken though its wait ended by the deadline: counted for good."""
+    import time
+
+    from sansquic_anyio import _Backend
+
+    async def scenario() -> tuple[bool, bool]:
+        backend = _Backend()
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(backend.park, "a", anyio.current_time() + 0.005)
+                await anyio.sleep(0)  # it parks
+                time.sleep(0.01)  # its deadline passes while trio cannot look
+                await anyio.lowlevel.checkpoint()  # trio fires it; the task may not run yet
+                backend.wake("a")
+                await anyio.sleep(0.01)
+        return backend.others_ready(), backend.others_ready()
+
+    assert anyio.run(scenario, backend="trio") == (True, False)

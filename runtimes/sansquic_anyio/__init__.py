@@ -110,6 +110,7 @@ class _Backend:
     def __init__(self) -> None:
         self._events: dict[Hashable, anyio.Event] = {}
         self._parked: dict[Hashable, int] = {}
+        self._waiting: dict[anyio.Event, int] = {}  # tasks parked on each event
         self._scope: anyio.CancelScope | None = None
         # On trio, woken tasks are tracked: its run statistics miss half (see Readiness).
         self._readiness: Readiness | None = Readiness(trio_runnable)
@@ -133,20 +134,22 @@ class _Backend:
         if event is None:
             event = self._events[key] = anyio.Event()
         self._parked[key] = self._parked.get(key, 0) + 1
-        woken = False
+        self._waiting[event] = self._waiting.get(event, 0) + 1
         try:
             if deadline is None:
                 # No cancel scope for a wait without deadline: each costs a scope for
                 # as long as the task waits (most idle connections do).
                 await event.wait()
-                woken = True
             else:
                 with anyio.CancelScope(deadline=deadline):
                     await event.wait()
-                    woken = True
         finally:
+            left = self._waiting.pop(event) - 1
+            if left:
+                self._waiting[event] = left
             if self._readiness is not None:
-                self._readiness.resumed(woken)
+                # Counted by the wake that set it, whatever ended the wait.
+                self._readiness.resumed(event.is_set())
             # The last one out forgets the key: keys hold connections.
             self._parked[key] -= 1
             if not self._parked[key]:
@@ -162,7 +165,7 @@ class _Backend:
         if event is not None:
             event.set()
             if self._readiness is not None:
-                self._readiness.woke(self._parked.get(key, 0))
+                self._readiness.woke(self._waiting.get(event, 0))
 
     def wake_all(self) -> None:
         for key in list(self._events):

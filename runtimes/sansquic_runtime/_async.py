@@ -28,9 +28,10 @@ _T = TypeVar("_T")
 CLOSE_WAIT = 2.0
 #: How many more times the I/O loop gives way while other tasks are ready, after the
 #: tasks it woke had their turn: one for a task a woken one started (a handler that
-#: spawns a task per stream), one for what that task's end schedules; curio needs
-#: three for the first, as its wake-ups pass through its kernel task. Bounded, so that
-#: busy unrelated tasks delay a reply by at most this many of their steps.
+#: spawns a task per stream) and one for what that task's end schedules, on asyncio;
+#: curio takes three for the same, as its wake-ups pass through its kernel task.
+#: Bounded, so that busy unrelated tasks delay a reply by at most this many of their
+#: steps (asyncio's run queue shows unrelated tasks too).
 GIVE_WAY_PASSES = 3
 #: What ``Stream.read_all()`` accepts at most unless told otherwise.
 READ_ALL_LIMIT = 16 * 1024 * 1024

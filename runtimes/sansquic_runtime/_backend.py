@@ -146,7 +146,8 @@ class SyncBackend(Protocol):
     def wait_readable(self, sock: UdpSocket, deadline: float | None) -> None: ...
 
     def checkpoint(self) -> None:
-        """Let go of the GIL for a moment, so that a thread just woken takes it now."""
+        """Wait a little for the threads just woken to run, or let go of the GIL for a
+        moment, so that a thread they started takes it now."""
         ...
 
     def nudge(self) -> None: ...

@@ -76,6 +76,15 @@ class _Threads:
         self.join()
 
 
+class _Ticket:
+    """A parked thread's mark: set by the first wake that counts it as woken."""
+
+    __slots__ = ("woken",)
+
+    def __init__(self) -> None:
+        self.woken = False
+
+
 #: Seconds the I/O thread waits at most for the threads it woke to run again, before
 #: it sends without their answers.
 _WOKEN_WAIT = 0.002
@@ -89,7 +98,7 @@ class _Backend:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._conds: dict[Hashable, threading.Condition] = {}
-        self._parked: dict[Hashable, int] = {}
+        self._tickets: dict[Hashable, list[_Ticket]] = {}  # one per parked thread
         # Made by the first wait_readable(): a WebSocket's backend never needs them.
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -110,26 +119,31 @@ class _Backend:
         cond = self._conds.get(key)
         if cond is None:
             cond = self._conds[key] = threading.Condition(self._lock)
-        self._parked[key] = self._parked.get(key, 0) + 1
-        woken = False
+        ticket = _Ticket()
+        self._tickets.setdefault(key, []).append(ticket)
         try:
-            woken = cond.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            cond.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         finally:
-            self._readiness.resumed(woken)
-            if woken:
+            # Counted once, by the wake that marked it, whatever ended the wait.
+            self._readiness.resumed(ticket.woken)
+            if ticket.woken:
                 self._resumed.notify_all()
-            self._parked[key] -= 1
-            if not self._parked[key]:
-                del self._parked[key], self._conds[key]
+            tickets = self._tickets[key]
+            tickets.remove(ticket)
+            if not tickets:
+                del self._tickets[key], self._conds[key]
 
     def parked(self) -> int:
-        return sum(self._parked.values())
+        return sum(len(tickets) for tickets in self._tickets.values())
 
     def wake(self, key: Hashable) -> None:
         cond = self._conds.get(key)
         if cond is not None:
             cond.notify_all()
-            self._readiness.woke(self._parked.get(key, 0))
+            fresh = [ticket for ticket in self._tickets.get(key, ()) if not ticket.woken]
+            for ticket in fresh:
+                ticket.woken = True
+            self._readiness.woke(len(fresh))
 
     def wake_all(self) -> None:
         for cond in self._conds.values():
