@@ -166,6 +166,9 @@ class Endpoint:
         self._routes: dict[bytes, Connection] = {}
         self._by_remote: dict[Address, set[Connection]] = {}
         self._dirty: dict[Connection, None] = {}  # an ordered set
+        # Sent since their timer was last worked out: timer() (or handle_timer()) does
+        # it, after the runtime has put the datagrams on the wire rather than before.
+        self._stale: dict[Connection, None] = {}
         self._event_queue: deque[Connection] = deque()
         self._heap: list[tuple[float, int, _Entry]] = []
         self._heap_seq = 0
@@ -319,6 +322,8 @@ class Endpoint:
         than first asking :meth:`timer`. Next: :meth:`datagrams_to_send`, then
         :meth:`next_event`.
         """
+        if self._stale:
+            self._refresh_stale()  # a caller that sent and did not ask timer() since
         heap = self._heap
         due: list[Connection] = []
         while heap and heap[0][0] <= now:
@@ -353,7 +358,8 @@ class Endpoint:
                     out += conn.datagrams_to_send(now)
                 except Exception as exc:
                     self._internal_error(conn, exc)
-                self._after(conn)
+                self._after(conn, timer=False)
+                self._stale[conn] = None
         return out
 
     @property
@@ -573,9 +579,17 @@ class Endpoint:
         self._after(conn, timer=False)
 
     def _refresh_timers(self) -> None:
-        """Update the timers of connections with news since their last datagrams_to_send()."""
+        """Update the timers of connections with news or sends since they were last worked out."""
+        self._refresh_stale()
         if self._dirty:
             for conn in list(self._dirty):
+                self._after(conn)
+
+    def _refresh_stale(self) -> None:
+        """Update the timers of connections that sent since they were last worked out."""
+        if self._stale:
+            stale, self._stale = self._stale, {}
+            for conn in stale:
                 self._after(conn)
 
     def _internal_error(self, conn: Connection, exc: Exception) -> None:
@@ -665,3 +679,4 @@ class Endpoint:
         if not peers:
             del self._by_remote[entry.remote]
         self._dirty.pop(conn, None)
+        self._stale.pop(conn, None)

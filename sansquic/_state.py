@@ -24,7 +24,14 @@ __all__ = [
 ]
 
 
-class SendState(enum.Enum):
+class _Enum(enum.Enum):
+    """An enum whose members hash by identity: the tables below are looked up on every
+    send, read and FIN, and ``Enum.__hash__`` is a Python-level call per lookup."""
+
+    __hash__ = object.__hash__
+
+
+class SendState(_Enum):
     """The sending half of a stream."""
 
     #: The application may send.
@@ -39,14 +46,14 @@ class SendState(enum.Enum):
     NONE = "none"
 
 
-class SendInput(enum.Enum):
+class SendInput(_Enum):
     SEND = "send"
     FINISH = "finish"
     RESET = "reset"
     PEER_STOP = "peer_stop"
 
 
-class RecvState(enum.Enum):
+class RecvState(_Enum):
     """The receiving half of a stream."""
 
     #: Data may still arrive.
@@ -63,7 +70,7 @@ class RecvState(enum.Enum):
     NONE = "none"
 
 
-class RecvInput(enum.Enum):
+class RecvInput(_Enum):
     DATA = "data"
     FIN = "fin"
     DRAINED = "drained"

@@ -564,3 +564,26 @@ def test_a_read_asks_for_a_send_pass_only_when_it_raised_credit() -> None:
     assert server.wants_send  # past a quarter window: MAX_STREAM_DATA is due
     assert server.datagrams_to_send(net.now)
     assert not server.wants_send
+
+
+def test_a_send_pass_leaves_its_timer_to_timer_and_handle_timer_still_sees_it() -> None:
+    """``datagrams_to_send`` no longer works out the connections' timers (a runtime puts
+    the datagrams on the wire first, then asks ``timer()``); a caller that goes
+    straight to ``handle_timer`` still has the deadline the send armed honoured."""
+    client, server, conn, now = _connected_pair()
+    for endpoint in (client, server):
+        endpoint.datagrams_to_send(now)
+        endpoint.timer()
+    sid = conn.open_stream()
+    conn.send(sid, b"lost", end=True)
+    assert client.datagrams_to_send(now)  # dropped: the server never hears it
+    # Without timer(), the endpoint's table still holds the deadline from before the send.
+    deadline = conn.timer()
+    assert deadline is not None and deadline < 1.0 + now  # the retransmission's
+    assert client.handle_timer(deadline) is True
+    retransmitted = client.datagrams_to_send(deadline)
+    assert retransmitted
+    for data, _ in retransmitted:
+        server.receive_datagram(data, CLIENT, deadline)
+    [peer] = server.connections
+    assert peer.read(sid) == b"lost"
