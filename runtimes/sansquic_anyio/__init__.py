@@ -191,6 +191,9 @@ class _Backend:
     def others_ready(self) -> bool:
         return self._others_ready()
 
+    def waiter_sends(self) -> bool:
+        return False  # the loop's own send pass costs no thread switch: leave it the send
+
     def after_yield(self, fn: Callable[[], None]) -> None:
         self._after_yield(fn)
 

@@ -159,6 +159,9 @@ class _Backend:
     def others_ready(self) -> bool:
         return asyncio_others_ready(self._loop)
 
+    def waiter_sends(self) -> bool:
+        return False  # the loop's own send pass costs no thread switch: leave it the send
+
     def after_yield(self, fn: Callable[[], None]) -> None:
         self._loop.call_soon(fn)
 

@@ -280,6 +280,9 @@ class _Backend:
         # curio's kernel keeps its ready queue to itself: only woken tasks are seen.
         return self._readiness.others_ready()
 
+    def waiter_sends(self) -> bool:
+        return False  # the loop's own send pass costs no thread switch: leave it the send
+
     def after_yield(self, fn: Callable[[], None]) -> None:
         fn()
 

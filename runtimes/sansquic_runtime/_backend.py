@@ -86,6 +86,13 @@ class AsyncBackend(Protocol):
         answer to the same packet."""
         ...
 
+    def waiter_sends(self) -> bool:
+        """Whether a task that queued data and parks while the I/O loop is awake sends
+        it itself rather than leave it to the loop's send pass: where the loop runs on
+        another thread (handing it the send costs a thread switch) and waits for no
+        other woken task. Called under :meth:`guard`."""
+        ...
+
     def after_yield(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` once the running task has given way (asyncio's ``call_soon``),
         or now where the framework has no such hook. Only a backend whose loop runs
@@ -155,6 +162,12 @@ class SyncBackend(Protocol):
     def others_ready(self) -> bool:
         """Whether a woken thread has not resumed yet, or one just did (the threads
         backend tracks them with a :class:`~sansquic_runtime.Readiness`)."""
+        ...
+
+    def waiter_sends(self) -> bool:
+        """Whether the I/O thread, awake, waits for no other woken thread: a thread
+        that queued data and parks then sends it itself, rather than hand the I/O
+        thread the send (a thread switch on the exchange's path)."""
         ...
 
     def after_yield(self, fn: Callable[[], None]) -> None:

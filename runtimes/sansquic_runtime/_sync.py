@@ -81,6 +81,9 @@ class _Driver:
         # everything queued since, so send() + finish() leave as one packet and a burst
         # of commands costs one pass through the engine, not one each.
         self._dirty = False
+        # A command queued something the peer may be waiting for (data, a FIN, a reset),
+        # not only credit: a task parking with that unsent may send it itself (until()).
+        self._queued = False
         self._stopping = False
         self._started = False
         self.stopped: bool = False
@@ -153,12 +156,15 @@ class _Driver:
                 # stop() may have been cut short by a cancellation: the socket closes anyway.
                 self.close_socket()
 
-    def touch(self) -> None:
+    def touch(self, *, credit: bool = False) -> None:
         """A command gave the core something to send: have it sent soon, once.
 
         The flush happens when the calling task next parks (see :meth:`until`)
-        or, if it never does, when the I/O loop runs.
+        or, if it never does, when the I/O loop runs. ``credit``: only flow-control
+        credit a read returned, which no task parking needs to send itself.
         """
+        if not credit:
+            self._queued = True
         if not self._dirty:
             self._dirty = True
             if self._sleep_until != -math.inf:
@@ -174,7 +180,7 @@ class _Driver:
     def flush(self) -> None:
         """Send what the endpoint has, then wake the waiters the dispatcher names."""
         backend, endpoint = self.backend, self.endpoint
-        self._dirty = False
+        self._dirty = self._queued = False
         self.sock.send(endpoint.datagrams_to_send(backend.now()))
         self._wake()
         if endpoint.last_internal_error is not None:
@@ -223,8 +229,13 @@ class _Driver:
 
     def _flushes_soon(self) -> bool:
         """Whether the I/O loop is awake and will flush before it sleeps again (it
-        gives woken tasks their turn first, so their answers share one send pass)."""
-        return self._sleep_until == -math.inf and not self._stopping
+        gives woken tasks their turn first, so their answers share one send pass),
+        and the parking task should leave the send to it: not where the loop runs on
+        another thread that waits for no one else (``waiter_sends``) and the task
+        queued something the peer waits for."""
+        if self._sleep_until != -math.inf or self._stopping:
+            return False
+        return not (self._queued and self.backend.waiter_sends())
 
     def _stopped_error(self) -> sansquic.SansQuicError:
         if self._failure is not None:
@@ -412,7 +423,7 @@ class Stream(WholeReads):
         def attempt() -> bytes | None:
             data = dispatcher.receive(core, sid, max_bytes)
             if data and endpoint.wants_send:
-                driver.touch()  # the read raised credit the peer may be waiting for
+                driver.touch(credit=True)  # the read raised credit the peer may want
             return data
 
         with driver.backend.guard():

@@ -196,6 +196,11 @@ class _Backend:
         with self._lock:  # the woken threads report in under it
             return self._readiness.others_ready()
 
+    def waiter_sends(self) -> bool:
+        # Under the lock (the caller's guard): a woken thread still to run may add its
+        # answer to the I/O thread's pass, so the send is left to that pass then.
+        return not self._readiness.owed
+
     def after_yield(self, fn: Callable[[], None]) -> None:
         fn()
 

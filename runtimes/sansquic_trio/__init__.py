@@ -147,6 +147,9 @@ class _Backend:
     def others_ready(self) -> bool:
         return self._readiness.others_ready()
 
+    def waiter_sends(self) -> bool:
+        return False  # the loop's own send pass costs no thread switch: leave it the send
+
     def after_yield(self, fn: Callable[[], None]) -> None:
         fn()  # trio's only hook, run_sync_soon, costs a wake-up of its own
 
