@@ -297,7 +297,7 @@ class Endpoint:
                     conn._catch_up(now)
                 except Exception as exc:
                     self._internal_error(conn, exc)
-            # Its timer is brought up to date by the datagrams_to_send() that follows.
+            # Its timer is brought up to date after the datagrams_to_send() that follows.
             self._after(conn, timer=False)
 
     def peer_unreachable(self, address: Address, now: float) -> None:
@@ -358,8 +358,8 @@ class Endpoint:
                     out += conn.datagrams_to_send(now)
                 except Exception as exc:
                     self._internal_error(conn, exc)
+                self._stale[conn] = None  # before _after(), which forgets it if it closed
                 self._after(conn, timer=False)
-                self._stale[conn] = None
         return out
 
     @property
@@ -574,7 +574,7 @@ class Endpoint:
         except Exception as exc:
             self._internal_error(conn, exc)
         self._dirty[conn] = None
-        # Its timer is brought up to date by the datagrams_to_send() that follows (or by
+        # Its timer is brought up to date after the datagrams_to_send() that follows (by
         # timer()): computing it here too would cost an engine pass per datagram.
         self._after(conn, timer=False)
 

@@ -134,7 +134,8 @@ class _Driver:
                         continue
                     # Let the woken tasks answer first: their replies (and the ACK the engine
                     # owes) then leave in one send pass, made here (a task parking while
-                    # this loop is awake leaves the flush to it, see until()).
+                    # this loop is awake leaves the flush to it, unless the backend would
+                    # have to hand it across threads: see until() and _flushes_soon()).
                     self._dirty = True
                 backend.checkpoint()
                 for _ in range(GIVE_WAY_PASSES):
