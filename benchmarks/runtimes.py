@@ -102,8 +102,8 @@ then include packet size). Both raw aioquic stacks get the same settings (the
 stream limit through aioquic's private ``_local_max_streams_bidi``, as
 sansquic's engine seam does; they have no admission limits). Differences
 that remain: sansquic grows its receive windows when they limit a transfer,
-asks for a 4 MiB socket receive buffer and sends runs of datagrams with UDP
-GSO; the minimal driver also asks for 4 MiB but sends each datagram with
+asks for a 1 MiB socket receive buffer and sends runs of datagrams with UDP
+GSO; the minimal driver also asks for 1 MiB but sends each datagram with
 ``sendto``; raw aioquic's asyncio API keeps the kernel's default buffer and
 binds its client on "::". Neither raw stack has send backpressure: their
 bulk, message and 100-stream sends are queued at once, so the time cuts never
@@ -1364,7 +1364,7 @@ SYNC_SCENARIOS: dict[str, SyncScenario] = {
 def _mini_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with contextlib.suppress(OSError):  # as sansquic's UdpSocket asks
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind((HOST, 0))
     sock.setblocking(False)
     return sock

@@ -21,11 +21,7 @@ import sansquic
 __all__ = ["UdpSocket", "client_bind", "first_address", "safe_config"]
 
 _RECV_SIZE = 65_535  # the largest UDP payload, so no datagram is ever truncated
-# Room for a congestion window's burst of large datagrams: at 1 MiB the 100-stream
-# benchmark with path MTU discovery lost 10-32 datagrams to a full buffer in 3 of 9
-# cells, at 4 MiB none (measured). A limit, not an allocation; Linux caps it at
-# net.core.rmem_max (212992 by default).
-_RCVBUF = 4 << 20
+_RCVBUF = 1 << 20  # room for a congestion window's burst; the kernel may cap it lower
 #: At most this many datagrams are read before the endpoint gets to answer them.
 _MAX_BATCH = 256
 # UDP generic segmentation offload (Linux 4.18+): one sendmsg carries many datagrams.
