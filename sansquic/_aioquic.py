@@ -477,8 +477,8 @@ class _Pacer(QuicPacketPacer):
         super().update_rate(congestion_window, smoothed_rtt)
         size = self._max_datagram_size
         burst = max(2 * size, min(congestion_window // 4, max(16 * size, _PACING_BURST)))
+        # Never below aioquic's own, so the bucket it already clamped needs no second clamp.
         self.bucket_max = burst / (congestion_window / max(smoothed_rtt, K_MICRO_SECOND))
-        self.bucket_time = min(self.bucket_time, self.bucket_max)
 
 
 #: The largest burst _Pacer lets out at once, in bytes: what one GSO send carries.
