@@ -193,6 +193,8 @@ _STREAM_FRAME_MIN_HEADER = 1 + 1 + 2
 #: Above this many streams in aioquic's send queue, those with nothing to send are
 #: set aside while it builds packets (see _QuicConnection.datagrams_to_send).
 _STREAM_QUEUE_SHORT = 8
+#: No stream was reset or stopped since the last send (shared, never appended to).
+_NONE_ENDED: list[int] = []
 
 
 @attrs.frozen(slots=True)
@@ -505,7 +507,7 @@ class _QuicConnection(QuicConnection):
 
     # Slots, not instance attributes: aioquic's instance dict is full once its
     # __init__ ends, and one more key would make it grow by 3 KiB per connection.
-    __slots__ = ("_handed_order", "_reset_token", "_server_tickets")
+    __slots__ = ("_ended_order", "_handed_order", "_reset_token", "_server_tickets")
 
     def __init__(
         self,
@@ -518,6 +520,8 @@ class _QuicConnection(QuicConnection):
         self._server_tickets = server_tickets
         # Streams the core handed data since the last send, highest priority first.
         self._handed_order: list[int] = []
+        # Streams reset or stopped since the last send (see ended()).
+        self._ended_order = _NONE_ENDED
         super().__init__(**kwargs)
         # aioquic builds a frozenset of epochs for each of its 33 frame types on every
         # connection, 7 KiB of an idle one: equal sets are shared instead.
@@ -564,14 +568,17 @@ class _QuicConnection(QuicConnection):
         # walk cost more than the packet). So for this call the streams the core just
         # handed data lead, in its order (highest priority first), then the others
         # with something to send; the idle ones wait aside (the walk does nothing for
-        # them) and rejoin the queue's end after it.
-        queue, handed = self._streams_queue, self._handed_order
-        if len(queue) <= _STREAM_QUEUE_SHORT and len(handed) <= 1:
+        # them) and rejoin the queue's end after it. Streams just reset or stopped
+        # lead even those: see ended().
+        queue, handed, ended = self._streams_queue, self._handed_order, self._ended_order
+        if len(queue) <= _STREAM_QUEUE_SHORT and len(handed) <= 1 and not ended:
             handed.clear()
             return super().datagrams_to_send(now)
         self._handed_order = []
+        self._ended_order = _NONE_ENDED
         streams = self._streams
-        lead = [stream for sid in dict.fromkeys(handed) if (stream := streams.get(sid)) is not None]
+        order = dict.fromkeys(ended + handed)
+        lead = [stream for sid in order if (stream := streams.get(sid)) is not None]
         leading = set(lead)
         busy, idle = lead, []
         for stream in queue:
@@ -592,6 +599,21 @@ class _QuicConnection(QuicConnection):
             return super().datagrams_to_send(now)
         finally:
             self._streams_queue += idle  # aioquic rebinds the queue per packet: its latest
+
+    def ended(self, stream_id: int) -> None:
+        """``stream_id`` was just reset or stopped: in the next send pass its frames
+        go ahead of every STREAM frame, whatever aioquic's service order.
+
+        A WebTransport session's close resets its streams and sends its
+        CLOSE_WEBTRANSPORT_SESSION capsule in one pass. Chromium 150's renderer
+        crashed when a RESET_STREAM came after the capsule (docs/webtransport.md);
+        aioquic, serving streams round robin, often put the CONNECT stream first.
+        A reset that is lost and sent again takes aioquic's order.
+        """
+        if self._ended_order:
+            self._ended_order.append(stream_id)
+        else:
+            self._ended_order = [stream_id]
 
     def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
         # Once a packet is full aioquic still offers it to every stream with data, at
@@ -1098,12 +1120,14 @@ class AioquicEngine(AioquicStyleEngine):
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         self._quic.reset_stream(stream_id, error_code)
+        self._quic.ended(stream_id)
 
     def stop_stream(self, stream_id: int, error_code: int) -> None:
         # The engine forgets a stream once both directions are done; a stream it
         # no longer holds has nothing left to stop.
         if stream_id in self._quic._streams:
             self._quic.stop_stream(stream_id, error_code)
+            self._quic.ended(stream_id)
 
     def update_keys(self) -> None:
         quic = self._quic

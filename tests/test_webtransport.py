@@ -461,3 +461,45 @@ def test_the_done_set_answers_like_a_plain_set(ids: list[int]) -> None:
         done.add(sid)
         model.add(sid)
     assert all((sid in done) == (sid in model) for sid in range(404))
+
+
+def test_a_closed_session_resets_its_streams_before_the_close_capsule_leaves() -> None:
+    # Chromium 150's renderer crashed (a null dereference) when a session's
+    # RESET_STREAM came after its CLOSE_WEBTRANSPORT_SESSION capsule: the page died
+    # mid-reconnect (tests/test_chromium_swarm.py cuts it twice). aioquic writes each
+    # stream's frames in its service order, which had the CONNECT stream's turn first
+    # once the data streams had sent since it.
+    traces: list[dict[str, object]] = []
+    pair = connected_pair(client_config=H3, server_config=H3.replace(qlog=traces.append))
+    client = Side(pair.client, H3Connection(pair.client, client=True))
+    server = Side(pair.server, H3Connection(pair.server, client=False, address=("c", 1)))
+    net = pair.network
+
+    def pump() -> None:
+        client.pump(net.now)
+        server.pump(net.now)
+
+    net.step_hooks.append(pump)
+    sid = client.h3.connect("localhost", "/x")
+    run(net, lambda: sid in client.ready)
+    streams = [client.h3.open_stream(sid) for _ in range(3)]
+    for stream in streams:
+        client.h3.send(stream, b"up")
+    run(net, lambda: all(s in server.data for s in streams))
+    for stream in [*streams, streams[0]]:  # each has its turn after the CONNECT stream's
+        server.h3.send(stream, b"down")
+        run(net, lambda s=stream: s in client.data)
+    server.h3.close_session(sid, 3, "cut")
+    run(net, lambda: client.closed != [])
+    pair.server.close()
+    net.run_for(5.0)
+    events = traces[0]["traces"][0]["events"]  # type: ignore[index]
+    sent = [
+        [(f["frame_type"], f.get("stream_id"), f.get("fin")) for f in e["data"]["frames"]]
+        for e in events
+        if e["name"] == "transport:packet_sent"
+    ]
+    (closing,) = [frames for frames in sent if ("stream", sid, True) in frames]
+    resets = [i for i, (kind, stream, _) in enumerate(closing) if kind == "reset_stream"]
+    assert sorted(closing[i][1] for i in resets) == streams  # all in the capsule's packet
+    assert max(resets) < closing.index(("stream", sid, True))
