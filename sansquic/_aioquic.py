@@ -43,6 +43,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import K_MICRO_SECOND, QuicPacketPacer
+from aioquic.quic.stream import QuicStream
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificates
 
@@ -507,7 +508,13 @@ class _QuicConnection(QuicConnection):
 
     # Slots, not instance attributes: aioquic's instance dict is full once its
     # __init__ ends, and one more key would make it grow by 3 KiB per connection.
-    __slots__ = ("_ended_order", "_handed_order", "_reset_token", "_server_tickets")
+    __slots__ = (
+        "_ended_order",
+        "_handed_order",
+        "_limits_owed",
+        "_reset_token",
+        "_server_tickets",
+    )
 
     def __init__(
         self,
@@ -522,6 +529,8 @@ class _QuicConnection(QuicConnection):
         self._handed_order: list[int] = []
         # Streams reset or stopped since the last send (see ended()).
         self._ended_order = _NONE_ENDED
+        # Streams whose MAX_STREAM_DATA is owed: raised, or its last one lost.
+        self._limits_owed: dict[Any, QuicStream] = {}
         super().__init__(**kwargs)
         # aioquic builds a frozenset of epochs for each of its 33 frame types on every
         # connection, 7 KiB of an idle one: equal sets are shared instead.
@@ -570,13 +579,18 @@ class _QuicConnection(QuicConnection):
         # with something to send; the idle ones wait aside (the walk does nothing for
         # them) and rejoin the queue's end after it. Streams just reset or stopped
         # lead even those: see ended().
+        #
+        # aioquic also offers every stream of the connection a MAX_STREAM_DATA frame
+        # in every packet (2000 idle streams: 2000 calls a packet). For this call its
+        # stream table holds only the streams it may touch: the queue's busy ones
+        # (the walk drops the finished ones from it) and those owed a frame.
         queue, handed, ended = self._streams_queue, self._handed_order, self._ended_order
-        if len(queue) <= _STREAM_QUEUE_SHORT and len(handed) <= 1 and not ended:
+        streams = self._streams
+        if len(streams) <= _STREAM_QUEUE_SHORT and len(handed) <= 1 and not ended:
             handed.clear()
             return super().datagrams_to_send(now)
         self._handed_order = []
         self._ended_order = _NONE_ENDED
-        streams = self._streams
         order = dict.fromkeys(ended + handed)
         lead = [stream for sid in order if (stream := streams.get(sid)) is not None]
         leading = set(lead)
@@ -595,10 +609,20 @@ class _QuicConnection(QuicConnection):
             else:
                 busy.append(stream)
         self._streams_queue = busy
+        table: dict[Any, QuicStream] = {stream.stream_id: stream for stream in busy}
+        table.update(self._limits_owed)
+        size = len(table)
+        self._streams = table
         try:
             return super().datagrams_to_send(now)
         finally:
+            self._streams = streams
             self._streams_queue += idle  # aioquic rebinds the queue per packet: its latest
+            if len(table) != size:  # finished streams the walk dropped
+                for sid in [stream.stream_id for stream in busy]:
+                    if sid not in table and sid is not None:
+                        streams.pop(sid, None)
+                        self._limits_owed.pop(sid, None)
 
     def ended(self, stream_id: int) -> None:
         """``stream_id`` was just reset or stopped: in the next send pass its frames
@@ -637,6 +661,19 @@ class _QuicConnection(QuicConnection):
             buf.push_uint_var(stream.stream_id)
             buf.push_uint_var(stream.max_stream_data_local)
             stream.max_stream_data_local_sent = stream.max_stream_data_local
+        self._limits_owed.pop(stream.stream_id, None)
+
+    def _on_max_stream_data_delivery(self, delivery: QuicDeliveryState, stream: QuicStream) -> None:
+        super()._on_max_stream_data_delivery(delivery, stream)
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            self.owe_limits(stream)  # lost: aioquic sends it again
+
+    def owe_limits(self, stream: Any) -> None:
+        """``stream``'s window moved: its MAX_STREAM_DATA goes in the next packet."""
+        sid = stream.stream_id
+        known = self._streams.get(sid)
+        if known is not None and known is stream:  # not one the walk has dropped
+            self._limits_owed[sid] = known
 
     def _replenish_connection_ids(self) -> None:
         super()._replenish_connection_ids()
@@ -1214,6 +1251,7 @@ class AioquicEngine(AioquicStyleEngine):
             setattr(stream, "sq_window", window)  # noqa: B010
         window.updated(self._now, self._rtt())
         stream.max_stream_data_local = consumed + window.size
+        self._quic.owe_limits(stream)
         return True
 
     def _raise_data_credit(self) -> bool:
