@@ -90,7 +90,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_close_event"),  # who closed
     ("QuicConnection", "_close_at"),  # idle-timeout detection
     ("QuicConnection", "_state"),
-    ("QuicConnection", "_streams"),  # engine-held stream count
+    ("QuicConnection", "_streams"),  # engine-held stream count; a subset while sending
     ("QuicConnection", "_events"),  # skip draining when empty
     ("QuicConnection", "_peer_cid"),  # short-header size; its stateless reset token
     ("QuicConnection", "_loss"),  # RTT and congestion window
@@ -100,7 +100,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicPacketRecovery", "_rtt_variance"),
     ("QuicConnection", "_local_max_data"),  # credit follows reads
     ("QuicConnection", "_write_stream_limits"),  # overridden: stream credit follows reads
-    ("QuicConnection", "_on_max_stream_data_delivery"),
+    ("QuicConnection", "_on_max_stream_data_delivery"),  # overridden: a lost one is owed
     ("QuicConnection", "_remote_max_data"),  # send budget
     ("QuicConnection", "_remote_max_data_used"),
     ("QuicConnection", "_remote_max_streams_bidi"),  # StreamsAvailable
@@ -617,12 +617,12 @@ class _QuicConnection(QuicConnection):
             return super().datagrams_to_send(now)
         finally:
             self._streams = streams
-            self._streams_queue += idle  # aioquic rebinds the queue per packet: its latest
             if len(table) != size:  # finished streams the walk dropped
                 for sid in [stream.stream_id for stream in busy]:
                     if sid not in table and sid is not None:
                         streams.pop(sid, None)
                         self._limits_owed.pop(sid, None)
+            self._streams_queue += idle  # aioquic rebinds the queue per packet: its latest
 
     def ended(self, stream_id: int) -> None:
         """``stream_id`` was just reset or stopped: in the next send pass its frames

@@ -14,8 +14,9 @@ from __future__ import annotations
 import functools
 
 import pytest
+from aioquic.quic.packet_builder import QuicDeliveryState
 
-from sansquic import Config, Priority
+from sansquic import Config, Priority, _aioquic
 from sansquic.testing import (
     CLIENT_ADDRESS,
     SERVER_ADDRESS,
@@ -172,7 +173,7 @@ def test_window_updates_among_many_idle_streams_reach_the_peer_though_lost(seed:
     small = Config(dev_mode=True, trust_dev_certificate=True, max_stream_data=4096)
     small = small.replace(max_stream_window=4096)
     pair = connected_pair(conditions, seed=seed, server_config=small)
-    client, server = _sinks(pair)
+    _, server = _sinks(pair)
     idle = [pair.client.open_stream() for _ in range(60)]
     for stream_id in idle:
         pair.client.send(stream_id, b"h")
@@ -196,3 +197,24 @@ def test_window_updates_among_many_idle_streams_reach_the_peer_though_lost(seed:
     assert any(d.fate == "lost" for d in sent), "no server packet was lost"
     # 200 KB through a 4 KiB window: dozens of updates, at most one stream a packet.
     assert len(sent) > 40 and len(offered) <= 2 * len(sent)
+
+
+def test_a_lost_window_update_is_owed_again_beside_many_idle_streams() -> None:
+    """A MAX_STREAM_DATA that aioquic reports lost goes out again, though its stream
+    is idle and the seam only offers the frame to streams owed one."""
+    small = Config(dev_mode=True, trust_dev_certificate=True, max_stream_data=4096)
+    pair = connected_pair(server_config=small.replace(max_stream_window=4096))
+    client, server = _sinks(pair)
+    _with_idle_streams(pair, client, server)
+    stream_id = pair.client.open_stream()
+    pair.client.send(stream_id, b"x" * 3000)  # read by the sink: past a quarter window
+    assert pair.network.run_until(lambda: len(server.received.get(stream_id, b"")) == 3000, 5)
+    pair.network.run_for(0.1)
+    quic = pair.server._engine._quic  # type: ignore[union-attr]
+    stream = quic._streams[stream_id]
+    assert stream.max_stream_data_local_sent == stream.max_stream_data_local > 4096
+    assert len(quic._streams) > _aioquic._STREAM_QUEUE_SHORT  # the seam's own walk
+    quic._on_max_stream_data_delivery(QuicDeliveryState.LOST, stream)  # as its loss detection
+    assert stream.max_stream_data_local_sent == 0
+    pair.network.run_for(0.1)
+    assert stream.max_stream_data_local_sent == stream.max_stream_data_local
