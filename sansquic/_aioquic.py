@@ -472,20 +472,28 @@ class _Pacer(QuicPacketPacer):
     timer: 341 send passes per MB, 25.5 MB/s at 38.6 ms of CPU per MB on asyncio.
     With 64 KB (one GSO send's worth) it was 15 passes per MB, 58.9 MB/s at
     16.6 ms/MB, and no more datagrams sent (measured; pacing off lost 4%).
-    Packets larger than 4 KB keep aioquic's 16-packet bursts; every burst stays
-    within a quarter of the congestion window, as aioquic's does.
+    Packets larger than 8 KB go 8 at a time (aioquic: 16). Path MTU discovery's
+    16 KB packets in bursts of 256 KB queued at a receiver that handles each in
+    tens of microseconds, ahead of a CRITICAL message sent just after: with 128 KB
+    fewer of its round trips beside a saturating LOW stream took over twice the
+    idle one, for about a fifth less bulk throughput (still 5x the 1200-byte one).
+    Every burst stays within a quarter of the congestion window, as aioquic's does.
     """
 
     def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
         super().update_rate(congestion_window, smoothed_rtt)
         size = self._max_datagram_size
-        burst = max(2 * size, min(congestion_window // 4, max(16 * size, _PACING_BURST)))
-        # Never below aioquic's own, so the bucket it already clamped needs no second clamp.
+        packets = _PACING_BURST_PACKETS * size
+        burst = max(2 * size, min(congestion_window // 4, max(packets, _PACING_BURST)))
         self.bucket_max = burst / (congestion_window / max(smoothed_rtt, K_MICRO_SECOND))
+        if self.bucket_time > self.bucket_max:  # below aioquic's own for large packets
+            self.bucket_time = self.bucket_max
 
 
 #: The largest burst _Pacer lets out at once, in bytes: what one GSO send carries.
 _PACING_BURST = 64 * 1024
+#: ... or this many packets, where that is more (packets over 8 KB).
+_PACING_BURST_PACKETS = 8
 #: Seconds each of the two windows the minimum RTT is taken over spans (BBR's 10 s).
 _RTT_MIN_WINDOW = 10.0
 #: Streams handed data past which a send pass prunes the ids that sent everything.
