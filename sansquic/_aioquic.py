@@ -120,6 +120,7 @@ PRIVATE_ATTRIBUTES = (
     ("QuicConnection", "_remote_ack_delay_exponent"),
     ("QuicConnection", "_streams_queue"),  # idle streams set aside while packets are built
     ("QuicConnection", "_write_stream_frame"),  # overridden: skipped once a packet is full
+    ("QuicConnection", "_write_connection_limits"),  # overridden: the queue's walk stops
     ("QuicStreamSender", "reset_pending"),
     ("QuicStreamReceiver", "stop_pending"),
     ("QuicStream", "is_finished"),
@@ -506,6 +507,45 @@ _NO_KEYS = CryptoPair()
 _EPOCH_SETS: dict[frozenset[tls.Epoch], frozenset[tls.Epoch]] = {}
 
 
+class _PacketWalk(list):  # type: ignore[type-arg]  # of QuicStream
+    """aioquic's stream queue for one packet: its walk stops once the packet is full.
+
+    aioquic offers each packet to every stream of its queue with something to send,
+    though the first one with more than a packet's worth fills it: with 100 busy
+    streams, 11 offers a packet (the core hands the engine 16 KiB turns of many
+    streams), each doing nothing. The walk is aioquic's first iteration of the
+    queue after _write_connection_limits; it then rebuilds the queue from a second
+    one (the streams that sent go last), which sees every stream. The streams not
+    reached keep their places, so the queue comes out as aioquic's own walk leaves it.
+    """
+
+    __slots__ = ("_builder",)
+
+    def __init__(self, queue: list[Any], builder: Any) -> None:
+        super().__init__(queue)
+        self._builder = builder
+
+    def __iter__(self) -> Iterator[Any]:
+        builder, self._builder = self._builder, None
+        if builder is None:
+            return super().__iter__()
+        return self._walk(builder)
+
+    def _walk(self, builder: Any) -> Iterator[Any]:
+        for stream in super().__iter__():
+            if builder.remaining_flight_space < _STREAM_FRAME_MIN_HEADER:
+                return
+            yield stream
+
+    @staticmethod
+    def end(quic: QuicConnection) -> None:
+        """After a send pass: a walk that never began (the packet ended before it)
+        must not cut short the next iteration of the queue."""
+        queue = quic._streams_queue
+        if type(queue) is _PacketWalk:
+            queue._builder = None
+
+
 class _QuicConnection(QuicConnection):
     """aioquic's connection with stateless reset tokens derived from the connection id.
 
@@ -596,7 +636,10 @@ class _QuicConnection(QuicConnection):
         streams = self._streams
         if len(streams) <= _STREAM_QUEUE_SHORT and len(handed) <= 1 and not ended:
             handed.clear()
-            return super().datagrams_to_send(now)
+            try:
+                return super().datagrams_to_send(now)
+            finally:
+                _PacketWalk.end(self)
         self._handed_order = []
         self._ended_order = _NONE_ENDED
         order = dict.fromkeys(ended + handed)
@@ -624,6 +667,7 @@ class _QuicConnection(QuicConnection):
         try:
             return super().datagrams_to_send(now)
         finally:
+            _PacketWalk.end(self)
             self._streams = streams
             if len(table) != size:  # finished streams the walk dropped
                 for sid in [stream.stream_id for stream in busy]:
@@ -646,6 +690,12 @@ class _QuicConnection(QuicConnection):
             self._ended_order.append(stream_id)
         else:
             self._ended_order = [stream_id]
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        super()._write_connection_limits(builder, space)
+        # The last call aioquic makes before it walks the stream queue for this packet.
+        if len(self._streams_queue) > 1:
+            self._streams_queue = _PacketWalk(self._streams_queue, builder)
 
     def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
         # Once a packet is full aioquic still offers it to every stream with data, at
