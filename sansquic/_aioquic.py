@@ -517,6 +517,10 @@ class _PacketWalk(list):  # type: ignore[type-arg]  # of QuicStream
     queue after _write_connection_limits; it then rebuilds the queue from a second
     one (the streams that sent go last), which sees every stream. The streams not
     reached keep their places, so the queue comes out as aioquic's own walk leaves it.
+    What the walk does for a stream without room in the packet (drop it once finished,
+    resend a lost reset or stop) needs it reached: a send pass over more than a few
+    streams puts those ahead of the streams with data; in a short queue the streams
+    that sent move behind them, so the walk comes to them within a few packets.
     """
 
     __slots__ = ("_builder",)
@@ -645,20 +649,23 @@ class _QuicConnection(QuicConnection):
         order = dict.fromkeys(ended + handed)
         lead = [stream for sid in order if (stream := streams.get(sid)) is not None]
         leading = set(lead)
-        busy, idle = lead, []
+        ending: list[QuicStream] = []
+        sending: list[QuicStream] = []
+        idle = []
         for stream in queue:
             if stream in leading:
                 continue
             sender = stream.sender
-            if (
-                sender.buffer_is_empty
-                and not sender.reset_pending
-                and not stream.receiver.stop_pending
-                and not stream.is_finished  # finished streams are dropped by the walk
-            ):
+            if stream.is_finished or sender.reset_pending or stream.receiver.stop_pending:
+                # Ahead of the streams with data: the walk stops at a full packet
+                # (_PacketWalk), and it must reach these to drop a finished stream (a
+                # peer's returns its stream credit) or to send a resent reset or stop.
+                ending.append(stream)
+            elif sender.buffer_is_empty:
                 idle.append(stream)
             else:
-                busy.append(stream)
+                sending.append(stream)
+        busy = lead + ending + sending
         self._streams_queue = busy
         table: dict[Any, QuicStream] = {stream.stream_id: stream for stream in busy}
         table.update(self._limits_owed)
@@ -694,8 +701,11 @@ class _QuicConnection(QuicConnection):
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
         super()._write_connection_limits(builder, space)
         # The last call aioquic makes before it walks the stream queue for this packet.
-        if len(self._streams_queue) > 1:
-            self._streams_queue = _PacketWalk(self._streams_queue, builder)
+        queue = self._streams_queue
+        if type(queue) is _PacketWalk:  # a walk that never began (see _PacketWalk.end)
+            queue._builder = builder
+        elif len(queue) > 1:
+            self._streams_queue = _PacketWalk(queue, builder)
 
     def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
         # Once a packet is full aioquic still offers it to every stream with data, at

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilderStop
 
 from sansquic import Config, Priority, _aioquic
 from sansquic.testing import (
@@ -299,3 +299,59 @@ def test_the_walk_stops_at_a_full_packet_and_the_rebuilt_queue_has_every_stream(
     quic = type("Quic", (), {"_streams_queue": unwalked})()
     _aioquic._PacketWalk.end(quic)
     assert list(unwalked) == ["a", "b"]
+
+
+@pytest.mark.parametrize("handed", [1, 3])  # the seam's short path, and its own walk
+def test_a_packet_that_ends_before_the_walk_leaves_the_queue_whole(handed: int) -> None:
+    """A frame written before aioquic's walk can end the pass (no room for it) after
+    the seam wrapped the queue for that packet's walk; the pass must not leave it to
+    cut the next iteration of the queue short."""
+    pair = connected_pair()
+    streams = [pair.client.open_stream() for _ in range(3)]
+    for stream_id in streams:
+        pair.client.send(stream_id, b"x")
+    pair.network.run_for(0.2)  # all sent and acknowledged
+    quic = pair.client._engine._quic  # type: ignore[union-attr]
+    for stream_id in streams[:handed]:
+        pair.client.send(stream_id, b"y" * 5000)
+
+    def no_room(builder: object, space: object, stream: object) -> None:
+        raise QuicPacketBuilderStop  # as start_frame does
+
+    quic._write_stream_limits = no_room  # aioquic's call between the wrap and the walk
+    pair.client.datagrams_to_send(pair.network.now)
+    del quic._write_stream_limits
+    queue = quic._streams_queue
+    assert type(queue) is _aioquic._PacketWalk  # wrapped, and no walk ran
+    assert queue._builder is None
+    assert len(list(queue)) == 3
+
+
+def test_a_finished_stream_leaves_the_engine_while_others_fill_every_packet() -> None:
+    """aioquic drops a finished stream when its walk reaches it, which for a stream
+    the peer opened returns the peer's stream credit. The walk stops at a full
+    packet, and the seam puts such streams ahead of those with data (the core hands
+    the engine what the window takes, so a pass's last packet usually has room and
+    the walk reaches every stream anyway): one the client opened and both sides
+    finished leaves the server's engine while the server streams 2 MB on 20 others."""
+    config = Config(
+        dev_mode=True, trust_dev_certificate=True, max_udp_payload_size=1200, pmtu_discovery=False
+    )
+    pair = connected_pair(LinkConditions(delay=0.002), server_config=config)
+    client, server = _sinks(pair)
+    busy = [pair.client.open_stream() for _ in range(20)]
+    for stream_id in busy:
+        pair.client.send(stream_id, b"h")
+    done = pair.client.open_stream()
+    pair.client.send(done, b"q", end=True)
+    assert pair.network.run_until(lambda: done in server.ended, 5)
+    quic = pair.server._engine._quic  # type: ignore[union-attr]
+    credit = quic._local_max_streams_bidi.value
+    pair.server.send(done, b"a", end=True)  # first: it is finished once this is acknowledged
+    for stream_id in busy:
+        pair.server.send(stream_id, bytes(100_000), end=True)
+    assert pair.network.run_until(lambda: done not in quic._streams, 10)
+    assert quic._local_max_streams_bidi.value == credit + 1
+    received = sum(len(client.received.get(stream_id, b"")) for stream_id in busy)
+    assert received < 200_000, f"dropped only once {received} of 2 MB had arrived"
+    assert pair.network.run_until(lambda: set(busy) <= client.ended, 30)
