@@ -565,6 +565,7 @@ class _QuicConnection(QuicConnection):
         "_handed_order",
         "_limits_owed",
         "_reset_token",
+        "_senders",
         "_server_tickets",
     )
 
@@ -583,6 +584,8 @@ class _QuicConnection(QuicConnection):
         self._ended_order = _NONE_ENDED
         # Streams whose MAX_STREAM_DATA is owed: raised, or its last one lost.
         self._limits_owed: dict[Any, QuicStream] = {}
+        # Streams that put new data in the packet being built, in the order they did.
+        self._senders: list[QuicStream] = []
         super().__init__(**kwargs)
         # aioquic builds a frozenset of epochs for each of its 33 frame types on every
         # connection, 7 KiB of an idle one: equal sets are shared instead.
@@ -644,6 +647,7 @@ class _QuicConnection(QuicConnection):
                 return super().datagrams_to_send(now)
             finally:
                 _PacketWalk.end(self)
+                self._order_senders()
         self._handed_order = []
         self._ended_order = _NONE_ENDED
         order = dict.fromkeys(ended + handed)
@@ -675,6 +679,7 @@ class _QuicConnection(QuicConnection):
             return super().datagrams_to_send(now)
         finally:
             _PacketWalk.end(self)
+            self._order_senders()
             self._streams = streams
             if len(table) != size:  # finished streams the walk dropped
                 for sid in [stream.stream_id for stream in busy]:
@@ -698,7 +703,23 @@ class _QuicConnection(QuicConnection):
         else:
             self._ended_order = [stream_id]
 
+    def _order_senders(self) -> None:
+        """Put the streams that sent in the last packet at the queue's end in the
+        order they sent, not aioquic's.
+
+        aioquic moves them there from a set, in an order that follows their
+        addresses in memory: the same seeded simnet run then sent different
+        packets from one process to the next.
+        """
+        senders = self._senders
+        if len(senders) > 1:
+            queue, count = self._streams_queue, len(senders)
+            if count == len(set(senders)) and set(queue[-count:]) == set(senders):
+                queue[-count:] = senders
+        senders.clear()
+
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        self._order_senders()  # the last packet's: aioquic has just rebuilt the queue
         super()._write_connection_limits(builder, space)
         # The last call aioquic makes before it walks the stream queue for this packet.
         queue = self._streams_queue
@@ -714,6 +735,8 @@ class _QuicConnection(QuicConnection):
         if builder.remaining_flight_space < _STREAM_FRAME_MIN_HEADER:
             return 0
         result: int = super()._write_stream_frame(builder, space, stream, max_offset)
+        if result > 0:  # as aioquic's walk counts a stream as having sent
+            self._senders.append(stream)
         return result
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
