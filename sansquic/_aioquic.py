@@ -167,6 +167,8 @@ PRIVATE_ATTRIBUTES = (
     ("QuicPacketSpace", "ack_at"),  # owed ACKs ride with new data, not 1 ms later alone
     # Migration: which paths the peer proved it can be reached on.
     ("QuicNetworkPath", "is_validated"),
+    ("QuicNetworkPath", "local_challenge_sent"),  # an unanswered challenge is sent again
+    ("QuicConnection", "_on_path_challenge_delivery"),  # overridden: ... once acknowledged
 )
 
 #: Connection id length this side uses; short headers are parsed with it.
@@ -702,6 +704,21 @@ class _QuicConnection(QuicConnection):
             self._ended_order.append(stream_id)
         else:
             self._ended_order = [stream_id]
+
+    def _on_path_challenge_delivery(self, delivery: Any, network_path: Any) -> None:
+        super()._on_path_challenge_delivery(delivery, network_path)
+        # aioquic sends a challenge again only when its packet is lost. When that packet
+        # is acknowledged but the PATH_RESPONSE is lost (it is never sent again, RFC
+        # 9000 section 19.18), the path stayed unvalidated until the validation deadline
+        # abandoned it, and remote_address kept the client's old port meanwhile. The ACK
+        # comes in the response's packet, before it, so an answered challenge is not
+        # sent twice.
+        if (
+            delivery == QuicDeliveryState.ACKED
+            and network_path is self._network_paths[0]
+            and not network_path.is_validated
+        ):
+            network_path.local_challenge_sent = False
 
     def _order_senders(self) -> None:
         """Put the streams that sent in the last packet at the queue's end in the
