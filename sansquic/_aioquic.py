@@ -648,8 +648,7 @@ class _QuicConnection(QuicConnection):
             try:
                 return super().datagrams_to_send(now)
             finally:
-                _PacketWalk.end(self)
-                self._order_senders()
+                self._end_pass()
         self._handed_order = []
         self._ended_order = _NONE_ENDED
         order = dict.fromkeys(ended + handed)
@@ -680,8 +679,7 @@ class _QuicConnection(QuicConnection):
         try:
             return super().datagrams_to_send(now)
         finally:
-            _PacketWalk.end(self)
-            self._order_senders()
+            self._end_pass()
             self._streams = streams
             if len(table) != size:  # finished streams the walk dropped
                 for sid in [stream.stream_id for stream in busy]:
@@ -719,6 +717,12 @@ class _QuicConnection(QuicConnection):
             and not network_path.is_validated
         ):
             network_path.local_challenge_sent = False
+
+    def _end_pass(self) -> None:
+        """What every send pass leaves behind it, on either path: no walk half begun,
+        and the last packet's senders in their order."""
+        _PacketWalk.end(self)
+        self._order_senders()
 
     def _order_senders(self) -> None:
         """Put the streams that sent in the last packet at the queue's end in the
